@@ -1,0 +1,50 @@
+import { PortcullisError, type ErrorOptions, type ErrorRegistry } from '../errors.js';
+
+/**
+ * Error contract of every KeyManager (Castellan's, made explicit):
+ * - E_KEY_NOT_FOUND: no such object for this project. Objects of other
+ *   projects look non-existent wherever the backend lets us decide (local,
+ *   fixed); Barbican itself answers 403 for another project's secret, which
+ *   we report as E_KEY_FORBIDDEN rather than guess.
+ * - E_KEY_FORBIDDEN: the key manager refused this caller. Never retried,
+ *   never served stale from a cache.
+ * - E_BACKEND_UNAVAILABLE: the key manager could not be reached or failed
+ *   (connection refused, timeout, 5xx after retries). Worth retrying later.
+ * - E_INVALID_ARGUMENT: the request itself is wrong; nothing was sent.
+ */
+export const keyClientErrors = {
+  E_KEY_NOT_FOUND: 'The key manager has no such object for this project.',
+  E_KEY_FORBIDDEN: 'The key manager refused the caller access to this object.',
+  E_BACKEND_UNAVAILABLE: 'The key manager could not be reached or failed (network, timeout, 5xx after retries).',
+  E_BACKEND_AUTH: 'The key manager or Keystone rejected the credentials (401), or the catalog has no usable endpoint.',
+  E_BACKEND_PROTOCOL: 'The key manager answered something this client cannot interpret.',
+  E_KEY_CREATE_FAILED: 'The key manager accepted a create request but the order ended in error or never completed.',
+  E_INVALID_ARGUMENT: 'The request is invalid (algorithm, length, id, type or payload); nothing was sent.',
+  E_NOT_SUPPORTED: 'The configured backend does not support this operation.',
+  E_BACKEND_INSECURE: 'An insecure backend (fixed key) was requested without allow_insecure: true.',
+  E_OBJECT_WIPED: 'The managed object was zeroized; its bytes are gone.',
+  E_METADATA_ONLY: 'The managed object was fetched metadata-only and carries no bytes.',
+  E_KEYSTORE_INTEGRITY: 'A local keystore record failed authentication (edited, swapped or corrupted row).',
+  E_KEYSTORE_KEK: 'The local keystore key-encryption key is missing, unreadable, too permissive or does not match the keystore.',
+  E_KEYSTORE_FILE: 'The local keystore database file cannot be used (mode, ownership, corruption).',
+} as const satisfies ErrorRegistry;
+
+export type KeyClientErrorCode = keyof typeof keyClientErrors;
+
+export class KeyClientError extends PortcullisError {
+  override readonly name = 'KeyClientError';
+  declare readonly code: KeyClientErrorCode;
+
+  constructor(code: KeyClientErrorCode, message: string, options?: ErrorOptions) {
+    super(code, message, options);
+  }
+}
+
+export function keyError(code: KeyClientErrorCode, message: string, options?: ErrorOptions): KeyClientError {
+  return new KeyClientError(code, message, options);
+}
+
+/** Errors a cache may answer with a stale key for: the backend is down, not saying no. */
+export function isTransient(err: unknown): boolean {
+  return err instanceof KeyClientError && err.code === 'E_BACKEND_UNAVAILABLE';
+}

@@ -1,0 +1,86 @@
+import type { ManagedObject, ObjectType } from './objects/index.js';
+
+/**
+ * Who is asking. Every call is scoped to one project (tenant); a backend must
+ * never return another project's object to it.
+ */
+export interface RequestContext {
+  projectId: string;
+  /** A Keystone token to act with (token pass-through), instead of the service's own credentials. */
+  token?: string;
+}
+
+export interface KeySpec {
+  /** "aes" for symmetric keys; "rsa" (or "ec" where supported) for key pairs. */
+  algorithm: string;
+  /** Bits: 128/192/256/512 for AES (512 = AES-256-XTS), 2048+ for RSA. */
+  length: number;
+  name?: string;
+}
+
+export interface KeyPairIds {
+  privateKeyId: string;
+  publicKeyId: string;
+}
+
+export interface GetOptions {
+  /** Fetch metadata only; the object's bytes() then throws E_METADATA_ONLY. */
+  metadataOnly?: boolean;
+}
+
+export interface ListOptions {
+  type?: ObjectType;
+  /** Exact name match. */
+  name?: string;
+}
+
+/** What a backend can do; the contract suite and callers read it instead of guessing. */
+export interface Capabilities {
+  createKeyPair: boolean;
+  /** Whether store() accepts any object, or only what the backend already holds (fixed). */
+  storeAny: boolean;
+  /** Whether delete() really deletes. */
+  deletes: boolean;
+  /** Whether objects are scoped per project (false only for the fixed key). */
+  projectScoped: boolean;
+}
+
+export interface BackendHealth {
+  ok: boolean;
+  /** Shown to operators; never contains secrets. */
+  detail: string;
+  insecure?: boolean;
+}
+
+/**
+ * The key manager contract, Castellan's KeyManager in TypeScript.
+ *
+ * Errors (see errors.ts): E_KEY_NOT_FOUND, E_KEY_FORBIDDEN,
+ * E_BACKEND_UNAVAILABLE, E_BACKEND_AUTH, E_INVALID_ARGUMENT, E_NOT_SUPPORTED,
+ * plus backend-specific integrity codes. Nothing else escapes: any other
+ * failure is wrapped in one of these with the original as `cause`.
+ *
+ * Returned objects hold their bytes in the backend's SecureAllocator; the
+ * caller owns them and should zeroize() when done. Objects passed to store()
+ * stay the caller's: the backend copies what it keeps.
+ */
+export interface KeyManager {
+  /** Registry name of the backend, or of the wrapper chain ("cache(barbican)"). */
+  readonly name: string;
+  readonly capabilities: Capabilities;
+  /** @throws E_INVALID_ARGUMENT for unsupported algorithm/length. */
+  createKey(ctx: RequestContext, spec: KeySpec): Promise<string>;
+  /** @throws E_NOT_SUPPORTED where the backend has no key pairs. */
+  createKeyPair(ctx: RequestContext, spec: KeySpec): Promise<KeyPairIds>;
+  /** Stores a copy of `obj`; returns the new id. */
+  store(ctx: RequestContext, obj: ManagedObject): Promise<string>;
+  /** @throws E_KEY_NOT_FOUND, E_KEY_FORBIDDEN */
+  get(ctx: RequestContext, id: string, options?: GetOptions): Promise<ManagedObject>;
+  /** @throws E_KEY_NOT_FOUND, E_KEY_FORBIDDEN */
+  delete(ctx: RequestContext, id: string): Promise<void>;
+  /** Metadata-only objects of this project. */
+  list(ctx: RequestContext, options?: ListOptions): Promise<ManagedObject[]>;
+  health(): Promise<BackendHealth>;
+  /** Releases connections and wipes held secrets; safe to call twice. */
+  close(): Promise<void>;
+}

@@ -1,0 +1,86 @@
+import { keyError } from './errors.js';
+
+/**
+ * Memory that holds key bytes. The allocator is an interface so that the key
+ * cache and every key path can use locked, non-dumpable memory from native/
+ * when it is there, and ordinary zero-on-wipe buffers until then.
+ */
+export interface SecretBuffer {
+  readonly length: number;
+  /** True once wipe() ran; view() then throws. */
+  readonly wiped: boolean;
+  /** The bytes, without copying. Do not keep the view beyond the buffer's life. */
+  view(): Buffer;
+  /** Zeroes the bytes; idempotent. */
+  wipe(): void;
+}
+
+export interface SecureMemoryStats {
+  liveBuffers: number;
+  liveBytes: number;
+  locked: boolean;
+}
+
+export interface SecureAllocator {
+  readonly kind: string;
+  alloc(length: number): SecretBuffer;
+  stats(): SecureMemoryStats;
+}
+
+/**
+ * Copies `source` into a new secret buffer and zeroes `source`, so the caller
+ * is left with one copy of the secret, in secure memory.
+ */
+export function adoptSecret(allocator: SecureAllocator, source: Uint8Array): SecretBuffer {
+  const buf = allocator.alloc(source.length);
+  buf.view().set(source);
+  source.fill(0);
+  return buf;
+}
+
+/** Copies without touching the source (the source is someone else's to wipe). */
+export function copySecret(allocator: SecureAllocator, source: Uint8Array): SecretBuffer {
+  const buf = allocator.alloc(source.length);
+  buf.view().set(source);
+  return buf;
+}
+
+/**
+ * Ordinary memory, zeroed on wipe. Buffer.alloc never hands out slices of the
+ * shared pool, so wiping one secret cannot touch unrelated data and no other
+ * Buffer aliases it.
+ */
+export function plainAllocator(): SecureAllocator {
+  let liveBuffers = 0;
+  let liveBytes = 0;
+  return {
+    kind: 'plain',
+    alloc(length: number): SecretBuffer {
+      if (!Number.isInteger(length) || length < 0 || length > 1 << 20) {
+        throw keyError('E_INVALID_ARGUMENT', `Secret buffer length ${length} is out of range (0..1048576 bytes)`);
+      }
+      const bytes = Buffer.alloc(length);
+      let wiped = false;
+      liveBuffers += 1;
+      liveBytes += length;
+      return {
+        length,
+        get wiped() {
+          return wiped;
+        },
+        view() {
+          if (wiped) throw keyError('E_OBJECT_WIPED', 'Secret buffer was wiped; its bytes are gone');
+          return bytes;
+        },
+        wipe() {
+          if (wiped) return;
+          bytes.fill(0);
+          wiped = true;
+          liveBuffers -= 1;
+          liveBytes -= length;
+        },
+      };
+    },
+    stats: () => ({ liveBuffers, liveBytes, locked: false }),
+  };
+}
