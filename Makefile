@@ -7,9 +7,10 @@ PREFIX ?= /usr/local
 DEB_PACKAGES := python3-barbican barbican-common python3-keystone python3-keystoneclient \
   python3-barbicanclient python3-castellan python3-paste python3-pastedeploy openssl
 
-.PHONY: help deps build test clean
+.PHONY: help deps build test demo clean
 
 help:
+	@echo "make demo   install what is missing, build, and show portcullis at work on the local keystore"
 	@echo "make test   install what is missing (Debian packages, npm ci), build, run every test"
 	@echo "make build  compile TypeScript to dist/"
 
@@ -34,6 +35,9 @@ build: node_modules/.installed
 
 test: deps build
 	node scripts/run-tests.mjs
+
+demo: node_modules/.installed build
+	scripts/demo.sh
 
 clean:
 	rm -rf dist .cache

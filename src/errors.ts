@@ -27,6 +27,11 @@ export class PortcullisError extends Error {
 /** A registry maps each stable code to a one-line description for docs/errors.md. */
 export type ErrorRegistry = Readonly<Record<string, string>>;
 
+/** Codes not owned by one layer. */
+export const commonErrors = {
+  E_INTERNAL: 'A bug: an unexpected failure that portcullis did not classify. Please report it with the log line.',
+} as const satisfies ErrorRegistry;
+
 export function isPortcullisError(err: unknown, code?: string): err is PortcullisError {
   return err instanceof PortcullisError && (code === undefined || err.code === code);
 }

@@ -1,0 +1,104 @@
+#!/usr/bin/env node
+import { readFileSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import { exitCodes, type Command, type OptionSpec } from './command.js';
+import { keyCommands } from './commands/key.js';
+import { reportFailure, UsageError } from './output.js';
+
+/** The CLI is this table; help is generated from it. */
+const commands: Command[] = [...keyCommands];
+
+const globalOptions: Command['options'] = {
+  config: { type: 'string', help: 'config file (YAML, or a nova.conf-style .conf/.ini); default $PORTCULLIS_CONFIG or /etc/portcullis/portcullis.yaml', valueName: 'FILE' },
+  backend: { type: 'string', help: 'use this key-manager backend instead of the configured one', valueName: 'NAME' },
+  help: { type: 'boolean', short: 'h', help: 'show help' },
+};
+
+function findCommand(args: string[]): Command | undefined {
+  return commands
+    .filter((c) => c.path.every((word, i) => args[i] === word))
+    .sort((a, b) => b.path.length - a.path.length)[0];
+}
+
+function optionLines(options: Command['options']): string[] {
+  return Object.entries(options).map(([name, spec]) => {
+    const flag = `--${name}${spec.type === 'string' ? ` ${spec.valueName ?? 'VALUE'}` : ''}`;
+    return `  ${flag.padEnd(28)} ${spec.help}`;
+  });
+}
+
+function mainHelp(): string {
+  const width = Math.max(...commands.map((c) => c.path.join(' ').length));
+  return [
+    'Usage: portcullis COMMAND [OPTIONS]',
+    '',
+    'Admin CLI of portcullis, the disk-encryption key daemon.',
+    '',
+    'Commands:',
+    ...commands.map((c) => `  ${c.path.join(' ').padEnd(width)}  ${c.summary}`),
+    '',
+    'Global options:',
+    ...optionLines(globalOptions),
+    '',
+    "Run 'portcullis COMMAND --help' for a command's options.",
+    'Exit codes: 0 ok, 1 the operation failed, 2 usage error, 3 configuration error.',
+  ].join('\n');
+}
+
+function commandHelp(c: Command): string {
+  return [
+    `Usage: portcullis ${c.path.join(' ')} ${c.usage}`,
+    '',
+    `${c.summary[0]?.toUpperCase() ?? ''}${c.summary.slice(1)}.`,
+    '',
+    'Options:',
+    ...optionLines(c.options),
+    ...optionLines(globalOptions),
+  ].join('\n');
+}
+
+function toParseArgs(options: Command['options']): OptionSpec {
+  const out: OptionSpec = {};
+  for (const [name, spec] of Object.entries(options)) {
+    const { help: _help, valueName: _valueName, ...parseSpec } = spec;
+    out[name] = parseSpec;
+  }
+  return out;
+}
+
+async function main(argv: string[]): Promise<number> {
+  if (argv.length === 0 || argv[0] === '--help' || argv[0] === '-h' || argv[0] === 'help') {
+    process.stdout.write(`${mainHelp()}\n`);
+    return argv.length === 0 ? exitCodes.usage : exitCodes.ok;
+  }
+  if (argv[0] === '--version') {
+    const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string };
+    process.stdout.write(`portcullis ${pkg.version}\n`);
+    return exitCodes.ok;
+  }
+  const command = findCommand(argv);
+  const wantsJson = argv.includes('--json');
+  try {
+    if (command === undefined) throw new UsageError(`unknown command "${argv.filter((a) => !a.startsWith('-')).slice(0, 2).join(' ')}"`);
+    const rest = argv.slice(command.path.length);
+    if (rest.includes('--help') || rest.includes('-h')) {
+      process.stdout.write(`${commandHelp(command)}\n`);
+      return exitCodes.ok;
+    }
+    let parsed;
+    try {
+      parsed = parseArgs({ args: rest, options: toParseArgs({ ...globalOptions, ...command.options }), allowPositionals: true, strict: true });
+    } catch (err) {
+      throw new UsageError(err instanceof Error ? err.message : String(err));
+    }
+    const expected = command.positionals ?? 0;
+    if (parsed.positionals.length !== expected) {
+      throw new UsageError(`portcullis ${command.path.join(' ')} takes ${expected} argument(s): ${command.usage}`);
+    }
+    return await command.run({ values: parsed.values, positionals: parsed.positionals });
+  } catch (err) {
+    return reportFailure(err, wantsJson);
+  }
+}
+
+process.exitCode = await main(process.argv.slice(2));

@@ -1,0 +1,39 @@
+import { z } from 'zod';
+import { cacheOptionsSchema } from '../keyclient/cache.js';
+import { backendNames, backends, type BackendName } from '../keyclient/registry.js';
+import { retryOptionsSchema } from '../keyclient/retry.js';
+
+/**
+ * The whole configuration. Each backend owns its section's schema; this file
+ * only composes them. Unknown keys are rejected everywhere (strict objects),
+ * so a typo is an error, not a silently ignored setting.
+ */
+const keyManagerSchema = z
+  .strictObject({
+    backend: z.enum(backendNames as [BackendName, ...BackendName[]]).default('local'),
+    local: backends.local.optionsSchema.optional(),
+    barbican: backends.barbican.optionsSchema.optional(),
+    fixed: backends.fixed.optionsSchema.optional(),
+  })
+  .transform((km, ctx) => {
+    // The selected backend's section may be omitted when its defaults suffice;
+    // fill it here so the rest of the program never sees an absent section.
+    if (km[km.backend] !== undefined) return km;
+    const parsed = backends[km.backend].optionsSchema.safeParse({});
+    if (parsed.success) return { ...km, [km.backend]: parsed.data };
+    for (const issue of parsed.error.issues) {
+      ctx.addIssue({ code: 'custom', path: [km.backend, ...issue.path.map(String)], message: issue.message });
+    }
+    return z.NEVER;
+  });
+
+export const configSchema = z.strictObject({
+  // prefault, not default: an absent section is parsed as {} so its own defaults and checks apply.
+  key_manager: keyManagerSchema.prefault({}),
+  cache: cacheOptionsSchema.prefault({}),
+  retry: retryOptionsSchema.prefault({}),
+});
+
+export type Config = z.output<typeof configSchema>;
+/** The configuration before validation, as a file would spell it. */
+export type ConfigInput = z.input<typeof configSchema>;

@@ -1,0 +1,417 @@
+import { createHash } from 'node:crypto';
+import { performance } from 'node:perf_hooks';
+import { z } from 'zod';
+import { isTransient, keyError, KeyClientError } from './errors.js';
+import type { GetOptions, KeyManager, RequestContext } from './key-manager.js';
+import { metadataOf, objectOfType, type ManagedObject, type ObjectMetadata, type ObjectType } from './objects/index.js';
+import { seconds } from './options.js';
+import { copySecret, type SecretBuffer, type SecureAllocator } from './secure-memory.js';
+
+/**
+ * The key cache (DESIGN.md "Key cache"): a KeyManager in front of another.
+ * Only get() is cached; everything else passes through.
+ */
+export const cacheOptionsSchema = z.strictObject({
+  /** How long a fetched key is served without asking the backend. @default 300 */
+  ttl_seconds: seconds().default(300),
+  /** Keys held at most; the least recently used goes first. Negative entries are bounded by it too. @default 1024 */
+  max_entries: z.number().int().min(1).max(1_000_000).default(1024),
+  /** How long "not found"/"forbidden" is remembered; 0 turns negative caching off. @default 5 */
+  negative_ttl_seconds: seconds().default(5),
+  /** How long past expiry a key may still be served while the backend is unreachable; 0 = off. @default 0 */
+  stale_if_error_seconds: seconds().default(0),
+  /** Seconds between sweeps that wipe expired keys; 0 = no timer (sweep() by hand). @default 30 */
+  sweep_interval_seconds: seconds()
+    .refine((s) => s === 0 || s >= 1, 'must be 0 (no sweep timer) or at least 1')
+    .default(30),
+});
+
+export type CacheOptions = z.output<typeof cacheOptionsSchema>;
+
+export interface CacheDeps {
+  /** Where the cache keeps its copies and makes the callers'. */
+  allocator: SecureAllocator;
+  /** Milliseconds; when injected (tests), also the latency clock, and no sweep timer runs. */
+  now?: () => number;
+}
+
+/** Upper bounds (ms) of the backend latency histogram's buckets; +Inf is `count`. */
+export const latencyBucketsMs = [1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000] as const;
+
+export interface LatencyHistogram {
+  /** Cumulative, Prometheus-style: each bucket counts fetches that took at most `le` ms. */
+  buckets: Array<{ le: number; count: number }>;
+  count: number;
+  /** Milliseconds, summed over all fetches. */
+  sum: number;
+}
+
+export interface CacheStats {
+  /** get()s answered from a fresh entry. */
+  hits: number;
+  /** get()s that had to ask the backend (one per backend fetch they started). */
+  misses: number;
+  /** get()s that joined a fetch already under way for the same key. */
+  coalesced: number;
+  /** get()s answered with an expired key because the backend was unavailable. */
+  staleServed: number;
+  /** get()s answered from a remembered "not found"/"forbidden". */
+  negativeHits: number;
+  /** Entries dropped to make room (LRU); explicit evict()/flush() are not counted. */
+  evictions: number;
+  /** Entries dropped because they expired. */
+  expirations: number;
+  entries: number;
+  backendFetches: number;
+  backendLatency: LatencyHistogram;
+}
+
+export interface CachingKeyManager extends KeyManager {
+  stats(): CacheStats;
+  /** Wipes every entry; returns how many keys were dropped. */
+  flush(): number;
+  /** Wipes the entries of `id` in every project; returns how many. */
+  evict(id: string): number;
+  /** Wipes entries expired past the stale-if-error window; returns how many. */
+  sweep(): number;
+}
+
+interface Entry {
+  readonly key: string;
+  /** Normalised id, for evict(). */
+  readonly id: string;
+  readonly type: ObjectType;
+  readonly meta: ObjectMetadata;
+  readonly secret: SecretBuffer;
+  readonly expiresAt: number;
+}
+
+interface Negative {
+  readonly id: string;
+  readonly error: unknown;
+  readonly expiresAt: number;
+}
+
+interface Waiter {
+  readonly metadataOnly: boolean;
+  resolve(obj: ManagedObject): void;
+  reject(err: unknown): void;
+}
+
+/** One backend fetch and everyone waiting for it. */
+interface Flight {
+  readonly id: string;
+  readonly waiters: Waiter[];
+}
+
+type Counter = Exclude<keyof CacheStats, 'entries' | 'backendLatency'>;
+
+/**
+ * Wraps `inner` in the key cache. The cache keeps one copy of each key in
+ * `deps.allocator` memory; every get() returns a fresh copy that the caller
+ * owns and zeroizes. Inner errors pass through unchanged.
+ * @throws E_BACKEND_UNAVAILABLE from get() after close().
+ */
+export function cachingKeyManager(inner: KeyManager, options: CacheOptions, deps: CacheDeps): CachingKeyManager {
+  const { allocator } = deps;
+  const now = deps.now ?? Date.now;
+  // Latency wants a monotonic clock; an injected clock stands in so tests can set latencies.
+  const clock = deps.now ?? (() => performance.now());
+  const ttlMs = options.ttl_seconds * 1000;
+  const negativeMs = options.negative_ttl_seconds * 1000;
+  const staleMs = options.stale_if_error_seconds * 1000;
+  const entries = new Map<string, Entry>(); // iteration order is LRU order, least recent first
+  const negatives = new Map<string, Negative>();
+  const flights = new Map<string, Flight>();
+  const counters: Record<Counter, number> = {
+    hits: 0, misses: 0, coalesced: 0, staleServed: 0, negativeHits: 0, evictions: 0, expirations: 0, backendFetches: 0,
+  };
+  const latency = histogram(latencyBucketsMs);
+  let closing: Promise<void> | undefined;
+  const timer =
+    deps.now === undefined && options.sweep_interval_seconds > 0
+      ? setInterval(sweep, options.sweep_interval_seconds * 1000).unref() // never what keeps the daemon alive
+      : undefined;
+
+  function drop(entry: Entry): void {
+    entries.delete(entry.key);
+    entry.secret.wipe();
+  }
+
+  function expire(entry: Entry): void {
+    drop(entry);
+    counters.expirations += 1;
+  }
+
+  function insert(entry: Entry): void {
+    const old = entries.get(entry.key);
+    if (old !== undefined) expire(old); // only an expired entry can be there while a fetch ran
+    entries.set(entry.key, entry);
+    for (const oldest of entries.values()) {
+      if (entries.size <= options.max_entries) break;
+      drop(oldest);
+      counters.evictions += 1;
+    }
+  }
+
+  function remember(key: string, id: string, error: unknown, t: number): void {
+    if (negativeMs <= 0) return;
+    negatives.delete(key);
+    negatives.set(key, { id, error, expiresAt: t + negativeMs });
+    for (const oldest of negatives.keys()) {
+      if (negatives.size <= options.max_entries) break;
+      negatives.delete(oldest);
+    }
+  }
+
+  function copyOut(entry: Entry, metadataOnly: boolean): ManagedObject {
+    return objectOfType(entry.type, entry.meta, metadataOnly ? undefined : copySecret(allocator, entry.secret.view()));
+  }
+
+  async function fetchFromBackend(ctx: RequestContext, id: string, getOptions: GetOptions): Promise<ManagedObject> {
+    counters.backendFetches += 1;
+    const started = clock();
+    try {
+      return await inner.get(ctx, id, getOptions);
+    } finally {
+      latency.observe(clock() - started);
+    }
+  }
+
+  function adopt(key: string, id: string, obj: ManagedObject): Entry {
+    try {
+      const secret = copySecret(allocator, obj.bytes());
+      return { key, id, type: obj.type, meta: metadataOf(obj), secret, expiresAt: now() + ttlMs };
+    } finally {
+      // The backend's copy is ours to dispose of: the cache holds exactly one.
+      obj.zeroize();
+    }
+  }
+
+  /**
+   * Runs the flight's backend fetch and settles every waiter synchronously,
+   * each with its own copy, so no eviction can slip in between the fetch
+   * and a waiter's copy.
+   */
+  async function fly(flight: Flight, ctx: RequestContext, id: string, key: string): Promise<void> {
+    let entry: Entry;
+    try {
+      entry = adopt(key, flight.id, await fetchFromBackend(ctx, id, {}));
+    } catch (err) {
+      land(flight, key, err);
+      return;
+    }
+    // An evict(), delete() or flush() during the fetch detached the flight: answer its callers, keep nothing.
+    const current = flights.get(key) === flight;
+    if (current) {
+      flights.delete(key);
+      insert(entry);
+    }
+    for (const waiter of flight.waiters) settle(waiter, () => copyOut(entry, waiter.metadataOnly));
+    if (!current) entry.secret.wipe();
+  }
+
+  function land(flight: Flight, key: string, err: unknown): void {
+    const current = flights.get(key) === flight;
+    if (current) flights.delete(key);
+    const t = now();
+    const stale = current ? staleFor(key, err, t) : undefined;
+    if (stale !== undefined) {
+      counters.staleServed += flight.waiters.length;
+      for (const waiter of flight.waiters) settle(waiter, () => copyOut(stale, waiter.metadataOnly));
+      return;
+    }
+    if (current) refused(key, flight.id, err, t);
+    for (const waiter of flight.waiters) waiter.reject(err);
+  }
+
+  /** The expired entry that may answer instead of `err`: only while the backend is unreachable, never after a "no". */
+  function staleFor(key: string, err: unknown, t: number): Entry | undefined {
+    const entry = entries.get(key);
+    return entry !== undefined && t < entry.expiresAt + staleMs && isTransient(err) ? entry : undefined;
+  }
+
+  /** After a "no" from the backend: forget the key, remember the no. */
+  function refused(key: string, id: string, err: unknown, t: number): void {
+    const old = entries.get(key);
+    if (isDenial(err)) {
+      // The backend said no: a stale key must never outlive that.
+      if (old !== undefined) drop(old);
+      remember(key, id, err, t);
+    } else if (old !== undefined && t >= old.expiresAt + staleMs) {
+      expire(old);
+    }
+  }
+
+  function join(flight: Flight, metadataOnly: boolean): Promise<ManagedObject> {
+    return new Promise((resolve, reject) => flight.waiters.push({ metadataOnly, resolve, reject }));
+  }
+
+  async function getMetadata(ctx: RequestContext, id: string, key: string, normId: string): Promise<ManagedObject> {
+    try {
+      return await fetchFromBackend(ctx, id, { metadataOnly: true });
+    } catch (err) {
+      const t = now();
+      const stale = staleFor(key, err, t);
+      if (stale !== undefined) {
+        counters.staleServed += 1;
+        return copyOut(stale, true);
+      }
+      refused(key, normId, err, t);
+      throw err;
+    }
+  }
+
+  function evict(id: string): number {
+    const normId = normaliseId(id);
+    let count = 0;
+    for (const entry of entries.values()) {
+      if (entry.id !== normId) continue;
+      drop(entry);
+      count += 1;
+    }
+    for (const [key, negative] of negatives) if (negative.id === normId) negatives.delete(key);
+    for (const [key, flight] of flights) if (flight.id === normId) flights.delete(key);
+    return count;
+  }
+
+  function flush(): number {
+    const count = entries.size;
+    for (const entry of entries.values()) drop(entry);
+    negatives.clear();
+    flights.clear();
+    return count;
+  }
+
+  function sweep(): number {
+    const t = now();
+    let count = 0;
+    for (const entry of entries.values()) {
+      if (t < entry.expiresAt + staleMs) continue;
+      expire(entry);
+      count += 1;
+    }
+    for (const [key, negative] of negatives) if (t >= negative.expiresAt) negatives.delete(key);
+    return count;
+  }
+
+  return {
+    name: `cache(${inner.name})`,
+    capabilities: inner.capabilities,
+    createKey: (ctx, spec) => inner.createKey(ctx, spec),
+    createKeyPair: (ctx, spec) => inner.createKeyPair(ctx, spec),
+    store: (ctx, obj) => inner.store(ctx, obj),
+    list: (ctx, listOptions) => inner.list(ctx, listOptions),
+    health: () => inner.health(),
+
+    async get(ctx, id, getOptions = {}) {
+      if (closing !== undefined) throw keyError('E_BACKEND_UNAVAILABLE', 'The key cache was closed', { details: { requestSent: false } });
+      const metadataOnly = getOptions.metadataOnly === true;
+      const normId = normaliseId(id);
+      const key = cacheKey(inner.name, ctx, normId);
+      const t = now();
+      const negative = negatives.get(key);
+      if (negative !== undefined) {
+        if (t < negative.expiresAt) {
+          counters.negativeHits += 1;
+          throw negative.error;
+        }
+        negatives.delete(key);
+      }
+      const entry = entries.get(key);
+      if (entry !== undefined && t < entry.expiresAt) {
+        counters.hits += 1;
+        entries.delete(key);
+        entries.set(key, entry); // now the most recently used
+        return copyOut(entry, metadataOnly);
+      }
+      if (entry !== undefined && t >= entry.expiresAt + staleMs) expire(entry);
+      const under = flights.get(key);
+      if (under !== undefined) {
+        counters.coalesced += 1;
+        return join(under, metadataOnly);
+      }
+      counters.misses += 1;
+      // Metadata alone is cheap and holds no secret: fetched, not cached.
+      if (metadataOnly) return getMetadata(ctx, id, key, normId);
+      const flight: Flight = { id: normId, waiters: [] };
+      flights.set(key, flight);
+      const mine = join(flight, false);
+      void fly(flight, ctx, id, key);
+      return mine;
+    },
+
+    async delete(ctx, id) {
+      evict(id);
+      try {
+        await inner.delete(ctx, id);
+      } finally {
+        // A get() racing the delete may have cached the key again.
+        evict(id);
+      }
+    },
+
+    stats: () => ({ ...counters, entries: entries.size, backendLatency: latency.snapshot() }),
+    flush,
+    evict,
+    sweep,
+
+    close() {
+      if (closing === undefined) {
+        if (timer !== undefined) clearInterval(timer);
+        flush();
+        closing = inner.close();
+      }
+      return closing;
+    },
+  };
+}
+
+function isDenial(err: unknown): boolean {
+  return err instanceof KeyClientError && (err.code === 'E_KEY_NOT_FOUND' || err.code === 'E_KEY_FORBIDDEN');
+}
+
+function settle(waiter: Waiter, make: () => ManagedObject): void {
+  try {
+    waiter.resolve(make());
+  } catch (err) {
+    waiter.reject(err); // e.g. the allocator ran out of locked memory for this caller's copy
+  }
+}
+
+/**
+ * Barbican names a secret both by bare UUID and by href (".../v1/secrets/UUID"),
+ * and callers use both; sharing one entry avoids fetching and holding the key
+ * twice. A miss still hands the backend the id as given, so it validates it.
+ */
+export function normaliseId(id: string): string {
+  const trimmed = id.replace(/\/+$/, '');
+  const slash = trimmed.lastIndexOf('/');
+  return slash === -1 ? id : trimmed.slice(slash + 1);
+}
+
+/**
+ * (backend, project, key id) as DESIGN.md says, plus a digest of a passed-through
+ * token: Barbican ACLs can grant a secret to some users of a project and not
+ * others, so one caller's fetch must not answer another token's request.
+ */
+function cacheKey(backend: string, ctx: RequestContext, id: string): string {
+  const token = ctx.token === undefined ? '' : createHash('sha256').update(ctx.token).digest('base64url');
+  return JSON.stringify([backend, ctx.projectId, token, id]);
+}
+
+function histogram(bounds: readonly number[]): { observe(ms: number): void; snapshot(): LatencyHistogram } {
+  const counts = bounds.map(() => 0);
+  let count = 0;
+  let sum = 0;
+  return {
+    observe(ms) {
+      count += 1;
+      sum += ms;
+      bounds.forEach((le, i) => {
+        if (ms <= le) counts[i] = (counts[i] ?? 0) + 1;
+      });
+    },
+    snapshot: () => ({ buckets: bounds.map((le, i) => ({ le, count: counts[i] ?? 0 })), count, sum }),
+  };
+}

@@ -1,0 +1,65 @@
+import assert from 'node:assert/strict';
+import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { describe, it } from 'node:test';
+import { repoRoot } from './helpers/paths.js';
+
+/** Every errors.ts module's registries (exports named *Errors), found by walking the compiled tree. */
+async function registeredCodes(): Promise<Map<string, string>> {
+  const srcRoot = join(repoRoot, 'dist', 'src');
+  const here = new URL('.', import.meta.url).pathname;
+  // Built elsewhere (a helper's private outDir)? Then src is beside this test's build root.
+  const builtSrc = statSafe(srcRoot) ? srcRoot : join(here, '..', 'src');
+  const files: string[] = [];
+  const walk = (dir: string) => {
+    for (const entry of readdirSync(dir)) {
+      const path = join(dir, entry);
+      if (statSync(path).isDirectory()) walk(path);
+      else if (entry === 'errors.js') files.push(path);
+    }
+  };
+  walk(builtSrc);
+  const codes = new Map<string, string>();
+  for (const file of files) {
+    const mod = (await import(pathToFileURL(file).href)) as Record<string, unknown>;
+    for (const [exportName, value] of Object.entries(mod)) {
+      if (!exportName.endsWith('Errors') || typeof value !== 'object' || value === null) continue;
+      for (const [code, description] of Object.entries(value)) {
+        assert.ok(!codes.has(code), `${code} is registered twice`);
+        codes.set(code, String(description));
+      }
+    }
+  }
+  return codes;
+}
+
+function statSafe(path: string): boolean {
+  try {
+    return statSync(path).isDirectory();
+  } catch {
+    return false;
+  }
+}
+
+describe('docs/errors.md', () => {
+  const doc = readFileSync(join(repoRoot, 'docs', 'errors.md'), 'utf8');
+  const documented = new Set([...doc.matchAll(/`(E_[A-Z0-9_]+)`/g)].map((m) => m[1] as string));
+
+  it('documents every error code the code can throw', async () => {
+    const codes = await registeredCodes();
+    assert.ok(codes.size > 10, `found only ${codes.size} codes; is the build tree complete?`);
+    const missing = [...codes.keys()].filter((c) => !documented.has(c));
+    assert.deepEqual(missing, [], `add these codes to docs/errors.md: ${missing.join(', ')}`);
+  });
+
+  it('documents no code that no longer exists', async () => {
+    const codes = await registeredCodes();
+    const stale = [...documented].filter((c) => !codes.has(c));
+    assert.deepEqual(stale, [], `remove these stale codes from docs/errors.md: ${stale.join(', ')}`);
+  });
+
+  it('gives every code a stable E_UPPER_SNAKE name', async () => {
+    for (const code of (await registeredCodes()).keys()) assert.match(code, /^E_[A-Z0-9]+(_[A-Z0-9]+)*$/);
+  });
+});
