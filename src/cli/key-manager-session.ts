@@ -37,7 +37,12 @@ export async function withKeyManager<T>(
 export function requestContext(values: OptionValues): RequestContext {
   const projectId = stringOption(values, 'project') ?? process.env['PORTCULLIS_PROJECT'];
   if (projectId === undefined || projectId === '') throw new UsageError('--project P is required (or set PORTCULLIS_PROJECT)');
-  // A Keystone token comes from the environment only: argv is world-readable in /proc.
+  return contextFor(projectId);
+}
+
+/** A project's request context, with the Keystone token from $OS_AUTH_TOKEN when one is set. */
+export function contextFor(projectId: string): RequestContext {
+  // The token comes from the environment only: argv is world-readable in /proc.
   const token = process.env['OS_AUTH_TOKEN'];
-  return token === undefined ? { projectId } : { projectId, token };
+  return token === undefined || token === '' ? { projectId } : { projectId, token };
 }

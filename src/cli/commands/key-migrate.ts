@@ -2,7 +2,7 @@ import type { KeyManager, RequestContext } from '../../keyclient/key-manager.js'
 import { isBackendName, backendNames, type BackendName } from '../../keyclient/registry.js';
 import { isPortcullisError } from '../../errors.js';
 import { exitCodes, stringOption, stringsOption, type Command, type CommandInput } from '../command.js';
-import { withKeyManager } from '../key-manager-session.js';
+import { contextFor, withKeyManager } from '../key-manager-session.js';
 import { printJson, printTable, UsageError } from '../output.js';
 
 interface Moved {
@@ -37,13 +37,11 @@ export const keyMigrateCommand: Command = {
     const projects = stringsOption(values, 'project');
     if (projects.length === 0) throw new UsageError('--project P is required (repeat it for several projects)');
     const dryRun = values['dry-run'] === true;
-    const token = process.env['OS_AUTH_TOKEN'];
     const moved = await withKeyManager({ ...values, backend: from }, async (source, open) => {
       const target = await open(to);
       const rows: Moved[] = [];
       for (const projectId of projects) {
-        const ctx: RequestContext = token === undefined ? { projectId } : { projectId, token };
-        rows.push(...(await migrateProject(source, target, ctx, dryRun)));
+        rows.push(...(await migrateProject(source, target, contextFor(projectId), dryRun)));
       }
       return rows;
     });
