@@ -11,13 +11,29 @@ const commands: Command[] = [...keyCommands];
 const globalOptions: Command['options'] = {
   config: { type: 'string', help: 'config file (YAML, or a nova.conf-style .conf/.ini); default $PORTCULLIS_CONFIG or /etc/portcullis/portcullis.yaml', valueName: 'FILE' },
   backend: { type: 'string', help: 'use this key-manager backend instead of the configured one', valueName: 'NAME' },
+  json: { type: 'boolean', help: 'print JSON for scripts (data on stdout, errors on stderr)' },
   help: { type: 'boolean', short: 'h', help: 'show help' },
 };
 
-function findCommand(args: string[]): Command | undefined {
-  return commands
-    .filter((c) => c.path.every((word, i) => args[i] === word))
+/**
+ * Global options may come before the command (`portcullis --config F key list`):
+ * set them aside, then match the longest command path at the front.
+ */
+function splitCommand(argv: string[]): { command: Command | undefined; rest: string[] } {
+  const leading: string[] = [];
+  let i = 0;
+  while (i < argv.length && (argv[i] as string).startsWith('-')) {
+    const arg = argv[i] as string;
+    leading.push(arg);
+    const spec = globalOptions[arg.replace(/^--?/, '')];
+    if (spec?.type === 'string' && !arg.includes('=') && i + 1 < argv.length) leading.push(argv[++i] as string);
+    i += 1;
+  }
+  const words = argv.slice(i);
+  const command = commands
+    .filter((c) => c.path.every((word, n) => words[n] === word))
     .sort((a, b) => b.path.length - a.path.length)[0];
+  return { command, rest: [...leading, ...words.slice(command?.path.length ?? 0)] };
 }
 
 function optionLines(options: Command['options']): string[] {
@@ -76,11 +92,10 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(`portcullis ${pkg.version}\n`);
     return exitCodes.ok;
   }
-  const command = findCommand(argv);
+  const { command, rest } = splitCommand(argv);
   const wantsJson = argv.includes('--json');
   try {
-    if (command === undefined) throw new UsageError(`unknown command "${argv.filter((a) => !a.startsWith('-')).slice(0, 2).join(' ')}"`);
-    const rest = argv.slice(command.path.length);
+    if (command === undefined) throw new UsageError(`unknown command "${rest.filter((a) => !a.startsWith('-')).slice(0, 2).join(' ')}"`);
     if (rest.includes('--help') || rest.includes('-h')) {
       process.stdout.write(`${commandHelp(command)}\n`);
       return exitCodes.ok;

@@ -139,8 +139,12 @@ describe('portcullis usage and config errors', () => {
     assert.match(ok(['key', 'migrate', '--help']).text, /--from BACKEND/);
   });
 
-  it('examples/local.yaml works exactly as shipped', () => {
-    const run = portcullis(['key', 'create', '--project', 'example', '--config', join(repoRoot, 'examples', 'local.yaml')]);
+  it('examples/local.yaml works exactly as shipped, with global options before or after the command', () => {
+    const example = join(repoRoot, 'examples', 'local.yaml');
+    const listed = portcullis(['--config', example, '--json', 'key', 'list', '--project', 'example']);
+    assert.equal(listed.status, 0, listed.stderr);
+    assert.ok(Array.isArray(JSON.parse(listed.text)));
+    const run = portcullis(['key', 'create', '--project', 'example', '--config', example]);
     assert.equal(run.status, 0, run.stderr);
     assert.match(run.text.trim(), /^[0-9a-f-]{36}$/);
   });

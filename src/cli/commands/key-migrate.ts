@@ -28,7 +28,6 @@ export const keyMigrateCommand: Command = {
     to: { type: 'string', help: 'target backend', valueName: 'BACKEND' },
     project: { type: 'string', multiple: true, help: 'project to migrate; repeat for several', valueName: 'P' },
     'dry-run': { type: 'boolean', help: 'list what would be copied, copy nothing' },
-    json: { type: 'boolean', help: 'print JSON for scripts' },
   },
   async run({ values }: CommandInput) {
     const from = backendFlag(values, 'from');

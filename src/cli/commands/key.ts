@@ -8,7 +8,6 @@ import { printJson, printTable, UsageError } from '../output.js';
 import { keyMigrateCommand } from './key-migrate.js';
 
 const project = { type: 'string', help: 'project (tenant) id the key belongs to; or $PORTCULLIS_PROJECT', valueName: 'P' } as const;
-const json = { type: 'boolean', help: 'print JSON for scripts' } as const;
 
 const storableTypes: Record<string, ObjectType> = { symmetric: 'symmetric', passphrase: 'passphrase', opaque: 'opaque' };
 const MAX_STDIN_BYTES = 64 * 1024;
@@ -39,7 +38,6 @@ const create: Command = {
     algorithm: { type: 'string', help: 'algorithm (default aes)', valueName: 'ALG' },
     length: { type: 'string', help: 'key length in bits (default 256; 512 for AES-256-XTS)', valueName: 'BITS' },
     name: { type: 'string', help: 'a name to find the key by later', valueName: 'N' },
-    json,
   },
   async run({ values }: CommandInput) {
     const ctx = requestContext(values);
@@ -64,7 +62,6 @@ const store: Command = {
     project,
     name: { type: 'string', help: 'a name to find it by later', valueName: 'N' },
     algorithm: { type: 'string', help: 'algorithm of a symmetric key (default aes)', valueName: 'ALG' },
-    json,
   },
   async run({ values }: CommandInput) {
     const typeName = stringOption(values, 'type');
@@ -104,7 +101,7 @@ const get: Command = {
   },
   async run({ values, positionals }: CommandInput) {
     const id = positionals[0] as string;
-    const output = stringOption(values, 'output') ?? 'hex';
+    const output = stringOption(values, 'output') ?? (values['json'] === true ? 'json' : 'hex');
     if (!['hex', 'raw', 'json'].includes(output)) throw new UsageError('--output must be hex, raw or json');
     const metadataOnly = values['metadata-only'] === true;
     if (metadataOnly && output !== 'json') throw new UsageError('--metadata-only prints JSON; add --output json');
@@ -135,7 +132,6 @@ const list: Command = {
     project,
     type: { type: 'string', help: 'only this type: symmetric, passphrase, opaque, private, public, certificate', valueName: 'T' },
     name: { type: 'string', help: 'only objects with this exact name', valueName: 'N' },
-    json,
   },
   async run({ values }: CommandInput) {
     const ctx = requestContext(values);
