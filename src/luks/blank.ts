@@ -1,0 +1,53 @@
+import { luksError } from './errors.js';
+import { exec, type ExecContext } from './exec.js';
+
+const ONE_MIB = 1024 * 1024;
+
+/**
+ * Safe format: a device is blank only when blkid finds no signature of any
+ * kind and its first MiB reads back as zeros. Any doubt — including a read
+ * error — means "not blank". os-brick formats any device whose luksOpen and
+ * isLuks failed, even after a transient read error, which destroys data.
+ * @throws E_DEVICE_NOT_BLANK naming what was found, E_DEVICE_UNREADABLE
+ */
+export async function assertBlank(ctx: ExecContext, device: string): Promise<void> {
+  // -p: low-level probe of the device itself, not the (possibly stale) blkid cache.
+  const probe = await exec(ctx, ['blkid', '-p', '-o', 'export', device], { ok: [2], what: `probe ${device} for signatures` }).catch((err: unknown) => {
+    throw luksError('E_DEVICE_UNREADABLE', `Cannot probe ${device} for signatures; refusing to format`, { cause: err, details: { device } });
+  });
+  if (probe.code === 0) {
+    const found = parseExport(probe.stdout.toString('utf8'));
+    const kind = found['TYPE'] ?? found['PTTYPE'] ?? found['USAGE'] ?? 'unknown';
+    const offset = found['SBMAGIC_OFFSET'] ?? found['PTMAGIC_OFFSET'];
+    const at = offset === undefined ? '' : ` at 0x${Number(offset).toString(16)}`;
+    throw luksError('E_DEVICE_NOT_BLANK', `Device ${device} is not blank (${kind} signature${at}); refusing to format`, {
+      details: { device, signature: kind, ...(offset === undefined ? {} : { offset: Number(offset) }) },
+    });
+  }
+  // cmp exits 0 when equal, 1 when different (or the device is shorter), 2 on a read error.
+  const zeros = await exec(ctx, ['cmp', '-n', String(ONE_MIB), device, '/dev/zero'], { ok: [1, 2], what: `check that ${device} starts with zeros` });
+  if (zeros.code === 0) return;
+  const said = `${zeros.stdout.toString('utf8')} ${zeros.stderr.toString('utf8')}`.trim();
+  if (zeros.code === 2) {
+    throw luksError('E_DEVICE_UNREADABLE', `Cannot read the first MiB of ${device} (${said}); refusing to format`, { details: { device } });
+  }
+  const differs = /byte (\d+)/.exec(said);
+  if (/EOF/.test(said)) {
+    throw luksError('E_DEVICE_NOT_BLANK', `Device ${device} is smaller than 1 MiB; refusing to format`, { details: { device } });
+  }
+  const offset = differs ? Number(differs[1]) - 1 : undefined; // cmp counts bytes from 1
+  throw luksError(
+    'E_DEVICE_NOT_BLANK',
+    `Device ${device} is not blank (non-zero data${offset === undefined ? '' : ` at 0x${offset.toString(16)}`} in its first MiB); refusing to format`,
+    { details: { device, ...(offset === undefined ? {} : { offset }) } },
+  );
+}
+
+function parseExport(text: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const line of text.split('\n')) {
+    const eq = line.indexOf('=');
+    if (eq > 0) out[line.slice(0, eq)] = line.slice(eq + 1);
+  }
+  return out;
+}

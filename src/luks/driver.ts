@@ -1,0 +1,282 @@
+import { assertBlank } from './blank.js';
+import { luksError, LuksError } from './errors.js';
+import { exec, type ExecContext } from './exec.js';
+import { keyedLock } from './lock.js';
+import { hexPassphrase, mangledHexPassphrase } from './passphrase.js';
+import type { Provider } from './providers.js';
+import type { CommandRunner } from './runner.js';
+import { parseStatus, type MappingStatus } from './status.js';
+
+export type { MappingStatus } from './status.js';
+
+export interface Pbkdf {
+  type: 'pbkdf2' | 'argon2id' | 'argon2i' | 'default';
+  /** pbkdf2: --pbkdf-force-iterations; argon2: time cost (--pbkdf-force-iterations too). */
+  iterations?: number;
+  /** argon2 memory in KiB. */
+  memoryKiB?: number;
+}
+
+export interface FormatOptions {
+  type: 'luks' | 'luks2';
+  cipher?: string;
+  /** Bits, as cryptsetup --key-size. */
+  keySize?: number;
+  /** Default: pbkdf2 with 1000 iterations — keys are ≥ 256 random bits, a slow PBKDF buys nothing. */
+  pbkdf?: Pbkdf;
+  /** LUKS2 only. */
+  label?: string;
+}
+
+export interface OpenOptions {
+  type: Exclude<Provider, 'nop'>;
+  readOnly?: boolean;
+  allowDiscards?: boolean;
+  /** Use the kernel's no_read/no_write_workqueue flags when supported (default true). */
+  perfNoWorkqueue?: boolean;
+  /** plain only (LUKS reads them from its header). */
+  cipher?: string;
+  keySize?: number;
+}
+
+export interface OpenResult {
+  name: string;
+  mapperPath: string;
+  /** False when the mapping was already open for this device (idempotent open). */
+  opened: boolean;
+  /** True when only os-brick's old mangled passphrase opened it. */
+  legacyPassphrase: boolean;
+}
+
+export interface DriverOptions {
+  runner: CommandRunner;
+  /** Per command; default 120 s (a LUKS format with a default PBKDF can take seconds under emulation). */
+  timeoutMs?: number;
+}
+
+export type LuksDump = { version: 2; metadata: Record<string, unknown> } | { version: 1; text: string };
+
+export const DEFAULT_PBKDF: Pbkdf = { type: 'pbkdf2', iterations: 1000 };
+const NAME = /^[A-Za-z0-9][A-Za-z0-9_.+-]{0,126}$/;
+const DEVICE = /^\/dev\/[A-Za-z0-9_./:+@-]+$/;
+const MIN_KEY_BYTES = 16;
+
+export type LuksDriver = ReturnType<typeof createLuksDriver>;
+
+/**
+ * cryptsetup through child_process (via a CommandRunner). The key always
+ * goes to cryptsetup on stdin with --key-file=-; never argv, environment,
+ * logs or temp files. One lock per device path and per mapping name.
+ */
+export function createLuksDriver(options: DriverOptions) {
+  const ctx: ExecContext = { runner: options.runner, timeoutMs: options.timeoutMs ?? 120_000 };
+  const locks = keyedLock();
+  let perfFlags: Promise<boolean> | undefined;
+
+  const withKey = async <T>(key: Uint8Array, fn: (stdin: Buffer) => Promise<T>): Promise<T> => {
+    if (key.length < MIN_KEY_BYTES) throw luksError('E_LUKS_INVALID_ARGUMENT', `Key of ${key.length} bytes is too short (at least ${MIN_KEY_BYTES})`);
+    const passphrase = hexPassphrase(key);
+    try {
+      return await fn(passphrase);
+    } finally {
+      passphrase.fill(0);
+    }
+  };
+
+  /** Resolves symlinks (/dev/disk/by-id/...) where the device lives; checks it is a block device. */
+  async function resolveDevice(device: string): Promise<string> {
+    if (!DEVICE.test(device) || device.includes('..')) {
+      throw luksError('E_LUKS_INVALID_ARGUMENT', `Device path "${device}" is not a /dev path`, { details: { device } });
+    }
+    const resolved = await exec(ctx, ['readlink', '-e', device], { ok: [1], what: `resolve ${device}` });
+    const path = resolved.stdout.toString('utf8').trim();
+    if (resolved.code !== 0 || path === '') throw luksError('E_DEVICE_NOT_FOUND', `Device ${device} does not exist`, { details: { device } });
+    const block = await exec(ctx, ['test', '-b', path], { ok: [1], what: `check ${path}` });
+    if (block.code !== 0) throw luksError('E_DEVICE_NOT_FOUND', `${device} (${path}) is not a block device`, { details: { device } });
+    return path;
+  }
+
+  function checkName(name: string): void {
+    if (!NAME.test(name)) {
+      throw luksError('E_LUKS_INVALID_ARGUMENT', `Mapping name "${name}" is invalid (1–127 of A-Z a-z 0-9 _ . + -, not starting with a symbol)`, { details: { name } });
+    }
+  }
+
+  async function status(name: string): Promise<MappingStatus | undefined> {
+    checkName(name);
+    // Exit 4: no such active mapping. Not an error for a status query.
+    const result = await exec(ctx, ['cryptsetup', 'status', name], { ok: [4], what: `read the status of ${name}` });
+    return result.code === 0 ? parseStatus(name, result.stdout.toString('utf8')) : undefined;
+  }
+
+  async function isLuks(device: string): Promise<boolean> {
+    const path = await resolveDevice(device);
+    const result = await exec(ctx, ['cryptsetup', 'isLuks', '--verbose', path], { ok: [1], what: `check ${path} for a LUKS header` });
+    if (result.code === 0) return true;
+    // Only a clear "not LUKS" is false; anything else (an I/O error) must never lead to a format.
+    if (/is not a valid LUKS device/i.test(result.stderr.toString('utf8'))) return false;
+    throw luksError('E_DEVICE_UNREADABLE', `Cannot tell whether ${path} holds a LUKS header: ${result.stderr.toString('utf8').trim()}`, { details: { device: path } });
+  }
+
+  async function supportsPerfFlags(): Promise<boolean> {
+    // cryptsetup ≥ 2.3.4 has the flags; the kernel needs dm-crypt ≥ 1.22 (Linux 5.9). Ask each once.
+    perfFlags ??= (async () => {
+      const help = await exec(ctx, ['cryptsetup', '--help'], { what: 'list cryptsetup options' });
+      if (!help.stdout.toString('utf8').includes('perf-no_read_workqueue')) return false;
+      const targets = await exec(ctx, ['dmsetup', 'targets'], { ok: [1], what: 'list device-mapper targets' });
+      const crypt = /^crypt\s+v(\d+)\.(\d+)/m.exec(targets.stdout.toString('utf8'));
+      return crypt !== null && (Number(crypt[1]) > 1 || Number(crypt[2]) >= 22);
+    })();
+    return perfFlags;
+  }
+
+  async function ensureNode(name: string): Promise<string> {
+    const mapperPath = `/dev/mapper/${name}`;
+    // Without udev, libdevmapper creates the node itself before cryptsetup returns; mknodes
+    // repairs a missing one synchronously. No waiting, no polling.
+    const present = await exec(ctx, ['test', '-b', mapperPath], { ok: [1], what: `check ${mapperPath}` });
+    if (present.code !== 0) await exec(ctx, ['dmsetup', 'mknodes', name], { what: `create ${mapperPath}` });
+    return mapperPath;
+  }
+
+  return {
+    status,
+    isLuks,
+
+    async version(): Promise<{ version: string; major: number; minor: number; patch: number }> {
+      const out = (await exec(ctx, ['cryptsetup', '--version'], { what: 'read the cryptsetup version' })).stdout.toString('utf8');
+      const match = /cryptsetup (\d+)\.(\d+)\.(\d+)/.exec(out);
+      if (!match) throw luksError('E_CRYPTSETUP_FAILED', `Cannot parse cryptsetup --version output: ${out.trim().slice(0, 100)}`);
+      return { version: `${match[1]}.${match[2]}.${match[3]}`, major: Number(match[1]), minor: Number(match[2]), patch: Number(match[3]) };
+    },
+
+    async uuid(device: string): Promise<string> {
+      const path = await resolveDevice(device);
+      return (await exec(ctx, ['cryptsetup', 'luksUUID', path], { what: `read the LUKS UUID of ${path}` })).stdout.toString('utf8').trim();
+    },
+
+    async dump(device: string): Promise<LuksDump> {
+      const path = await resolveDevice(device);
+      const json = await exec(ctx, ['cryptsetup', 'luksDump', '--dump-json-metadata', path], { ok: [1], what: `dump the LUKS2 metadata of ${path}` });
+      if (json.code === 0) return { version: 2, metadata: JSON.parse(json.stdout.toString('utf8')) as Record<string, unknown> };
+      // LUKS1 has no JSON metadata; its text dump (no key material without --dump-volume-key) is all there is.
+      const text = await exec(ctx, ['cryptsetup', 'luksDump', path], { what: `dump the LUKS header of ${path}` });
+      return { version: 1, text: text.stdout.toString('utf8') };
+    },
+
+    /**
+     * Formats only a blank device (see assertBlank): never one that holds
+     * LUKS, any blkid signature, non-zero data in its first MiB, or that
+     * cannot be read.
+     */
+    async format(device: string, key: Uint8Array, opts: FormatOptions): Promise<string> {
+      const path = await resolveDevice(device);
+      return locks.with([`dev:${path}`], async () => {
+        if (await isLuks(path)) throw luksError('E_DEVICE_NOT_BLANK', `Device ${path} already holds a LUKS header; refusing to format`, { details: { device: path, signature: 'crypto_LUKS' } });
+        await assertBlank(ctx, path);
+        const argv = ['cryptsetup', '--batch-mode', 'luksFormat', '--type', opts.type === 'luks' ? 'luks1' : 'luks2', '--key-file=-'];
+        if (opts.cipher !== undefined) argv.push('--cipher', opts.cipher);
+        if (opts.keySize !== undefined) argv.push('--key-size', String(opts.keySize));
+        argv.push(...pbkdfArgs(opts.pbkdf ?? DEFAULT_PBKDF, opts.type));
+        if (opts.label !== undefined && opts.type === 'luks2') argv.push('--label', opts.label);
+        argv.push(path);
+        await withKey(key, (stdin) => exec(ctx, argv, { stdin, what: `format ${path} as ${opts.type}` }));
+        return (await exec(ctx, ['cryptsetup', 'luksUUID', path], { what: `read the LUKS UUID of ${path}` })).stdout.toString('utf8').trim();
+      });
+    },
+
+    /** Idempotent: an existing mapping of this name for this device is answered as is. */
+    async open(device: string, name: string, key: Uint8Array, opts: OpenOptions): Promise<OpenResult> {
+      checkName(name);
+      const path = await resolveDevice(device);
+      return locks.with([`dev:${path}`, `map:${name}`], async () => {
+        const existing = await status(name);
+        if (existing !== undefined) {
+          if (existing.device !== path) {
+            throw luksError('E_MAPPING_CONFLICT', `Mapping ${name} is already open for ${existing.device ?? 'another device'}, not ${path}`, {
+              details: { name, device: path, existingDevice: existing.device },
+            });
+          }
+          return { name, mapperPath: await ensureNode(name), opened: false, legacyPassphrase: false };
+        }
+        const flags: string[] = [];
+        if (opts.readOnly === true) flags.push('--readonly');
+        if (opts.allowDiscards === true) flags.push('--allow-discards');
+        if (opts.perfNoWorkqueue !== false && (await supportsPerfFlags())) flags.push('--perf-no_read_workqueue', '--perf-no_write_workqueue');
+        let legacyPassphrase = false;
+        if (opts.type === 'plain') {
+          // os-brick's CryptsetupEncryptor command line, so plain volumes map identically.
+          const argv = ['cryptsetup', 'create', '--key-file=-', ...flags];
+          if (opts.cipher !== undefined) argv.push('--cipher', opts.cipher);
+          if (opts.keySize !== undefined) argv.push('--key-size', String(opts.keySize));
+          await withKey(key, (stdin) => exec(ctx, [...argv, name, path], { stdin, what: `open ${path} as plain mapping ${name}` }));
+        } else {
+          const argv = ['cryptsetup', 'luksOpen', '--key-file=-', ...flags, path, name];
+          try {
+            await withKey(key, (stdin) => exec(ctx, argv, { stdin, what: `open ${path} as ${name}` }));
+          } catch (err) {
+            if (!(err instanceof LuksError && err.code === 'E_WRONG_KEY')) throw err;
+            // Volumes formatted by older os-brick carry a mangled hex passphrase; os-brick retries with it, so must we.
+            const mangled = mangledHexPassphrase(key);
+            try {
+              if (mangled.length === key.length * 2) throw err; // identical to the proper hex: nothing else to try
+              await exec(ctx, argv, { stdin: mangled, what: `open ${path} as ${name} with os-brick's legacy passphrase` });
+              legacyPassphrase = true;
+            } finally {
+              mangled.fill(0);
+            }
+          }
+        }
+        return { name, mapperPath: await ensureNode(name), opened: true, legacyPassphrase };
+      });
+    },
+
+    /** Closing an absent mapping is success: detach must be idempotent, and "already gone" is the goal. */
+    async close(name: string, opts: { deferred?: boolean } = {}): Promise<{ closed: boolean }> {
+      checkName(name);
+      return locks.with([`map:${name}`], async () => {
+        const argv = ['cryptsetup', 'close', ...(opts.deferred === true ? ['--deferred'] : []), name];
+        const result = await exec(ctx, argv, { ok: [4], what: `close ${name}` });
+        return { closed: result.code === 0 };
+      });
+    },
+
+    /** Grows the mapping to the device's current size. */
+    async resize(name: string, key: Uint8Array): Promise<void> {
+      checkName(name);
+      await locks.with([`map:${name}`], () =>
+        withKey(key, (stdin) => exec(ctx, ['cryptsetup', 'resize', '--key-file=-', name], { stdin, what: `resize ${name}` })),
+      );
+    },
+
+    /** Crypto-erase: wipes every keyslot; the data can never be decrypted again. */
+    async eraseKeyslots(device: string): Promise<void> {
+      const path = await resolveDevice(device);
+      await locks.with([`dev:${path}`], () => exec(ctx, ['cryptsetup', '--batch-mode', 'luksErase', path], { what: `erase the keyslots of ${path}` }));
+    },
+
+    /** Every crypt mapping the kernel has, whoever made it. */
+    async list(): Promise<MappingStatus[]> {
+      // Not `dmsetup table`: that can print volume keys.
+      const ls = await exec(ctx, ['dmsetup', 'ls', '--target', 'crypt'], { what: 'list crypt mappings' });
+      const names = ls.stdout
+        .toString('utf8')
+        .split('\n')
+        .map((line) => line.split(/\s+/)[0] ?? '')
+        .filter((n) => n !== '' && n !== 'No');
+      const statuses = await Promise.all(names.filter((n) => NAME.test(n)).map((n) => status(n)));
+      return statuses.filter((s): s is MappingStatus => s !== undefined);
+    },
+  };
+}
+
+function pbkdfArgs(pbkdf: Pbkdf, type: FormatOptions['type']): string[] {
+  if (pbkdf.type === 'default') return [];
+  if (type === 'luks' && pbkdf.type !== 'pbkdf2') {
+    throw luksError('E_LUKS_INVALID_ARGUMENT', `LUKS1 supports only the pbkdf2 PBKDF, not ${pbkdf.type}`);
+  }
+  const args = ['--pbkdf', pbkdf.type];
+  if (pbkdf.iterations !== undefined) args.push('--pbkdf-force-iterations', String(pbkdf.iterations));
+  if (pbkdf.memoryKiB !== undefined) args.push('--pbkdf-memory', String(pbkdf.memoryKiB));
+  return args;
+}

@@ -1,0 +1,36 @@
+import { PortcullisError, type ErrorOptions, type ErrorRegistry } from '../errors.js';
+
+/**
+ * cryptsetup documents exit codes 1–5 (wrong parameters, no permission/bad
+ * passphrase, out of memory, wrong device, device exists/busy); each maps to
+ * one code here. The rest are portcullis' own refusals.
+ */
+export const luksErrors = {
+  E_CRYPTSETUP_PARAMS: 'cryptsetup rejected its parameters (exit 1).',
+  E_WRONG_KEY: 'No keyslot opens with this key (cryptsetup exit 2); nothing was changed.',
+  E_CRYPTSETUP_NOMEM: 'cryptsetup ran out of memory (exit 3), often an argon2 PBKDF on a small host.',
+  E_DEVICE_WRONG: 'cryptsetup says the device is wrong or missing (exit 4).',
+  E_DEVICE_BUSY: 'The device or mapping exists already or is busy (cryptsetup exit 5).',
+  E_CRYPTSETUP_FAILED: 'cryptsetup failed for another reason (its message is in details.stderr).',
+  E_CRYPTSETUP_TIMEOUT: 'cryptsetup (or blkid/dmsetup) did not finish in time and was killed.',
+  E_DEVICE_NOT_FOUND: 'The block device does not exist.',
+  E_DEVICE_NOT_BLANK: 'Refused to format: the device holds a signature or non-zero data.',
+  E_DEVICE_UNREADABLE: 'The device could not be read to decide whether it is blank; refusing to format.',
+  E_MAPPING_CONFLICT: 'The mapping name is in use for another device.',
+  E_LUKS_INVALID_ARGUMENT: 'A LUKS request is invalid (mapping name, provider, cipher, key size, key length); nothing was run.',
+} as const satisfies ErrorRegistry;
+
+export type LuksErrorCode = keyof typeof luksErrors;
+
+export class LuksError extends PortcullisError {
+  override readonly name = 'LuksError';
+  declare readonly code: LuksErrorCode;
+
+  constructor(code: LuksErrorCode, message: string, options?: ErrorOptions) {
+    super(code, message, options);
+  }
+}
+
+export function luksError(code: LuksErrorCode, message: string, options?: ErrorOptions): LuksError {
+  return new LuksError(code, message, options);
+}

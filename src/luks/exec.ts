@@ -1,0 +1,52 @@
+import { luksError, type LuksErrorCode } from './errors.js';
+import type { CommandRunner, RunResult } from './runner.js';
+
+export interface ExecContext {
+  runner: CommandRunner;
+  /** Per command. */
+  timeoutMs: number;
+}
+
+/** cryptsetup's documented exit codes. */
+const exitCodes: Record<number, LuksErrorCode> = {
+  1: 'E_CRYPTSETUP_PARAMS',
+  2: 'E_WRONG_KEY',
+  3: 'E_CRYPTSETUP_NOMEM',
+  4: 'E_DEVICE_WRONG',
+  5: 'E_DEVICE_BUSY',
+};
+
+export interface ExecOptions {
+  stdin?: Buffer;
+  /** Exit codes that are not failures for this call (returned to the caller to interpret). */
+  ok?: readonly number[];
+  /** For messages: what we were doing ("open /dev/vdb as vol-1"). */
+  what: string;
+}
+
+/**
+ * Runs one command (cryptsetup, blkid, dmsetup...) and turns its failure into
+ * a typed error that quotes its stderr — never its stdin, which may be a key.
+ */
+export async function exec(ctx: ExecContext, argv: readonly string[], options: ExecOptions): Promise<RunResult> {
+  let result: RunResult;
+  try {
+    result = await ctx.runner.run(argv, { ...(options.stdin === undefined ? {} : { stdin: options.stdin }), timeoutMs: ctx.timeoutMs });
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    const hint = code === 'ENOENT' ? `; is ${argv[0]} installed (Debian: cryptsetup-bin, dmsetup, util-linux)?` : '';
+    throw luksError('E_CRYPTSETUP_FAILED', `Could not run ${argv[0]} to ${options.what} (${code ?? String(err)})${hint}`, { cause: err, details: { command: argv[0] } });
+  }
+  if (result.timedOut === true) {
+    throw luksError('E_CRYPTSETUP_TIMEOUT', `${argv[0]} did not finish within ${ctx.timeoutMs} ms (${options.what}); killed it`, {
+      details: { command: argv[0], timeoutMs: ctx.timeoutMs },
+    });
+  }
+  if (result.code === 0 || (result.code !== null && options.ok?.includes(result.code))) return result;
+  const stderr = result.stderr.toString('utf8').trim().slice(0, 2000);
+  const mapped = argv[0] === 'cryptsetup' && result.code !== null ? exitCodes[result.code] : undefined;
+  const reason = result.code === null ? `was killed by ${result.signal ?? 'a signal'}` : `exited ${result.code}`;
+  throw luksError(mapped ?? 'E_CRYPTSETUP_FAILED', `${argv[0]} ${reason} trying to ${options.what}${stderr === '' ? '' : `: ${stderr}`}`, {
+    details: { command: argv[0], exitCode: result.code, stderr },
+  });
+}

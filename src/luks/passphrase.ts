@@ -1,0 +1,37 @@
+/**
+ * os-brick's passphrase for a volume key is the lower-case hex of the raw key
+ * bytes (binascii.hexlify), passed on stdin. Using the same convention is
+ * what lets volumes move between os-brick and portcullis both ways.
+ *
+ * Built byte by byte into a Buffer, never a JS string: strings are immutable
+ * and cannot be zeroed. The caller wipes the result (fill(0)) after use.
+ */
+const DIGITS = Buffer.from('0123456789abcdef', 'latin1');
+
+export function hexPassphrase(key: Uint8Array): Buffer {
+  const out = Buffer.alloc(key.length * 2);
+  for (let i = 0; i < key.length; i += 1) {
+    const byte = key[i] as number;
+    out[2 * i] = DIGITS[byte >> 4] as number;
+    out[2 * i + 1] = DIGITS[byte & 0x0f] as number;
+  }
+  return out;
+}
+
+/**
+ * The passphrase older os-brick/nova releases produced by mistake:
+ * ''.join(hex(x).replace('0x', '') for x in key) — each byte's hex without
+ * its leading zero. Volumes formatted then still carry it; os-brick falls
+ * back to it on open, and so do we.
+ */
+export function mangledHexPassphrase(key: Uint8Array): Buffer {
+  const out = Buffer.alloc(key.length * 2);
+  let n = 0;
+  for (const byte of key) {
+    if (byte >= 16) out[n++] = DIGITS[byte >> 4] as number;
+    out[n++] = DIGITS[byte & 0x0f] as number;
+  }
+  const result = Buffer.from(out.subarray(0, n));
+  out.fill(0);
+  return result;
+}
