@@ -3,15 +3,18 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 PREFIX ?= /usr/local
 
-# Debian packages the tests need: real Barbican, Keystone and the reference clients.
+# Debian packages the tests need: real Barbican, Keystone and the reference clients;
+# a kernel, qemu and busybox for the dm-crypt VM; cryptsetup and friends.
 DEB_PACKAGES := python3-barbican barbican-common python3-keystone python3-keystoneclient \
-  python3-barbicanclient python3-castellan python3-paste python3-pastedeploy openssl
+  python3-barbicanclient python3-castellan python3-os-brick python3-paste python3-pastedeploy openssl \
+  qemu-system-x86 linux-image-amd64 busybox-static cryptsetup-bin dmsetup kmod e2fsprogs util-linux diffutils
 
-.PHONY: help deps build test demo clean
+.PHONY: help deps build test test-vm demo clean
 
 help:
 	@echo "make demo   install what is missing, build, and show portcullis at work on the local keystore"
 	@echo "make test   install what is missing (Debian packages, npm ci), build, run every test"
+	@echo "make test-vm  only the privileged tests (*.vm.test.ts): dm-crypt in the qemu VM, or directly on a host with device-mapper"
 	@echo "make build  compile TypeScript to dist/"
 
 deps: node_modules/.installed .cache/deb-installed
@@ -35,6 +38,10 @@ build: node_modules/.installed
 
 test: deps build
 	node scripts/run-tests.mjs
+
+# Privileged tests are named *.vm.test.ts; test/vm decides VM or direct mode.
+test-vm: deps build
+	node scripts/run-tests.mjs .vm.test.
 
 demo: node_modules/.installed build
 	scripts/demo.sh

@@ -7,14 +7,14 @@ import { spawn } from 'node:child_process';
  * only ever travel in `stdin`.
  */
 export interface RunOptions {
-  stdin?: Buffer;
+  stdin?: Uint8Array;
   timeoutMs?: number;
 }
 
 export interface RunResult {
   /** Exit code, or null when killed by a signal. */
   code: number | null;
-  signal?: string;
+  signal?: string | null;
   /** True when the runner killed the command at its timeout. */
   timedOut?: boolean;
   stdout: Buffer;
