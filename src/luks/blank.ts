@@ -18,10 +18,10 @@ export async function assertBlank(ctx: ExecContext, device: string): Promise<voi
   if (probe.code === 0) {
     const found = parseExport(probe.stdout.toString('utf8'));
     const kind = found['TYPE'] ?? found['PTTYPE'] ?? found['USAGE'] ?? 'unknown';
-    const offset = found['SBMAGIC_OFFSET'] ?? found['PTMAGIC_OFFSET'];
-    const at = offset === undefined ? '' : ` at 0x${Number(offset).toString(16)}`;
+    const offset = await signatureOffset(ctx, device, kind);
+    const at = offset === undefined ? '' : ` at 0x${offset.toString(16)}`;
     throw luksError('E_DEVICE_NOT_BLANK', `Device ${device} is not blank (${kind} signature${at}); refusing to format`, {
-      details: { device, signature: kind, ...(offset === undefined ? {} : { offset: Number(offset) }) },
+      details: { device, signature: kind, ...(offset === undefined ? {} : { offset }) },
     });
   }
   // cmp exits 0 when equal, 1 when different (or the device is shorter), 2 on a read error.
@@ -41,6 +41,18 @@ export async function assertBlank(ctx: ExecContext, device: string): Promise<voi
     `Device ${device} is not blank (non-zero data${offset === undefined ? '' : ` at 0x${offset.toString(16)}`} in its first MiB); refusing to format`,
     { details: { device, ...(offset === undefined ? {} : { offset }) } },
   );
+}
+
+/** Where the signature sits, for the message only: wipefs --no-act lists, it never erases. */
+async function signatureOffset(ctx: ExecContext, device: string, kind: string): Promise<number | undefined> {
+  try {
+    const listed = await exec(ctx, ['wipefs', '--no-act', '--json', device], { what: `list the signatures on ${device}` });
+    const parsed = JSON.parse(listed.stdout.toString('utf8') || '{}') as { signatures?: Array<{ offset?: string; type?: string }> };
+    const match = parsed.signatures?.find((sig) => sig.type === kind) ?? parsed.signatures?.[0];
+    return match?.offset === undefined ? undefined : Number(match.offset);
+  } catch {
+    return undefined;
+  }
 }
 
 function parseExport(text: string): Record<string, string> {

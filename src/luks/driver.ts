@@ -111,11 +111,15 @@ export function createLuksDriver(options: DriverOptions) {
 
   async function isLuks(device: string): Promise<boolean> {
     const path = await resolveDevice(device);
-    const result = await exec(ctx, ['cryptsetup', 'isLuks', '--verbose', path], { ok: [1], what: `check ${path} for a LUKS header` });
+    const result = await exec(ctx, ['cryptsetup', 'isLuks', path], { ok: [1], what: `check ${path} for a LUKS header` });
     if (result.code === 0) return true;
-    // Only a clear "not LUKS" is false; anything else (an I/O error) must never lead to a format.
-    if (/is not a valid LUKS device/i.test(result.stderr.toString('utf8'))) return false;
-    throw luksError('E_DEVICE_UNREADABLE', `Cannot tell whether ${path} holds a LUKS header: ${result.stderr.toString('utf8').trim()}`, { details: { device: path } });
+    // cryptsetup answers exit 1 both for "not LUKS" and for a device it could not read —
+    // os-brick then formats, destroying data. A "no" counts only once the header area reads.
+    const read = await exec(ctx, ['dd', `if=${path}`, 'of=/dev/null', 'bs=4096', 'count=1', 'status=none'], { ok: [1], what: `read the header area of ${path}` });
+    if (read.code === 0) return false;
+    throw luksError('E_DEVICE_UNREADABLE', `Cannot tell whether ${path} holds a LUKS header: reading it failed (${read.stderr.toString('utf8').trim()})`, {
+      details: { device: path },
+    });
   }
 
   async function supportsPerfFlags(): Promise<boolean> {

@@ -39,7 +39,8 @@ const key = Buffer.from('000102030405060708090a0b0c0d0e0f101112131415161718191a1
 const keyHex = key.toString('hex');
 const blankDevice: Array<[string, Answer]> = [
   ['readlink -e /dev/vdb', { stdout: '/dev/vdb\n' }],
-  ['cryptsetup isLuks', { code: 1, stderr: 'Device /dev/vdb is not a valid LUKS device.\n' }],
+  ['cryptsetup isLuks', { code: 1, stdout: 'Command failed with code -1 (wrong or missing parameters).\n' }],
+  ['dd if=/dev/vdb', { code: 0 }],
   ['blkid -p', { code: 2 }],
   ['cmp -n 1048576 /dev/vdb /dev/zero', { code: 0 }],
   ['cryptsetup luksUUID', { stdout: '8d1b3b7e-0000-4000-8000-000000000001\n' }],
@@ -80,7 +81,11 @@ describe('createLuksDriver() command lines', () => {
   });
 
   it('format() refuses a device with a file system signature, naming it and its offset, and runs no luksFormat', async () => {
-    const runner = scriptedRunner([['blkid -p', { code: 0, stdout: 'TYPE=ext4\nUSAGE=filesystem\nSBMAGIC_OFFSET=1080\n' }], ...blankDevice]);
+    const runner = scriptedRunner([
+      ['blkid -p', { code: 0, stdout: 'TYPE=ext4\nUSAGE=filesystem\n' }],
+      ['wipefs --no-act --json', { stdout: '{"signatures":[{"device":"vdb","offset":"0x438","type":"ext4"}]}' }],
+      ...blankDevice,
+    ]);
     const err = await rejectsWithCode(createLuksDriver({ runner }).format('/dev/vdb', key, { type: 'luks' }), 'E_DEVICE_NOT_BLANK');
     assert.equal(err.message, 'Device /dev/vdb is not blank (ext4 signature at 0x438); refusing to format');
     assert.ok(!runner.calls.some((c) => c.argv.includes('luksFormat')));
@@ -91,7 +96,8 @@ describe('createLuksDriver() command lines', () => {
     assert.match((await rejectsWithCode(createLuksDriver({ runner: data }).format('/dev/vdb', key, { type: 'luks' }), 'E_DEVICE_NOT_BLANK')).message, /non-zero data at 0x200/);
     const io = scriptedRunner([['cmp -n', { code: 2, stderr: 'cmp: /dev/vdb: Input/output error\n' }], ...blankDevice]);
     await rejectsWithCode(createLuksDriver({ runner: io }).format('/dev/vdb', key, { type: 'luks' }), 'E_DEVICE_UNREADABLE');
-    const unclear = scriptedRunner([['cryptsetup isLuks', { code: 1, stderr: 'Cannot read device /dev/vdb.\n' }], ...blankDevice]);
+    // cryptsetup says the same for "not LUKS" and "cannot read"; the header-area read tells them apart.
+    const unclear = scriptedRunner([['dd if=/dev/vdb', { code: 1, stderr: 'dd: error reading /dev/vdb: Input/output error\n' }], ...blankDevice]);
     await rejectsWithCode(createLuksDriver({ runner: unclear }).format('/dev/vdb', key, { type: 'luks' }), 'E_DEVICE_UNREADABLE');
     for (const runner of [data, io, unclear]) assert.ok(!runner.calls.some((c) => c.argv.includes('luksFormat')));
   });

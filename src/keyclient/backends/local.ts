@@ -1,33 +1,35 @@
 import { generateKeyPair, randomFillSync, randomUUID } from 'node:crypto';
-import { closeSync, lstatSync, mkdirSync, openSync } from 'node:fs';
-import { dirname } from 'node:path';
 import { promisify } from 'node:util';
-import Database from 'better-sqlite3';
+import type Database from 'better-sqlite3';
 import { z } from 'zod';
 import { defineBackend } from '../backend.js';
-import { KeyClientError, keyError } from '../errors.js';
-import type { KeyManager, KeySpec, ListOptions, RequestContext } from '../key-manager.js';
+import { keyError } from '../errors.js';
+import type { KeyManager, KeyPairIds, KeySpec, ListOptions, RequestContext } from '../key-manager.js';
 import { objectOfType, objectTypes, type ManagedObject, type ObjectType } from '../objects/index.js';
-import { adoptSecret, copySecret, type SecretBuffer, type SecureAllocator } from '../secure-memory.js';
-import { associatedData, loadKek, seal, unseal } from './local-sealing.js';
+import { adoptSecret, type SecretBuffer, type SecureAllocator } from '../secure-memory.js';
+import { bindKek, isInitialised, openKeystoreDb, RECORD_FORMAT, sqliteFailure } from './local-db.js';
+import { loadKek } from './local-kek.js';
+import { associatedData, seal, unseal } from './local-sealing.js';
 
 const optionsSchema = z.strictObject({
-  /** SQLite file; created 0600, its directory 0700. */
+  /** SQLite file; created 0600 (its directory 0700); refused if its mode is wider than 0600. */
   path: z.string().min(1).default('/var/lib/portcullis/keystore.db'),
+  /** The 32-byte key-encryption key; refused if its mode is wider than 0600. */
   kek_file: z.string().min(1).default('/etc/portcullis/kek'),
-  /** Name of a systemd credential ($CREDENTIALS_DIRECTORY/NAME); wins over kek_file. */
+  /** Name of a systemd credential ($CREDENTIALS_DIRECTORY/NAME) holding the KEK; wins over kek_file. */
   kek_credential: z.string().regex(/^[A-Za-z0-9_.@-]+$/, 'must be a credential name').optional(),
+  /** Create kek_file (32 random bytes, 0600) when missing and the keystore is new. */
   create_kek: z.boolean().default(true),
 });
 export type LocalOptions = z.output<typeof optionsSchema>;
 
-const SCHEMA_VERSION = 1;
-const FORMAT = 'portcullis-local-v1';
 const AES_LENGTHS = [128, 192, 256, 512]; // 512 = AES-256-XTS, dm-crypt's usual volume key
 const RSA_LENGTHS = [2048, 3072, 4096];
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+const EC_CURVES: Record<number, string> = { 256: 'prime256v1', 384: 'secp384r1', 521: 'secp521r1' };
+const MAX_NAME = 255; // Barbican's limit, so names survive a migration either way
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
-interface Row {
+interface RowMeta {
   id: string;
   project: string;
   type: string;
@@ -35,8 +37,18 @@ interface Row {
   algorithm: string | null;
   bit_length: number | null;
   created: string;
+}
+interface Row extends RowMeta {
   nonce: Buffer;
   sealed: Buffer;
+}
+interface NewObject {
+  type: ObjectType;
+  name?: string | undefined;
+  algorithm?: string | undefined;
+  bitLength?: number | undefined;
+  /** Kept when it is a UUID no record uses. */
+  wantedId?: string | undefined;
 }
 
 /**
@@ -48,147 +60,108 @@ export const localBackend = defineBackend({
   description: 'Embedded keystore: SQLite file, objects sealed with AES-256-GCM under a root-only key-encryption key',
   optionsSchema,
   async create(options, deps): Promise<KeyManager> {
-    const { kek, path: kekPath } = loadKek(
-      { kekFile: options.kek_file, createKek: options.create_kek, ...(options.kek_credential === undefined ? {} : { kekCredential: options.kek_credential }) },
-      deps.allocator,
-    );
-    let db: Database.Database;
+    const db = openKeystoreDb(options.path);
     try {
-      db = openDatabase(options.path);
-      checkKek(db, kek, kekPath, options.path, deps.allocator);
+      const { kek, path: kekPath } = loadKek(
+        {
+          kekFile: options.kek_file,
+          kekCredential: options.kek_credential,
+          create: options.create_kek,
+          existingKeystore: isInitialised(db) ? options.path : undefined,
+        },
+        deps.allocator,
+      );
+      try {
+        const keystoreId = bindKek(db, kek, kekPath, options.path, deps.allocator);
+        return localKeyManager({ db, kek, keystoreId, path: options.path, allocator: deps.allocator, now: deps.now ?? Date.now });
+      } catch (err) {
+        kek.wipe();
+        throw err;
+      }
     } catch (err) {
-      kek.wipe();
-      throw err;
+      db.close();
+      throw sqliteFailure(options.path, err, 'opening it');
     }
-    return localKeyManager(db, kek, options.path, deps.allocator);
   },
 });
 
-function openDatabase(path: string): Database.Database {
-  mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
-  try {
-    // Create the file ourselves so it is 0600 from its first byte; SQLite gives -wal and -shm the same mode.
-    closeSync(openSync(path, 'wx', 0o600));
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw fileError(path, `cannot create it (${(err as NodeJS.ErrnoException).code ?? 'error'})`, err);
-  }
-  const mode = lstatSync(path).mode & 0o777;
-  if ((mode & 0o077) !== 0) {
-    throw fileError(path, `has mode ${mode.toString(8).padStart(4, '0')}, readable beyond its owner; refusing. Run: chmod 600 ${path}`);
-  }
-  try {
-    const db = new Database(path, { fileMustExist: true });
-    db.pragma('journal_mode = WAL');
-    // FULL: a key lost to a power cut after we answered "created" is a volume lost; key writes are rare.
-    db.pragma('synchronous = FULL');
-    db.pragma('busy_timeout = 5000');
-    db.exec(`
-      CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
-      CREATE TABLE IF NOT EXISTS objects (
-        id TEXT PRIMARY KEY, project TEXT NOT NULL, type TEXT NOT NULL, name TEXT, algorithm TEXT,
-        bit_length INTEGER, created TEXT NOT NULL, nonce BLOB NOT NULL, sealed BLOB NOT NULL);
-      CREATE INDEX IF NOT EXISTS objects_by_project ON objects (project, type, name);`);
-    const version = db.prepare('SELECT value FROM meta WHERE key = ?').get('schema_version') as { value: string | number } | undefined;
-    if (version === undefined) db.prepare('INSERT INTO meta (key, value) VALUES (?, ?)').run('schema_version', SCHEMA_VERSION);
-    else if (Number(version.value) > SCHEMA_VERSION) throw fileError(path, `was written by a newer portcullis (schema ${version.value}); refusing`);
-    return db;
-  } catch (err) {
-    if (err instanceof KeyClientError) throw err;
-    throw fileError(path, `cannot be opened as a keystore (${(err as Error).message})`, err);
-  }
+interface Store {
+  db: Database.Database;
+  kek: SecretBuffer;
+  keystoreId: string;
+  path: string;
+  allocator: SecureAllocator;
+  now: () => number;
 }
 
-/**
- * A sealed check value, written when the keystore is created, tells a wrong
- * KEK apart from tampered rows at open time, with one clear message.
- */
-function checkKek(db: Database.Database, kek: SecretBuffer, kekPath: string, dbPath: string, allocator: SecureAllocator): void {
-  const get = (key: string) => (db.prepare('SELECT value FROM meta WHERE key = ?').get(key) as { value: Buffer | string } | undefined)?.value;
-  let keystoreId = get('keystore_id');
-  if (keystoreId === undefined) {
-    keystoreId = randomUUID();
-    const check = seal(kek, Buffer.alloc(32), associatedData([FORMAT, 'kek-check', keystoreId]));
-    db.transaction(() => {
-      db.prepare('INSERT INTO meta (key, value) VALUES (?, ?)').run('keystore_id', keystoreId);
-      db.prepare('INSERT INTO meta (key, value) VALUES (?, ?)').run('kek_check_nonce', check.nonce);
-      db.prepare('INSERT INTO meta (key, value) VALUES (?, ?)').run('kek_check', check.sealed);
-    })();
-    return;
-  }
-  const nonce = get('kek_check_nonce');
-  const sealed = get('kek_check');
-  const opened =
-    Buffer.isBuffer(nonce) && Buffer.isBuffer(sealed)
-      ? unseal(kek, { nonce, sealed }, associatedData([FORMAT, 'kek-check', String(keystoreId)]), allocator)
-      : undefined;
-  if (opened === undefined) {
-    throw keyError('E_KEYSTORE_KEK', `The key-encryption key at ${kekPath} does not match keystore ${dbPath} (check value mismatch); restore the KEK this keystore was created with`, {
-      details: { kek: kekPath, keystore: dbPath },
-    });
-  }
-  opened.wipe();
-}
-
-function localKeyManager(db: Database.Database, kek: SecretBuffer, path: string, allocator: SecureAllocator): KeyManager {
+function localKeyManager(store: Store): KeyManager {
+  const { db, kek, path, allocator } = store;
   let closed = false;
-  const keystoreId = String((db.prepare("SELECT value FROM meta WHERE key = 'keystore_id'").get() as { value: string }).value);
   const insert = db.prepare(
     'INSERT INTO objects (id, project, type, name, algorithm, bit_length, created, nonce, sealed) VALUES (@id, @project, @type, @name, @algorithm, @bit_length, @created, @nonce, @sealed)',
   );
   const selectOne = db.prepare('SELECT * FROM objects WHERE id = ? AND project = ?');
   const idTaken = db.prepare('SELECT 1 FROM objects WHERE id = ?');
   const remove = db.prepare('DELETE FROM objects WHERE id = ? AND project = ?');
+  const adFor = (row: RowMeta) =>
+    associatedData([RECORD_FORMAT, store.keystoreId, row.id, row.project, row.type, row.name ?? undefined, row.algorithm ?? undefined, row.bit_length ?? undefined, row.created]);
 
-  const adFor = (row: Omit<Row, 'nonce' | 'sealed'>) =>
-    associatedData([FORMAT, keystoreId, row.id, row.project, row.type, row.name ?? undefined, row.algorithm ?? undefined, row.bit_length ?? undefined, row.created]);
-
-  const guard = <T>(fn: () => T): T => {
-    if (closed) throw keyError('E_BACKEND_UNAVAILABLE', `The local keystore ${path} was closed`);
+  /** Runs `fn` on an open keystore, mapping SQLite failures to the error contract. */
+  const guard = <T>(doing: string, fn: () => T): T => {
+    if (closed) throw keyError('E_BACKEND_UNAVAILABLE', `The local keystore ${path} was closed; open a new key manager`, { details: { path, requestSent: false } });
     try {
       return fn();
     } catch (err) {
-      if (err instanceof KeyClientError) throw err;
-      const code = (err as { code?: string }).code ?? '';
-      if (code === 'SQLITE_BUSY' || code === 'SQLITE_LOCKED') throw keyError('E_BACKEND_UNAVAILABLE', `The local keystore ${path} is locked by another process (${code})`, { cause: err, details: { requestSent: false } });
-      throw fileError(path, `failed: ${(err as Error).message}`, err);
+      throw sqliteFailure(path, err, doing);
     }
   };
 
-  const put = (ctx: RequestContext, type: ObjectType, meta: { name?: string | undefined; algorithm?: string | undefined; bitLength?: number | undefined }, secret: Buffer, wantedId?: string): string =>
-    guard(() => {
-      const id = wantedId !== undefined && UUID.test(wantedId) && idTaken.get(wantedId) === undefined ? wantedId : randomUUID();
-      const row = {
-        id,
-        project: ctx.projectId,
-        type,
-        name: meta.name ?? null,
-        algorithm: meta.algorithm?.toLowerCase() ?? null,
-        bit_length: meta.bitLength ?? null,
-        created: new Date().toISOString(),
-      };
-      insert.run({ ...row, ...seal(kek, secret, adFor(row)) });
-      return id;
-    });
+  /** Seals and inserts each object in one transaction (a key pair is stored whole or not at all). */
+  const put = (ctx: RequestContext, objects: ReadonlyArray<{ meta: NewObject; secret: Uint8Array }>): string[] =>
+    guard('storing', () =>
+      db.transaction(() =>
+        objects.map(({ meta, secret }) => {
+          const wanted = meta.wantedId;
+          const id = wanted !== undefined && UUID.test(wanted) && idTaken.get(wanted) === undefined ? wanted : randomUUID();
+          const row: RowMeta = {
+            id,
+            project: ctx.projectId,
+            type: meta.type,
+            name: meta.name ?? null,
+            algorithm: meta.algorithm?.toLowerCase() ?? null,
+            bit_length: meta.bitLength ?? null,
+            created: new Date(store.now()).toISOString(),
+          };
+          insert.run({ ...row, ...seal(kek, secret, adFor(row)) });
+          return id;
+        }),
+      ).immediate(),
+    );
 
   const read = (ctx: RequestContext, id: string, metadataOnly: boolean): ManagedObject =>
-    guard(() => {
+    guard('reading', () => {
       const row = selectOne.get(id, ctx.projectId) as Row | undefined;
       // Another project's object is indistinguishable from a missing one.
-      if (row === undefined) throw keyError('E_KEY_NOT_FOUND', `Key ${id} not found in project ${ctx.projectId}`, { details: { id } });
+      if (row === undefined) throw notFound(ctx, id);
+      // Authenticated even for metadata-only reads, so an edited name or algorithm is never served;
+      // the bytes go into secure memory and, for those, are wiped at once.
       const secret = unseal(kek, { nonce: row.nonce, sealed: row.sealed }, adFor(row), allocator);
-      if (secret === undefined || !(objectTypes as readonly string[]).includes(row.type)) {
+      if (secret === undefined || !isObjectType(row.type)) {
         secret?.wipe();
-        throw keyError('E_KEYSTORE_INTEGRITY', `Keystore ${path}: record ${id} failed authentication (edited, swapped or corrupted); refusing to return it`, { details: { id } });
+        throw keyError('E_KEYSTORE_INTEGRITY', `Keystore ${path}: record ${id} failed authentication (edited, swapped or corrupted); refusing to return it. Restore the keystore from backup and find out who wrote to it`, {
+          details: { id, path },
+        });
       }
-      // Integrity is checked on every read; a metadata-only answer then drops the bytes.
       if (metadataOnly) secret.wipe();
-      return objectOfType(row.type as ObjectType, metaOf(row), metadataOnly ? undefined : secret);
+      return objectOfType(row.type, metaOf(row), metadataOnly ? undefined : secret);
     });
 
   return {
     name: 'local',
     capabilities: { createKeyPair: true, storeAny: true, deletes: true, projectScoped: true },
-    async createKey(ctx, spec: KeySpec) {
+    async createKey(ctx, spec) {
+      checkContext(ctx);
+      checkName(spec.name);
       if (spec.algorithm.toLowerCase() !== 'aes' || !AES_LENGTHS.includes(spec.length)) {
         throw keyError('E_INVALID_ARGUMENT', `Cannot create a ${spec.algorithm} key of ${spec.length} bits (the local keystore makes AES keys of ${AES_LENGTHS.join(', ')} bits)`, {
           details: { algorithm: spec.algorithm, length: spec.length },
@@ -197,49 +170,59 @@ function localKeyManager(db: Database.Database, kek: SecretBuffer, path: string,
       const secret = allocator.alloc(spec.length / 8);
       try {
         randomFillSync(secret.view());
-        return put(ctx, 'symmetric', { name: spec.name, algorithm: 'aes', bitLength: spec.length }, secret.view());
+        const [id] = put(ctx, [{ meta: { type: 'symmetric', name: spec.name, algorithm: 'aes', bitLength: spec.length }, secret: secret.view() }]);
+        return id as string;
       } finally {
         secret.wipe();
       }
     },
-    async createKeyPair(ctx, spec: KeySpec) {
-      if (spec.algorithm.toLowerCase() !== 'rsa' || !RSA_LENGTHS.includes(spec.length)) {
-        throw keyError('E_INVALID_ARGUMENT', `Cannot create a ${spec.algorithm} key pair of ${spec.length} bits (RSA ${RSA_LENGTHS.join(', ')} only)`);
-      }
-      const pair = await promisify(generateKeyPair)('rsa', {
-        modulusLength: spec.length,
-        publicKeyEncoding: { type: 'spki', format: 'der' },
-        privateKeyEncoding: { type: 'pkcs8', format: 'der' },
-      });
+    async createKeyPair(ctx, spec) {
+      checkContext(ctx);
+      checkName(spec.name);
+      const pair = await generatePair(spec);
       const privateSecret = adoptSecret(allocator, pair.privateKey);
       try {
-        const meta = { name: spec.name, algorithm: 'rsa', bitLength: spec.length };
-        return {
-          privateKeyId: put(ctx, 'private', meta, privateSecret.view()),
-          publicKeyId: put(ctx, 'public', meta, pair.publicKey),
-        };
+        const meta = { name: spec.name, algorithm: spec.algorithm.toLowerCase(), bitLength: spec.length };
+        const [privateKeyId, publicKeyId] = put(ctx, [
+          { meta: { ...meta, type: 'private' }, secret: privateSecret.view() },
+          { meta: { ...meta, type: 'public' }, secret: pair.publicKey },
+        ]);
+        return { privateKeyId, publicKeyId } as KeyPairIds;
       } finally {
         privateSecret.wipe();
       }
     },
     async store(ctx, obj) {
-      const secret = copySecret(allocator, obj.bytes());
-      try {
-        return put(ctx, obj.type, { name: obj.name, algorithm: obj.algorithm, bitLength: obj.bitLength }, secret.view(), obj.id);
-      } finally {
-        secret.wipe();
+      checkContext(ctx);
+      checkName(obj.name);
+      if (!isObjectType(obj.type)) throw keyError('E_INVALID_ARGUMENT', `Cannot store an object of unknown type ${String(obj.type)}`);
+      if (obj.metadataOnly || obj.zeroized) {
+        throw keyError('E_INVALID_ARGUMENT', `Cannot store ${obj.type} object ${obj.id ?? ''}: it carries no bytes (${obj.metadataOnly ? 'fetched metadata-only' : 'zeroized'})`);
       }
+      // Sealed straight from the caller's buffer: no copy of the secret is made here.
+      // A free UUID is kept, so `key migrate` preserves the ids volumes refer to. A taken one gets a
+      // new id rather than an error: store() returns the id to use (as Castellan's does), and
+      // refusing would fail a copy that every other backend accepts.
+      const [id] = put(ctx, [{ meta: { type: obj.type, name: obj.name, algorithm: obj.algorithm, bitLength: obj.bitLength, wantedId: obj.id }, secret: obj.bytes() }]);
+      return id as string;
     },
     async get(ctx, id, options) {
+      checkContext(ctx);
       return read(ctx, id, options?.metadataOnly === true);
     },
     async delete(ctx, id) {
-      guard(() => {
-        if (remove.run(id, ctx.projectId).changes === 0) throw keyError('E_KEY_NOT_FOUND', `Key ${id} not found in project ${ctx.projectId}`, { details: { id } });
+      checkContext(ctx);
+      guard('deleting', () => {
+        if (db.transaction(() => remove.run(id, ctx.projectId).changes).immediate() === 0) throw notFound(ctx, id);
+        // Crypto-erase: fold the WAL (which still holds the sealed record) back into the file,
+        // where secure_delete has zeroed it. Best effort: busy readers make it a no-op until the next checkpoint.
+        db.pragma('wal_checkpoint(TRUNCATE)');
       });
     },
     async list(ctx, options: ListOptions = {}) {
-      return guard(() => {
+      checkContext(ctx);
+      // Metadata from plaintext columns, not authenticated: list() finds objects, get() vouches for them.
+      return guard('listing', () => {
         const where = ['project = ?'];
         const params: string[] = [ctx.projectId];
         if (options.type !== undefined) {
@@ -250,27 +233,72 @@ function localKeyManager(db: Database.Database, kek: SecretBuffer, path: string,
           where.push('name = ?');
           params.push(options.name);
         }
-        const rows = db
-          .prepare(`SELECT id, project, type, name, algorithm, bit_length, created FROM objects WHERE ${where.join(' AND ')} ORDER BY created, id`)
-          .all(...params) as Row[];
-        return rows.filter((r) => (objectTypes as readonly string[]).includes(r.type)).map((r) => objectOfType(r.type as ObjectType, metaOf(r), undefined));
+        const sql = `SELECT id, project, type, name, algorithm, bit_length, created FROM objects WHERE ${where.join(' AND ')} ORDER BY created, id`;
+        const rows = db.prepare(sql).all(...params) as RowMeta[];
+        return rows.flatMap((row) => (isObjectType(row.type) ? [objectOfType(row.type, metaOf(row), undefined)] : []));
       });
     },
     async health() {
       if (closed) return { ok: false, detail: `local keystore ${path} is closed` };
-      const count = (db.prepare('SELECT count(*) AS n FROM objects').get() as { n: number }).n;
-      return { ok: true, detail: `local keystore ${path}: ${count} object(s)` };
+      try {
+        const count = (db.prepare('SELECT count(*) AS n FROM objects').get() as { n: number }).n;
+        return { ok: true, detail: `local keystore ${path}: ${count} object(s)` };
+      } catch (err) {
+        return { ok: false, detail: sqliteFailure(path, err, 'checking health').message };
+      }
     },
     async close() {
       if (closed) return;
       closed = true;
-      db.close();
       kek.wipe();
+      db.close();
     },
   };
 }
 
-function metaOf(row: Omit<Row, 'nonce' | 'sealed'>) {
+const generate = promisify(generateKeyPair);
+
+async function generatePair(spec: KeySpec): Promise<{ privateKey: Buffer; publicKey: Buffer }> {
+  const algorithm = spec.algorithm.toLowerCase();
+  const curve = EC_CURVES[spec.length];
+  if (algorithm === 'rsa' && RSA_LENGTHS.includes(spec.length)) {
+    return generate('rsa', {
+      modulusLength: spec.length,
+      publicKeyEncoding: { type: 'spki', format: 'der' },
+      privateKeyEncoding: { type: 'pkcs8', format: 'der' },
+    });
+  }
+  if (algorithm === 'ec' && curve !== undefined) {
+    return generate('ec', {
+      namedCurve: curve,
+      publicKeyEncoding: { type: 'spki', format: 'der' },
+      privateKeyEncoding: { type: 'pkcs8', format: 'der' },
+    });
+  }
+  throw keyError(
+    'E_INVALID_ARGUMENT',
+    `Cannot create a ${spec.algorithm} key pair of ${spec.length} bits (the local keystore makes RSA ${RSA_LENGTHS.join('/')} and EC ${Object.keys(EC_CURVES).join('/')})`,
+    { details: { algorithm: spec.algorithm, length: spec.length } },
+  );
+}
+
+function checkContext(ctx: RequestContext): void {
+  if (typeof ctx.projectId !== 'string' || ctx.projectId === '') throw keyError('E_INVALID_ARGUMENT', 'A request needs a project id; got none');
+}
+
+function checkName(name: string | undefined): void {
+  if (name !== undefined && name.length > MAX_NAME) throw keyError('E_INVALID_ARGUMENT', `Object name is ${name.length} characters; at most ${MAX_NAME} are kept`);
+}
+
+function isObjectType(type: string): type is ObjectType {
+  return (objectTypes as readonly string[]).includes(type);
+}
+
+function notFound(ctx: RequestContext, id: string) {
+  return keyError('E_KEY_NOT_FOUND', `Key ${id} not found in project ${ctx.projectId}`, { details: { id } });
+}
+
+function metaOf(row: RowMeta) {
   return {
     id: row.id,
     created: new Date(row.created),
@@ -278,8 +306,4 @@ function metaOf(row: Omit<Row, 'nonce' | 'sealed'>) {
     ...(row.algorithm === null ? {} : { algorithm: row.algorithm }),
     ...(row.bit_length === null ? {} : { bitLength: row.bit_length }),
   };
-}
-
-function fileError(path: string, what: string, cause?: unknown): KeyClientError {
-  return keyError('E_KEYSTORE_FILE', `Keystore ${path} ${what}`, { details: { path }, ...(cause === undefined ? {} : { cause }) });
 }

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { randomBytes, randomUUID } from 'node:crypto';
-import { chmodSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { createHash, createPrivateKey, randomBytes, randomUUID } from 'node:crypto';
+import { chmodSync, chownSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -10,7 +10,7 @@ import Database from 'better-sqlite3';
 import { localBackend } from '../../../src/keyclient/backends/local.js';
 import type { KeyManager } from '../../../src/keyclient/key-manager.js';
 import { objectOfType } from '../../../src/keyclient/objects/index.js';
-import { adoptSecret, plainAllocator } from '../../../src/keyclient/secure-memory.js';
+import { adoptSecret, plainAllocator, type SecureAllocator } from '../../../src/keyclient/secure-memory.js';
 import { rejectsWithCode } from '../../helpers/errors.js';
 import { keyManagerContract } from '../contract.js';
 
@@ -25,10 +25,12 @@ function keystore(name: string = randomUUID()) {
   return { dir, path: join(dir, 'keystore.db'), kek_file: join(dir, 'kek') };
 }
 
-function open(options: Record<string, unknown>): Promise<KeyManager> {
+function open(options: Record<string, unknown>, using: SecureAllocator = allocator): Promise<KeyManager> {
   const { dir: _dir, ...backendOptions } = options;
-  return localBackend.create(localBackend.optionsSchema.parse(backendOptions), { allocator });
+  return localBackend.create(localBackend.optionsSchema.parse(backendOptions), { allocator: using });
 }
+
+const asRoot = { skip: process.geteuid?.() === 0 ? false : 'needs root to chown a file to another user' };
 
 function tamper(path: string, fn: (db: Database.Database) => void): void {
   const db = new Database(path);
@@ -67,6 +69,39 @@ describe('local keystore: files and modes', () => {
     assert.match(err.message, /0644.*chmod 600/);
   });
 
+  it('refuses a leftover -wal file readable by others', async () => {
+    const ks = keystore();
+    await (await open(ks)).close();
+    writeFileSync(`${ks.path}-wal`, '', { mode: 0o644 });
+    chmodSync(`${ks.path}-wal`, 0o644);
+    assert.match((await rejectsWithCode(open(ks), 'E_KEYSTORE_FILE')).message, /-wal has mode 0644/);
+  });
+
+  it('refuses a database file owned by another user, naming the chown', asRoot, async () => {
+    const ks = keystore();
+    await (await open(ks)).close();
+    chownSync(ks.path, 65534, 65534);
+    assert.match((await rejectsWithCode(open(ks), 'E_KEYSTORE_FILE')).message, /owned by uid 65534.*chown/);
+  });
+
+  it('a write while another process holds the write lock is E_BACKEND_UNAVAILABLE, and reads go on', async () => {
+    const ks = keystore();
+    const km = await open(ks);
+    const id = await km.createKey(a, { algorithm: 'aes', length: 256 });
+    const holder = new Database(ks.path);
+    holder.exec('BEGIN IMMEDIATE');
+    try {
+      const err = await rejectsWithCode(km.createKey(a, { algorithm: 'aes', length: 256 }), 'E_BACKEND_UNAVAILABLE');
+      assert.match(err.message, /locked by another process/);
+      assert.equal((await km.get(a, id)).bytes().length, 32, 'WAL readers are not blocked by a writer');
+    } finally {
+      holder.exec('ROLLBACK');
+      holder.close();
+    }
+    await km.createKey(a, { algorithm: 'aes', length: 256 });
+    await km.close();
+  });
+
   it('refuses a file that is not a SQLite database (E_KEYSTORE_FILE)', async () => {
     const ks = keystore();
     await (await open(ks)).close();
@@ -98,7 +133,38 @@ describe('local keystore: the key-encryption key', () => {
     await km.close();
     writeFileSync(ks.kek_file, randomBytes(32), { mode: 0o600 });
     const err = await rejectsWithCode(open(ks), 'E_KEYSTORE_KEK');
-    assert.match(err.message, /does not match keystore/);
+    assert.ok(err.message.includes(`key-encryption key at ${ks.kek_file} does not match keystore ${ks.path} (check value mismatch)`), err.message);
+  });
+
+  it('never invents a new KEK for an existing keystore whose KEK is missing, even with create_kek: true', async () => {
+    const ks = keystore();
+    const km = await open(ks);
+    await km.createKey(a, { algorithm: 'aes', length: 256 });
+    await km.close();
+    rmSync(ks.kek_file);
+    const err = await rejectsWithCode(open(ks), 'E_KEYSTORE_KEK');
+    assert.ok(err.message.includes(ks.kek_file) && err.message.includes(ks.path), err.message);
+    assert.match(err.message, /restore the KEK from backup/);
+    assert.equal(existsSync(ks.kek_file), false, 'no stray KEK was written');
+  });
+
+  it('refuses a KEK owned by another user', asRoot, async () => {
+    const ks = keystore();
+    await (await open(ks)).close();
+    chownSync(ks.kek_file, 65534, 65534);
+    assert.match((await rejectsWithCode(open(ks), 'E_KEYSTORE_KEK')).message, /owned by uid 65534.*chown/);
+  });
+
+  it('close() wipes the KEK: no secret buffer of the manager outlives it', async () => {
+    const own = plainAllocator();
+    const km = await open(keystore(), own);
+    assert.equal(own.stats().liveBuffers, 1, 'the KEK, and nothing else, is held while open');
+    const key = await km.get(a, await km.createKey(a, { algorithm: 'aes', length: 512 }));
+    assert.equal(key.bytes().length, 64);
+    key.zeroize();
+    await km.close();
+    assert.equal(own.stats().liveBuffers, 0);
+    await km.close();
   });
 
   it('with create_kek: false, refuses to invent a KEK for a missing file', async () => {
@@ -171,28 +237,87 @@ describe('local keystore: tampering is an integrity error, never wrong bytes', (
     await km.close();
   });
 
-  it('an edited name, algorithm or bit length', async () => {
-    const { ks, one, two } = await twoKeys();
-    tamper(ks.path, (db) => {
-      db.prepare("UPDATE objects SET name = 'renamed' WHERE id = ?").run(one);
-      db.prepare('UPDATE objects SET bit_length = 128 WHERE id = ?').run(two);
-    });
-    const km = await open(ks);
-    await rejectsWithCode(km.get(a, one), 'E_KEYSTORE_INTEGRITY');
-    await rejectsWithCode(km.get(a, two), 'E_KEYSTORE_INTEGRITY');
+  it('an edited name, algorithm, bit length or type, or a name given to an unnamed row', async () => {
+    const ks = keystore();
+    let km = await open(ks);
+    const ids = await Promise.all([1, 2, 3, 4].map((n) => km.createKey(a, { algorithm: 'aes', length: 256, name: `k${n}` })));
+    const unnamed = await km.createKey(a, { algorithm: 'aes', length: 256 });
     await km.close();
+    const edits = ["name = 'renamed'", "algorithm = 'des'", 'bit_length = 128', "type = 'opaque'"];
+    tamper(ks.path, (db) => {
+      edits.forEach((edit, i) => db.prepare(`UPDATE objects SET ${edit} WHERE id = ?`).run(ids[i]));
+      db.prepare("UPDATE objects SET name = 'named' WHERE id = ?").run(unnamed);
+    });
+    km = await open(ks);
+    for (const id of [...ids, unnamed]) await rejectsWithCode(km.get(a, id), 'E_KEYSTORE_INTEGRITY');
+    await km.close();
+  });
+
+  it('a row copied into another keystore under the same KEK', async () => {
+    const { ks, one } = await twoKeys();
+    const other = { ...keystore(), kek_file: ks.kek_file };
+    await (await open(other)).close();
+    tamper(other.path, (db) => {
+      db.exec(`ATTACH DATABASE '${ks.path}' AS source`);
+      db.prepare('INSERT INTO objects SELECT * FROM source.objects WHERE id = ?').run(one);
+    });
+    const km = await open(other);
+    await rejectsWithCode(km.get(a, one), 'E_KEYSTORE_INTEGRITY');
+    await km.close();
+  });
+
+  it('a keystore whose KEK check value was deleted', async () => {
+    const { ks } = await twoKeys();
+    tamper(ks.path, (db) => db.exec("DELETE FROM meta WHERE key = 'kek_check'"));
+    await rejectsWithCode(open(ks), 'E_KEYSTORE_INTEGRITY');
   });
 });
 
-describe('local keystore: ids', () => {
+describe('local keystore: operations', () => {
   it('keeps a free UUID given with a stored object (so migrated volumes keep their key id), else makes a new one', async () => {
     const km = await open(keystore());
     const wanted = randomUUID();
     const make = () => objectOfType('symmetric', { id: wanted, algorithm: 'aes', bitLength: 256 }, adoptSecret(allocator, randomBytes(32)));
     assert.equal(await km.store(a, make()), wanted);
+    const before = Buffer.from((await km.get(a, wanted)).bytes());
     const second = await km.store(a, make());
     assert.notEqual(second, wanted, 'an id in use is never overwritten');
+    const third = await km.store({ projectId: 'project-b' }, make());
+    assert.notEqual(third, wanted, 'nor is one used by another project');
+    assert.deepEqual(Buffer.from((await km.get(a, wanted)).bytes()), before);
     assert.notEqual(await km.store(a, objectOfType('opaque', { id: 'not-a-uuid' }, adoptSecret(allocator, Buffer.from('x')))), 'not-a-uuid');
+    await km.close();
+  });
+
+  it('store() refuses a metadata-only object with E_INVALID_ARGUMENT', async () => {
+    const km = await open(keystore());
+    const id = await km.createKey(a, { algorithm: 'aes', length: 256 });
+    await rejectsWithCode(km.store(a, await km.get(a, id, { metadataOnly: true })), 'E_INVALID_ARGUMENT');
+    await km.close();
+  });
+
+  it('createKeyPair() makes EC pairs too, and refuses lengths it does not know', async () => {
+    const km = await open(keystore());
+    const pair = await km.createKeyPair(a, { algorithm: 'ec', length: 384 });
+    const priv = await km.get(a, pair.privateKeyId);
+    assert.equal(createPrivateKey({ key: Buffer.from(priv.bytes()), format: 'der', type: 'pkcs8' }).asymmetricKeyDetails?.namedCurve, 'secp384r1');
+    await rejectsWithCode(km.createKeyPair(a, { algorithm: 'rsa', length: 1024 }), 'E_INVALID_ARGUMENT');
+    await rejectsWithCode(km.createKeyPair(a, { algorithm: 'ec', length: 255 }), 'E_INVALID_ARGUMENT');
+    await km.close();
+  });
+
+  it('delete() leaves no trace of the sealed record in the database or its WAL (crypto-erase)', async () => {
+    const ks = keystore();
+    const km = await open(ks);
+    const id = await km.createKey(a, { algorithm: 'aes', length: 256 });
+    let sealed: Buffer = Buffer.alloc(0);
+    tamper(ks.path, (db) => {
+      sealed = (db.prepare('SELECT sealed FROM objects WHERE id = ?').get(id) as { sealed: Buffer }).sealed;
+    });
+    await km.delete(a, id);
+    for (const file of [ks.path, `${ks.path}-wal`]) {
+      if (existsSync(file)) assert.equal(readFileSync(file).indexOf(sealed), -1, `${file} still holds the sealed record`);
+    }
     await km.close();
   });
 
@@ -201,42 +326,77 @@ describe('local keystore: ids', () => {
     const id = await km.createKey(a, { algorithm: 'aes', length: 256 });
     await km.close();
     await rejectsWithCode(km.get(a, id), 'E_BACKEND_UNAVAILABLE');
+    await rejectsWithCode(km.get(a, id, { metadataOnly: true }), 'E_BACKEND_UNAVAILABLE');
+    await rejectsWithCode(km.createKey(a, { algorithm: 'aes', length: 256 }), 'E_BACKEND_UNAVAILABLE');
+    await rejectsWithCode(km.delete(a, id), 'E_BACKEND_UNAVAILABLE');
     await rejectsWithCode(km.list(a), 'E_BACKEND_UNAVAILABLE');
     assert.equal((await km.health()).ok, false);
   });
 });
 
-describe('local keystore: crash safety', () => {
-  it('a writer killed with SIGKILL mid-write loses nothing it reported committed', async () => {
-    const ks = keystore();
-    await (await open(ks)).close(); // create KEK and schema first, so the child only writes objects
-    const writer = fileURLToPath(new URL('../../fixtures/local-writer.js', import.meta.url));
+interface Committed {
+  id: string;
+  digest: string;
+}
+
+/**
+ * Runs `count` writer processes (test/fixtures/local-writer) on one keystore
+ * and SIGKILLs each once it has reported `n` committed objects; resolves
+ * when all have exited, with what each reported and how it ended.
+ */
+async function killWriters(ks: { path: string; kek_file: string }, count: number, n: number) {
+  const writer = fileURLToPath(new URL('../../fixtures/local-writer.js', import.meta.url));
+  const runs = Array.from({ length: count }, () => {
     const child = spawn(process.execPath, [writer, ks.path, ks.kek_file], { stdio: ['ignore', 'pipe', 'inherit'] });
-    const committed: Array<{ id: string; marker: string }> = [];
+    const committed: Committed[] = [];
     let buffered = '';
-    await new Promise<void>((resolve, reject) => {
+    const exited = new Promise<void>((resolve, reject) => {
       child.stdout.on('data', (chunk: Buffer) => {
         buffered += chunk.toString();
         const lines = buffered.split('\n');
         buffered = lines.pop() ?? '';
         for (const line of lines) {
-          const [id, marker] = line.split(' ');
-          if (id !== undefined && marker !== undefined) committed.push({ id, marker });
+          const [id, digest] = line.split(' ');
+          if (id !== undefined && digest !== undefined) committed.push({ id, digest });
         }
-        if (committed.length >= 200 && child.exitCode === null) child.kill('SIGKILL');
+        if (committed.length >= n && child.exitCode === null) child.kill('SIGKILL');
       });
       child.on('exit', () => resolve());
       child.on('error', reject);
     });
-    assert.equal(child.signalCode, 'SIGKILL', 'the writer was killed mid-run, not finished');
-    assert.ok(committed.length >= 200);
-    tamper(ks.path, (db) => assert.equal((db.pragma('integrity_check', { simple: true }) as string), 'ok'));
-    const km = await open(ks);
-    const ctx = { projectId: 'writer' };
-    for (const { id, marker } of committed) {
-      const obj = await km.get(ctx, id);
-      assert.equal(obj.bytes().subarray(0, 8).toString('hex'), marker, `object ${id} reads back intact`);
-    }
-    await km.close();
+    return { child, committed, exited };
+  });
+  await Promise.all(runs.map((run) => run.exited));
+  return runs.map(({ child, committed }) => ({ signal: child.signalCode, exitCode: child.exitCode, committed }));
+}
+
+async function assertAllReadBack(ks: { path: string; kek_file: string }, committed: Committed[]): Promise<void> {
+  tamper(ks.path, (db) => assert.equal(db.pragma('integrity_check', { simple: true }), 'ok'));
+  const km = await open(ks);
+  for (const { id, digest } of committed) {
+    const obj = await km.get({ projectId: 'writer' }, id);
+    assert.equal(createHash('sha256').update(obj.bytes()).digest('hex'), digest, `object ${id} reads back intact`);
+    obj.zeroize();
+  }
+  await km.close();
+}
+
+describe('local keystore: crash safety', () => {
+  it('a writer killed with SIGKILL mid-write loses nothing it reported committed', async () => {
+    const ks = keystore();
+    await (await open(ks)).close(); // create KEK and schema first, so the child only writes objects
+    const [run] = await killWriters(ks, 1, 200);
+    assert.equal(run?.signal, 'SIGKILL', 'the writer was killed mid-run, not finished');
+    assert.ok((run?.committed.length ?? 0) >= 200);
+    await assertAllReadBack(ks, run?.committed ?? []);
+  });
+
+  it('two processes creating the same keystore at once agree on one KEK, and both write', async () => {
+    const ks = keystore();
+    const runs = await killWriters(ks, 2, 50);
+    for (const run of runs) assert.equal(run.signal, 'SIGKILL', `a writer ended on its own (exit ${String(run.exitCode)}) instead of writing until killed`);
+    assert.equal(statSync(ks.kek_file).size, 32);
+    assert.deepEqual(readdirSync(ks.dir).filter((f) => f.endsWith('.tmp')), [], 'no temporary KEK is left behind');
+    await assertAllReadBack(ks, runs.flatMap((run) => run.committed));
   });
 });

@@ -1,0 +1,170 @@
+import { randomUUID } from 'node:crypto';
+import { closeSync, mkdirSync, openSync, statSync } from 'node:fs';
+import { dirname } from 'node:path';
+import Database from 'better-sqlite3';
+import { KeyClientError, keyError } from '../errors.js';
+import type { SecretBuffer, SecureAllocator } from '../secure-memory.js';
+import { accessProblem, errnoOf, syncDirectory } from './local-kek.js';
+import { associatedData, seal, unseal } from './local-sealing.js';
+
+/** The local keystore's SQLite file: creation, modes, pragmas, schema, and binding to its KEK. */
+
+export const SCHEMA_VERSION = 1;
+/** Bound into every record's associated data; bump when the record layout changes. */
+export const RECORD_FORMAT = 'portcullis-local-v1';
+/**
+ * better-sqlite3 waits for a lock on the event loop's thread, stalling the
+ * whole daemon; writers (this daemon, the admin CLI) hold the lock for one
+ * small transaction, so a short wait is plenty.
+ */
+const BUSY_TIMEOUT_MS = 1000;
+
+const SCHEMA = `
+  CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
+  CREATE TABLE IF NOT EXISTS objects (
+    id TEXT PRIMARY KEY, project TEXT NOT NULL, type TEXT NOT NULL, name TEXT, algorithm TEXT,
+    bit_length INTEGER, created TEXT NOT NULL, nonce BLOB NOT NULL, sealed BLOB NOT NULL);
+  CREATE INDEX IF NOT EXISTS objects_by_project ON objects (project, type, name);`;
+
+/**
+ * Opens (creating if needed) the keystore file at `path`.
+ * @throws E_KEYSTORE_FILE for a bad mode, owner or file; E_BACKEND_UNAVAILABLE when locked.
+ */
+export function openKeystoreDb(path: string): Database.Database {
+  createPrivateFile(path);
+  for (const file of [path, `${path}-wal`, `${path}-shm`]) checkFile(file, file === path);
+  let db: Database.Database;
+  try {
+    db = new Database(path, { fileMustExist: true });
+  } catch (err) {
+    throw sqliteFailure(path, err, 'opening it');
+  }
+  try {
+    db.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`);
+    const journal = db.pragma('journal_mode = WAL', { simple: true });
+    if (journal !== 'wal') throw fileError(path, `cannot use WAL journaling here (SQLite chose ${String(journal)}); put it on a local filesystem`);
+    // FULL: a key lost to a power cut after we answered "created" is a volume lost; key writes are rare.
+    db.pragma('synchronous = FULL');
+    // Deleted records are overwritten, not just unlinked: part of crypto-erase.
+    db.pragma('secure_delete = ON');
+    db.transaction(() => {
+      db.exec(SCHEMA);
+      const version = readMeta(db, 'schema_version');
+      if (version === undefined) writeMeta(db, 'schema_version', SCHEMA_VERSION);
+      else if (Number(version) !== SCHEMA_VERSION) {
+        throw fileError(path, `has schema version ${String(version)}, this portcullis reads ${SCHEMA_VERSION}; refusing (use the portcullis that wrote it)`);
+      }
+    }).immediate();
+    return db;
+  } catch (err) {
+    db.close();
+    throw sqliteFailure(path, err, 'opening it');
+  }
+}
+
+/** The file is created 0600 by us before SQLite sees it, so it is never readable by others, not even for a moment. */
+function createPrivateFile(path: string): void {
+  try {
+    mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+    closeSync(openSync(path, 'wx', 0o600));
+    syncDirectory(dirname(path));
+  } catch (err) {
+    if (errnoOf(err) !== 'EEXIST') throw fileError(path, `cannot be created (${errnoOf(err)}); check that ${dirname(path)} is writable by portcullis`, err);
+  }
+}
+
+/** SQLite gives -wal and -shm the main file's mode; a leftover one with a wider mode is refused too. */
+function checkFile(path: string, mustExist: boolean): void {
+  const stat = statSync(path, { throwIfNoEntry: false });
+  if (stat === undefined) {
+    if (mustExist) throw fileError(path, 'vanished while being opened');
+    return;
+  }
+  if (!stat.isFile()) throw fileError(path, 'is not a regular file; refusing');
+  const problem = accessProblem(stat, path, 0o600);
+  if (problem !== undefined) throw keyError('E_KEYSTORE_FILE', `Keystore file ${problem}`, { details: { path } });
+}
+
+export function readMeta(db: Database.Database, key: string): Buffer | string | number | undefined {
+  return (db.prepare('SELECT value FROM meta WHERE key = ?').get(key) as { value: Buffer | string | number } | undefined)?.value;
+}
+
+function writeMeta(db: Database.Database, key: string, value: Buffer | string | number): void {
+  db.prepare('INSERT INTO meta (key, value) VALUES (?, ?)').run(key, value);
+}
+
+/**
+ * Ties the keystore to its KEK and returns the keystore's id. A new keystore
+ * gets an id and a sealed check value; an existing one must open that check
+ * value, so a wrong KEK is one clear error at start, not an integrity error
+ * on every record. One transaction, so two processes creating the keystore
+ * at once agree on one id.
+ * @throws E_KEYSTORE_KEK when the KEK does not match.
+ */
+export function bindKek(db: Database.Database, kek: SecretBuffer, kekPath: string, path: string, allocator: SecureAllocator): string {
+  return db.transaction(() => {
+    const existing = readMeta(db, 'keystore_id');
+    const checkAd = (id: string) => associatedData([RECORD_FORMAT, 'kek-check', id]);
+    if (existing === undefined) {
+      const id = randomUUID();
+      const check = seal(kek, Buffer.alloc(32), checkAd(id));
+      writeMeta(db, 'keystore_id', id);
+      writeMeta(db, 'kek_check_nonce', check.nonce);
+      writeMeta(db, 'kek_check', check.sealed);
+      return id;
+    }
+    const id = String(existing);
+    const nonce = readMeta(db, 'kek_check_nonce');
+    const sealed = readMeta(db, 'kek_check');
+    if (!Buffer.isBuffer(nonce) || !Buffer.isBuffer(sealed)) {
+      throw keyError('E_KEYSTORE_INTEGRITY', `Keystore ${path} has lost its KEK check value (meta table edited or damaged); restore it from backup`, { details: { path } });
+    }
+    const opened = unseal(kek, { nonce, sealed }, checkAd(id), allocator);
+    if (opened === undefined) {
+      throw keyError(
+        'E_KEYSTORE_KEK',
+        `The key-encryption key at ${kekPath} does not match keystore ${path} (check value mismatch); point kek_file or kek_credential at the KEK this keystore was created with, or restore it from backup`,
+        { details: { kek: kekPath, keystore: path } },
+      );
+    }
+    opened.wipe();
+    return id;
+  }).immediate();
+}
+
+/** Whether the keystore was bound to a KEK (holds, or may hold, sealed records). */
+export function isInitialised(db: Database.Database): boolean {
+  return readMeta(db, 'keystore_id') !== undefined;
+}
+
+/**
+ * Maps a SQLite failure to the error contract: a lock or a full or failing
+ * disk may pass (E_BACKEND_UNAVAILABLE, which a cache may ride out); a
+ * damaged or unwritable file needs an operator (E_KEYSTORE_FILE).
+ */
+export function sqliteFailure(path: string, err: unknown, doing: string): KeyClientError {
+  if (err instanceof KeyClientError) return err;
+  const code = String((err as { code?: unknown }).code ?? '');
+  const message = err instanceof Error ? err.message : String(err);
+  const details = { path, sqlite: code };
+  if (/^SQLITE_(BUSY|LOCKED)/.test(code)) {
+    return keyError('E_BACKEND_UNAVAILABLE', `Keystore ${path} is locked by another process (${code}) while ${doing}; retry, or find the holder with: fuser ${path}`, {
+      cause: err,
+      details: { ...details, requestSent: false },
+    });
+  }
+  if (/^SQLITE_(FULL|IOERR)/.test(code)) {
+    return keyError('E_BACKEND_UNAVAILABLE', `Keystore ${path}: ${doing} failed (${code}: ${message}); check free space and the disk (df, dmesg)`, { cause: err, details });
+  }
+  if (/^SQLITE_(CORRUPT|NOTADB)/.test(code)) {
+    return fileError(path, `is damaged or not a SQLite database (${code}); restore it from backup`, err);
+  }
+  if (/^SQLITE_(READONLY|CANTOPEN|PERM|AUTH)/.test(code)) {
+    return fileError(path, `cannot be opened for writing (${code}: ${message}); check that it and its directory are writable by portcullis and the filesystem is mounted read-write`, err);
+  }
+  return fileError(path, `failed while ${doing}: ${message}`, err);
+}
+
+export function fileError(path: string, what: string, cause?: unknown): KeyClientError {
+  return keyError('E_KEYSTORE_FILE', `Keystore ${path} ${what}`, { details: { path }, ...(cause === undefined ? {} : { cause }) });
+}
