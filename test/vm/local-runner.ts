@@ -8,7 +8,8 @@ import { normalizeRun, type CommandRunner, type RunOptions, type RunResult } fro
  * direct mode uses it on a host that has dm-crypt.
  */
 export class LocalRunner implements CommandRunner {
-  readonly where = `local ${release()}`;
+  /** @param where how messages name this machine @default "local <uname -r>" */
+  constructor(readonly where = `local ${release()}`) {}
 
   run(argv: readonly string[], options: RunOptions = {}): Promise<RunResult> {
     let run;

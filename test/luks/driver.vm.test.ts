@@ -1,0 +1,272 @@
+/**
+ * The LUKS driver against a real kernel's dm-crypt: in the project's qemu VM
+ * (test/vm) on machines without device-mapper, directly on a host that has
+ * it (as root). Loop devices over files in a scratch directory of the guest
+ * stand in for volumes.
+ */
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { after, before, describe, it } from 'node:test';
+import { createLuksDriver, type LuksDriver } from '../../src/luks/driver.js';
+import { rejectsWithCode } from '../helpers/errors.js';
+import { privilegedRunner, type PrivilegedRunner } from '../vm/index.js';
+
+let runner: PrivilegedRunner;
+let driver: LuksDriver;
+let scratch: string;
+const loops: string[] = [];
+
+async function sh(script: string, stdin?: Buffer): Promise<string> {
+  const result = await runner.run(['sh', '-c', script], { ...(stdin === undefined ? {} : { stdin }), timeoutMs: 120_000 });
+  assert.equal(result.code, 0, `sh -c '${script}' failed: ${result.stderr.toString()}`);
+  return result.stdout.toString().trim();
+}
+
+/** A fresh loop device over a zeroed file of `mib` MiB in the guest. */
+async function loopDevice(mib = 20): Promise<string> {
+  const file = `${scratch}/disk-${loops.length}-${randomBytes(4).toString('hex')}.img`;
+  const dev = await sh(`truncate -s ${mib}M ${file} && losetup --find --show ${file}`);
+  loops.push(dev);
+  return dev;
+}
+
+const sha = (dev: string, bytes = 4 * 1024 * 1024) => sh(`head -c ${bytes} ${dev} | sha256sum | cut -d' ' -f1`);
+
+before(async () => {
+  runner = await privilegedRunner();
+  driver = createLuksDriver({ runner });
+  scratch = await sh(`mktemp -d ${runner.scratchDir}/luks.XXXXXX`);
+});
+
+after(async () => {
+  if (runner === undefined) return;
+  // Leave the kernel as we found it: mappings first, then loops.
+  for (const m of await driver.list().catch(() => [])) await driver.close(m.name).catch(() => undefined);
+  for (const dev of loops) await runner.run(['losetup', '-d', dev]).catch(() => undefined);
+  await runner.stop();
+});
+
+for (const type of ['luks', 'luks2'] as const) {
+  describe(`${type}: every operation on a real device`, () => {
+    const key = randomBytes(64);
+    let dev: string;
+    let uuid: string;
+
+    it('format() writes a header that isLuks(), uuid() and dump() read back', async () => {
+      dev = await loopDevice(24);
+      assert.equal(await driver.isLuks(dev), false);
+      uuid = await driver.format(dev, key, { type, cipher: 'aes-xts-plain64', keySize: 512, ...(type === 'luks2' ? { label: 'portcullis-test' } : {}) });
+      assert.match(uuid, /^[0-9a-f-]{36}$/);
+      assert.equal(await driver.isLuks(dev), true);
+      assert.equal(await driver.uuid(dev), uuid);
+      const dump = await driver.dump(dev);
+      if (type === 'luks2') {
+        assert.equal(dump.version, 2);
+        const keyslots = (dump as unknown as { metadata: { keyslots: Record<string, { kdf: { type: string; iterations: number } }> } }).metadata.keyslots;
+        assert.deepEqual(Object.values(keyslots).map((k) => [k.kdf.type, k.kdf.iterations]), [['pbkdf2', 1000]], 'the fast PBKDF by default');
+      } else {
+        assert.equal(dump.version, 1);
+        assert.match((dump as { text: string }).text, /Iterations:\s+1000/);
+      }
+    });
+
+    it('open() maps it, status() and list() report it, a second open() is idempotent', async () => {
+      const opened = await driver.open(dev, `t-${type}`, key, { type });
+      assert.deepEqual(opened, { name: `t-${type}`, mapperPath: `/dev/mapper/t-${type}`, opened: true, legacyPassphrase: false });
+      await sh(`test -b /dev/mapper/t-${type}`);
+      const status = await driver.status(`t-${type}`);
+      assert.equal(status?.device, dev);
+      assert.equal(status?.cipher, 'aes-xts-plain64');
+      assert.equal(status?.keySizeBits, 512);
+      assert.ok((await driver.list()).some((m) => m.name === `t-${type}`));
+      assert.equal((await driver.open(dev, `t-${type}`, key, { type })).opened, false);
+    });
+
+    it('data written through the mapping survives close and reopen', async () => {
+      // A text marker plus random bytes: the marker must be findable in cleartext and absent from the raw device.
+      await sh(`(printf PORTCULLIS-CLEARTEXT-MARKER; head -c 1048549 /dev/urandom) > ${scratch}/pattern-${type} && dd if=${scratch}/pattern-${type} of=/dev/mapper/t-${type} bs=1M count=1 conv=fsync status=none`);
+      const written = await sh(`sha256sum < ${scratch}/pattern-${type} | cut -d' ' -f1`);
+      assert.deepEqual(await driver.close(`t-${type}`), { closed: true });
+      assert.equal(await driver.status(`t-${type}`), undefined);
+      await driver.open(dev, `t-${type}`, key, { type });
+      assert.equal(await sh(`head -c 1048576 /dev/mapper/t-${type} | sha256sum | cut -d' ' -f1`), written);
+      assert.equal(await sh(`grep -a -c PORTCULLIS-CLEARTEXT-MARKER /dev/mapper/t-${type} || true`), '1');
+      assert.equal(await sh(`grep -a -c PORTCULLIS-CLEARTEXT-MARKER ${dev} || true`), '0', 'the raw device holds ciphertext only');
+    });
+
+    it('resize() grows the mapping after the backing file grows', async () => {
+      const before = (await driver.status(`t-${type}`))?.sizeSectors ?? 0;
+      const file = await sh(`losetup --noheadings -O BACK-FILE ${dev}`);
+      await sh(`truncate -s 40M ${file} && losetup --set-capacity ${dev}`);
+      await driver.resize(`t-${type}`, key);
+      const afterSize = (await driver.status(`t-${type}`))?.sizeSectors ?? 0;
+      assert.equal(afterSize - before, (16 * 1024 * 1024) / 512);
+    });
+
+    it('a wrong key opens nothing and changes nothing', async () => {
+      await driver.close(`t-${type}`);
+      const header = await sha(dev);
+      const err = await rejectsWithCode(driver.open(dev, `t-${type}`, randomBytes(64), { type }), 'E_WRONG_KEY');
+      assert.ok(!JSON.stringify({ message: err.message, details: (err as { details?: unknown }).details }).includes(key.toString('hex')), 'errors never carry the key');
+      assert.equal(await driver.status(`t-${type}`), undefined);
+      assert.equal(await sha(dev), header);
+    });
+
+    it('close() twice: the second finds nothing to close and succeeds', async () => {
+      await driver.open(dev, `t-${type}`, key, { type });
+      assert.deepEqual(await driver.close(`t-${type}`), { closed: true });
+      assert.deepEqual(await driver.close(`t-${type}`), { closed: false });
+    });
+
+    it('eraseKeyslots() makes the volume unopenable with its key for good', async () => {
+      await driver.eraseKeyslots(dev);
+      await rejectsWithCode(driver.open(dev, `t-${type}`, key, { type }), 'E_WRONG_KEY', 'E_CRYPTSETUP_PARAMS');
+      assert.equal(await driver.status(`t-${type}`), undefined);
+    });
+  });
+}
+
+describe('plain: os-brick\'s CryptsetupEncryptor mapping', () => {
+  it('opens, carries data across close and reopen, and closes', async () => {
+    const dev = await loopDevice(8);
+    const key = randomBytes(32);
+    await driver.open(dev, 't-plain', key, { type: 'plain', cipher: 'aes-xts-plain64', keySize: 256 });
+    assert.equal((await driver.status('t-plain'))?.type, 'PLAIN');
+    await sh('printf portcullis-plain-marker | dd of=/dev/mapper/t-plain conv=fsync status=none');
+    await driver.close('t-plain');
+    await driver.open(dev, 't-plain', key, { type: 'plain', cipher: 'aes-xts-plain64', keySize: 256 });
+    assert.equal(await sh('head -c 23 /dev/mapper/t-plain'), 'portcullis-plain-marker');
+    await driver.close('t-plain');
+  });
+});
+
+describe('os-brick interop', () => {
+  it('a volume formatted with os-brick\'s command line opens through the driver', async () => {
+    const dev = await loopDevice(8);
+    const key = randomBytes(32);
+    // os-brick: cryptsetup --batch-mode luksFormat --type luks1 --key-file=- DEV, hex passphrase on stdin.
+    await runner.run(['cryptsetup', '--batch-mode', 'luksFormat', '--type', 'luks1', '--key-file=-', '--pbkdf-force-iterations', '1000', dev], {
+      stdin: Buffer.from(key.toString('hex')),
+    });
+    assert.equal((await driver.open(dev, 'from-osbrick', key, { type: 'luks' })).opened, true);
+    await driver.close('from-osbrick');
+  });
+
+  it('a driver-formatted volume opens with os-brick\'s luksOpen line', async () => {
+    const dev = await loopDevice(8);
+    const key = randomBytes(32);
+    await driver.format(dev, key, { type: 'luks' });
+    const open = await runner.run(['cryptsetup', 'luksOpen', '--key-file=-', dev, 'to-osbrick'], { stdin: Buffer.from(key.toString('hex')) });
+    assert.equal(open.code, 0, open.stderr.toString());
+    await driver.close('to-osbrick');
+  });
+
+  it('a volume with os-brick\'s old mangled passphrase still opens, flagged as legacy', async () => {
+    const dev = await loopDevice(8);
+    const key = Buffer.concat([Buffer.from([0x01, 0x02]), randomBytes(30)]); // bytes < 0x10 make the mangled form differ
+    const mangled = [...key].map((b) => b.toString(16)).join('');
+    await runner.run(['cryptsetup', '--batch-mode', 'luksFormat', '--type', 'luks1', '--key-file=-', '--pbkdf-force-iterations', '1000', dev], { stdin: Buffer.from(mangled) });
+    assert.equal((await driver.open(dev, 'legacy', key, { type: 'luks' })).legacyPassphrase, true);
+    await driver.close('legacy');
+  });
+});
+
+describe('safe format: what is not blank is never touched', () => {
+  it('refuses a device holding ext4, naming the signature; content unchanged', async () => {
+    const dev = await loopDevice(8);
+    await sh(`mkfs.ext4 -q -F ${dev}`);
+    const before = await sha(dev);
+    const err = await rejectsWithCode(driver.format(dev, randomBytes(32), { type: 'luks2' }), 'E_DEVICE_NOT_BLANK');
+    assert.match(err.message, /ext4 signature at 0x438/);
+    assert.equal(await sha(dev), before);
+  });
+
+  it('refuses a device holding random bytes; content unchanged', async () => {
+    const dev = await loopDevice(8);
+    await sh(`head -c 2097152 /dev/urandom | dd of=${dev} conv=fsync status=none`);
+    const before = await sha(dev);
+    await rejectsWithCode(driver.format(dev, randomBytes(32), { type: 'luks' }), 'E_DEVICE_NOT_BLANK');
+    assert.equal(await sha(dev), before);
+  });
+
+  it('refuses a device whose reads fail', async () => {
+    // A device-mapper "error" target: every read fails, as a dying disk's would.
+    // No udev in the VM: mknodes makes the /dev/mapper node synchronously.
+    await sh('dmsetup create t-failing --table "0 16384 error" && dmsetup mknodes t-failing');
+    try {
+      await rejectsWithCode(driver.format('/dev/mapper/t-failing', randomBytes(32), { type: 'luks' }), 'E_DEVICE_UNREADABLE', 'E_DEVICE_NOT_BLANK');
+      assert.equal((await runner.run(['cryptsetup', 'isLuks', '/dev/mapper/t-failing'])).code !== 0, true);
+    } finally {
+      await sh('dmsetup remove t-failing');
+    }
+  });
+});
+
+describe('secrets', () => {
+  it('no key bytes, raw or hex, appear in any process\'s argv or environment while cryptsetup holds the key', async () => {
+    const dev = await loopDevice(8);
+    // No newline or NUL in the key, so its raw bytes make one grep -F pattern.
+    let key = randomBytes(32);
+    while (key.includes(0x0a) || key.includes(0x00)) key = randomBytes(32);
+    // A deliberately slow PBKDF: luksOpen then spends seconds with the key in hand, long enough to be inspected.
+    await driver.format(dev, key, { type: 'luks', pbkdf: { type: 'pbkdf2', iterations: 60_000 } });
+    await sh(`cat > ${scratch}/needle-hex`, Buffer.from(key.toString('hex')));
+    await sh(`cat > ${scratch}/needle-raw`, key);
+    // The watcher reads what to look for from files, so its own argv holds no key. Builtins only in the hot loop.
+    const watcher = runner.run(
+      [
+        'sh',
+        '-c',
+        `n=0; seen=0; found=0
+         while [ $n -lt 100000 ] && [ $seen -eq 0 ] && [ ! -e ${scratch}/stop ]; do
+           for p in /proc/[0-9]*; do
+             read -r c < $p/comm 2>/dev/null || continue
+             if [ "$c" = cryptsetup ] && grep -q -a luksOpen $p/cmdline 2>/dev/null; then seen=1; break; fi
+           done; n=$((n+1))
+         done
+         for p in /proc/[0-9]*; do
+           for f in $p/cmdline $p/environ; do
+             if grep -q -a -F -f ${scratch}/needle-hex $f 2>/dev/null || grep -q -a -F -f ${scratch}/needle-raw $f 2>/dev/null; then found=$((found+1)); fi
+           done
+         done
+         echo "$seen $found"`,
+      ],
+      { timeoutMs: 600_000 },
+    );
+    try {
+      await driver.open(dev, 't-secret', key, { type: 'luks' });
+    } finally {
+      await sh(`touch ${scratch}/stop`);
+    }
+    const [seen, found] = (await watcher).stdout.toString().trim().split(' ').map(Number);
+    assert.equal(seen, 1, 'the watcher caught cryptsetup luksOpen running, so the check had something to look at');
+    assert.equal(found, 0, 'no process had the key in its argv or environment');
+    await driver.close('t-secret');
+  });
+});
+
+describe('concurrency', () => {
+  it('16 parallel opens of 16 devices end with exactly 16 right mappings', async () => {
+    const devices: string[] = [];
+    // One at a time: `losetup --find` is racy when run in parallel.
+    for (let i = 0; i < 16; i += 1) devices.push(await loopDevice(4));
+    const keys = devices.map(() => randomBytes(32));
+    // Set-up only: os-brick's bare luksFormat line (the driver's format path is tested above).
+    await Promise.all(devices.map((dev, i) => runner.run(['cryptsetup', '--batch-mode', 'luksFormat', '--type', 'luks1', '--key-file=-', '--pbkdf-force-iterations', '1000', dev], { stdin: Buffer.from((keys[i] as Buffer).toString('hex')) })));
+    await Promise.all(devices.map((dev, i) => driver.open(dev, `par-${i}`, keys[i] as Buffer, { type: 'luks' })));
+    const mapped = (await driver.list()).filter((m) => m.name.startsWith('par-'));
+    assert.deepEqual(mapped.map((m) => [m.name, m.device]).sort(), devices.map((d, i) => [`par-${i}`, d]).sort());
+    await Promise.all(devices.map((_, i) => driver.close(`par-${i}`)));
+  });
+
+  it('8 racing opens of one device make one mapping; all eight answer it', async () => {
+    const dev = await loopDevice(4);
+    const key = randomBytes(32);
+    await driver.format(dev, key, { type: 'luks' });
+    const results = await Promise.all(Array.from({ length: 8 }, () => driver.open(dev, 'race', key, { type: 'luks' })));
+    assert.equal(results.filter((r) => r.opened).length, 1);
+    assert.ok(results.every((r) => r.mapperPath === '/dev/mapper/race'));
+    assert.equal((await driver.list()).filter((m) => m.name === 'race').length, 1);
+    await driver.close('race');
+  });
+});

@@ -1,0 +1,31 @@
+/**
+ * Runs inside the VM (started by the guest init as the run script's last
+ * command): serves a LocalRunner on the virtio-serial port, so the host runs
+ * privileged commands in the guest kernel. Exits when the host hangs up,
+ * which makes init power the VM off.
+ *
+ * Kept free of anything but node: built-ins: under TCG every module loaded
+ * costs start-up time.
+ */
+import { createReadStream, createWriteStream, openSync, readFileSync, readdirSync } from 'node:fs';
+import { release } from 'node:os';
+import { serveChannel } from './channel.js';
+import { LocalRunner } from './local-runner.js';
+import { CHANNEL_PORT_NAME } from './protocol.js';
+
+/** udev would make /dev/virtio-ports/NAME; the guest has no udev, so look the name up in sysfs. */
+function findPort(name: string): string {
+  const base = '/sys/class/virtio-ports';
+  for (const entry of readdirSync(base)) {
+    if (readFileSync(`${base}/${entry}/name`, 'utf8').trim() === name) return `/dev/${entry}`;
+  }
+  throw new Error(`no virtio-serial port named ${name} under ${base}`);
+}
+
+const path = findPort(CHANNEL_PORT_NAME);
+// One descriptor for both directions; the streams must not close it on their own.
+const fd = openSync(path, 'r+');
+const input = createReadStream('', { fd, autoClose: false, highWaterMark: 256 * 1024 });
+const output = createWriteStream('', { fd, autoClose: false });
+await serveChannel(new LocalRunner(`vm ${release()}`), input, output);
+process.exit(0);
