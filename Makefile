@@ -4,18 +4,22 @@ SHELL := /bin/bash
 PREFIX ?= /usr/local
 
 # Debian packages the tests need: real Barbican, Keystone and the reference clients;
-# a kernel, qemu and busybox for the dm-crypt VM; cryptsetup and friends.
+# a kernel, qemu and busybox for the dm-crypt VM; cryptsetup and friends; systemd and
+# systemd-container for systemd-analyze, systemd-socket-activate and systemd-nspawn (test/systemd).
 DEB_PACKAGES := python3-barbican barbican-common python3-keystone python3-keystoneclient \
   python3-barbicanclient python3-castellan python3-os-brick python3-paste python3-pastedeploy openssl \
-  qemu-system-x86 linux-image-amd64 busybox-static cryptsetup-bin dmsetup kmod e2fsprogs util-linux diffutils
+  qemu-system-x86 linux-image-amd64 busybox-static cryptsetup-bin dmsetup kmod e2fsprogs util-linux diffutils \
+  systemd systemd-container
 
 .PHONY: help deps build test test-vm demo clean
 
 help:
-	@echo "make demo   install what is missing, build, and show portcullis at work on the local keystore"
+	@echo "make demo   install what is missing, build, and attach an encrypted volume through portcullisd (local keystore)"
 	@echo "make test   install what is missing (Debian packages, npm ci), build, run every test"
 	@echo "make test-vm  only the privileged tests (*.vm.test.ts): dm-crypt in the qemu VM, or directly on a host with device-mapper"
-	@echo "make build  compile TypeScript to dist/"
+	@echo "make build  compile TypeScript to dist/ and the native addon"
+	@echo "make install [PREFIX=/usr/local] [DESTDIR=]  install the build, units, default config, man pages (see docs/install.md)"
+	@echo "make uninstall  remove what install put (not the config, not /var/lib/portcullis)"
 
 deps: node_modules/.installed .cache/deb-installed
 
@@ -33,7 +37,11 @@ node_modules/.installed: package.json package-lock.json
 	npm ci
 	@touch $@
 
-build: node_modules/.installed
+# npm ci builds native/ too (the install script); rebuild here when its C source changes.
+native/build/Release/portcullis_native.node: $(wildcard native/src/*.c native/src/*.h) native/binding.gyp node_modules/.installed
+	node scripts/build-native.mjs
+
+build: node_modules/.installed native/build/Release/portcullis_native.node
 	npx tsc -p tsconfig.json
 
 test: deps build
@@ -43,8 +51,68 @@ test: deps build
 test-vm: deps build
 	node scripts/run-tests.mjs .vm.test.
 
-demo: node_modules/.installed build
-	scripts/demo.sh
+# The daemon on the local keystore attaching a real encrypted volume, end to end;
+# in the project's VM where this host has no device-mapper.
+demo: deps build
+	node dist/scripts/demo.js
 
 clean:
 	rm -rf dist .cache
+
+# make install: GNU-style directories; DESTDIR stages a package. systemd also
+# searches $(PREFIX)/lib/{systemd/system,sysusers.d,tmpfiles.d} for PREFIX=/usr/local.
+BINDIR ?= $(PREFIX)/bin
+SBINDIR ?= $(PREFIX)/sbin
+LIBDIR ?= $(PREFIX)/lib
+PKGLIBDIR ?= $(LIBDIR)/portcullis
+MANDIR ?= $(PREFIX)/share/man
+SYSCONFDIR ?= /etc
+SYSTEMDUNITDIR ?= $(LIBDIR)/systemd/system
+SYSUSERSDIR ?= $(LIBDIR)/sysusers.d
+TMPFILESDIR ?= $(LIBDIR)/tmpfiles.d
+# The node the wrappers exec; it must be outside /home and /root (ProtectHome=yes).
+NODE ?= $(shell command -v node)
+INSTALL_NEEDS := dist/src/daemon/portcullisd.js dist/src/cli/main.js native/build/Release/portcullis_native.node node_modules/.package-lock.json
+
+.PHONY: install uninstall
+
+# Copies what `make build` made (run that first, as yourself): never runs npm or tsc as root.
+# Production dependencies only; the config only when there is none.
+install:
+	@for f in $(INSTALL_NEEDS); do [ -e "$$f" ] || { echo "make install: $$f is missing; run make build first" >&2; exit 1; }; done
+	@case '$(NODE)' in /home/*|/root/*) echo "make install: node is $(NODE), which ProtectHome=yes hides from portcullis.service; install Node.js system-wide or pass NODE=/usr/bin/node" >&2; exit 1;; /*) ;; *) echo "make install: no node found; pass NODE=/path/to/node" >&2; exit 1;; esac
+	@case '$(PKGLIBDIR)' in */portcullis) ;; *) echo "make install: PKGLIBDIR must end in /portcullis (it is replaced whole)" >&2; exit 1;; esac
+	rm -rf '$(DESTDIR)$(PKGLIBDIR)'
+	install -d -m 0755 '$(DESTDIR)$(PKGLIBDIR)/dist' '$(DESTDIR)$(PKGLIBDIR)/native/build/Release' \
+	  '$(DESTDIR)$(BINDIR)' '$(DESTDIR)$(SBINDIR)' '$(DESTDIR)$(SYSTEMDUNITDIR)' '$(DESTDIR)$(SYSUSERSDIR)' \
+	  '$(DESTDIR)$(TMPFILESDIR)' '$(DESTDIR)$(MANDIR)/man8' '$(DESTDIR)$(SYSCONFDIR)/portcullis'
+	tar -C dist --exclude='*.map' -cf - src native | tar -C '$(DESTDIR)$(PKGLIBDIR)/dist' --no-same-owner -xf -
+	mods=$$(npm ls --omit=dev --all --parseable --loglevel=error | sed -n 's|^$(CURDIR)/||p' | grep -v '/node_modules/') && \
+	  tar -cf - $$mods | tar -C '$(DESTDIR)$(PKGLIBDIR)' --no-same-owner -xf -
+	install -m 0644 package.json '$(DESTDIR)$(PKGLIBDIR)/'
+	install -m 0644 native/binding.gyp '$(DESTDIR)$(PKGLIBDIR)/native/'
+	install -m 0755 native/build/Release/portcullis_native.node '$(DESTDIR)$(PKGLIBDIR)/native/build/Release/'
+	chmod -R u=rwX,go=rX '$(DESTDIR)$(PKGLIBDIR)'
+	printf '#!/bin/sh\n# portcullis admin CLI (make install)\nexec %s %s "$$@"\n' '$(NODE)' '$(PKGLIBDIR)/dist/src/cli/main.js' > '$(DESTDIR)$(BINDIR)/portcullis'
+	printf '#!/bin/sh\n# portcullisd (make install); exec, so that systemd watches node itself (NotifyAccess=main)\nexec %s %s "$$@"\n' '$(NODE)' '$(PKGLIBDIR)/dist/src/daemon/portcullisd.js' > '$(DESTDIR)$(SBINDIR)/portcullisd'
+	chmod 0755 '$(DESTDIR)$(BINDIR)/portcullis' '$(DESTDIR)$(SBINDIR)/portcullisd'
+	sed -e 's|@SBINDIR@|$(SBINDIR)|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g' systemd/portcullis.service.in > '$(DESTDIR)$(SYSTEMDUNITDIR)/portcullis.service'
+	chmod 0644 '$(DESTDIR)$(SYSTEMDUNITDIR)/portcullis.service'
+	install -m 0644 systemd/portcullis.socket '$(DESTDIR)$(SYSTEMDUNITDIR)/portcullis.socket'
+	install -m 0644 systemd/portcullis.sysusers '$(DESTDIR)$(SYSUSERSDIR)/portcullis.conf'
+	install -m 0644 systemd/portcullis.tmpfiles '$(DESTDIR)$(TMPFILESDIR)/portcullis.conf'
+	install -m 0644 docs/man/portcullis.8 docs/man/portcullisd.8 '$(DESTDIR)$(MANDIR)/man8/'
+	@if [ -e '$(DESTDIR)$(SYSCONFDIR)/portcullis/portcullis.yaml' ]; then \
+	  echo "kept the existing $(DESTDIR)$(SYSCONFDIR)/portcullis/portcullis.yaml (the new default is systemd/portcullis.yaml)"; \
+	else install -m 0644 systemd/portcullis.yaml '$(DESTDIR)$(SYSCONFDIR)/portcullis/portcullis.yaml'; fi
+	@echo "installed; next (docs/install.md): systemd-sysusers; systemd-tmpfiles --create portcullis.conf; make the KEK; systemctl daemon-reload"
+
+# Removes what install put; keeps the config and KEK ($(SYSCONFDIR)/portcullis) and the keystore (/var/lib/portcullis).
+uninstall:
+	@case '$(PKGLIBDIR)' in */portcullis) ;; *) echo "make uninstall: PKGLIBDIR must end in /portcullis" >&2; exit 1;; esac
+	rm -rf '$(DESTDIR)$(PKGLIBDIR)'
+	rm -f '$(DESTDIR)$(BINDIR)/portcullis' '$(DESTDIR)$(SBINDIR)/portcullisd' \
+	  '$(DESTDIR)$(SYSTEMDUNITDIR)/portcullis.service' '$(DESTDIR)$(SYSTEMDUNITDIR)/portcullis.socket' \
+	  '$(DESTDIR)$(SYSUSERSDIR)/portcullis.conf' '$(DESTDIR)$(TMPFILESDIR)/portcullis.conf' \
+	  '$(DESTDIR)$(MANDIR)/man8/portcullis.8' '$(DESTDIR)$(MANDIR)/man8/portcullisd.8'
+	@echo "kept $(SYSCONFDIR)/portcullis (config, KEK) and /var/lib/portcullis (keystore)"

@@ -5,7 +5,7 @@ import { pathToFileURL } from 'node:url';
 import { describe, it } from 'node:test';
 import { repoRoot } from './helpers/paths.js';
 
-/** Every errors.ts module's registries (exports named *Errors), found by walking the compiled tree. */
+/** Every errors.ts module's registries (exports named *Errors), found by walking the compiled tree (src/ and native/). */
 async function registeredCodes(): Promise<Map<string, string>> {
   const srcRoot = join(repoRoot, 'dist', 'src');
   const here = new URL('.', import.meta.url).pathname;
@@ -20,6 +20,8 @@ async function registeredCodes(): Promise<Map<string, string>> {
     }
   };
   walk(builtSrc);
+  // native/ sits beside src/ (it is not a layer of src), with one errors module of its own.
+  files.push(join(builtSrc, '..', 'native', 'errors.js'));
   const codes = new Map<string, string>();
   for (const file of files) {
     const mod = (await import(pathToFileURL(file).href)) as Record<string, unknown>;

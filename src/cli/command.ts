@@ -19,6 +19,8 @@ export interface Command {
   options: Readonly<Record<string, OptionSpec[string] & { help: string; valueName?: string }>>;
   /** Number of positionals required (exactly). */
   positionals?: number;
+  /** More help after the summary (exit codes that differ from the usual, examples). */
+  notes?: string;
   run(input: CommandInput): Promise<number>;
 }
 
@@ -28,6 +30,8 @@ export const exitCodes = {
   failed: 1,
   usage: 2,
   config: 3,
+  /** The daemon could not be reached (no socket, permission, stale socket); nothing was sent. */
+  unreachable: 4,
 } as const;
 
 export function stringOption(values: OptionValues, name: string): string | undefined {

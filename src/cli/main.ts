@@ -2,15 +2,22 @@
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { exitCodes, type Command, type OptionSpec } from './command.js';
+import { cacheCommands } from './commands/cache.js';
+import { doctorCommands } from './commands/doctor.js';
+import { ephemeralCommands } from './commands/ephemeral.js';
+import { healthCommands } from './commands/health.js';
 import { keyCommands } from './commands/key.js';
+import { volumeCommands } from './commands/volumes.js';
 import { reportFailure, UsageError } from './output.js';
 
 /** The CLI is this table; help is generated from it. */
-const commands: Command[] = [...keyCommands];
+const commands: Command[] = [...healthCommands, ...volumeCommands, ...ephemeralCommands, ...cacheCommands, ...doctorCommands, ...keyCommands];
 
 const globalOptions: Command['options'] = {
   config: { type: 'string', help: 'config file (YAML, or a nova.conf-style .conf/.ini); default $PORTCULLIS_CONFIG or /etc/portcullis/portcullis.yaml', valueName: 'FILE' },
-  backend: { type: 'string', help: 'use this key-manager backend instead of the configured one', valueName: 'NAME' },
+  backend: { type: 'string', help: 'use this key-manager backend instead of the configured one (key commands)', valueName: 'NAME' },
+  socket: { type: 'string', help: "portcullisd's socket; default socket.path of the config, else /run/portcullis/portcullis.sock", valueName: 'PATH' },
+  timeout: { type: 'string', help: 'give up on the daemon after this long (default 330; attaches can take minutes)', valueName: 'SECONDS' },
   json: { type: 'boolean', help: 'print JSON for scripts (data on stdout, errors on stderr)' },
   help: { type: 'boolean', short: 'h', help: 'show help' },
 };
@@ -57,7 +64,8 @@ function mainHelp(): string {
     ...optionLines(globalOptions),
     '',
     "Run 'portcullis COMMAND --help' for a command's options.",
-    'Exit codes: 0 ok, 1 the operation failed, 2 usage error, 3 configuration error.',
+    'Exit codes: 0 ok; 1 the operation failed (health: not ok; doctor: a FAIL); 2 usage error;',
+    '3 configuration error; 4 the daemon could not be reached (nothing was sent).',
   ].join('\n');
 }
 
@@ -66,6 +74,7 @@ function commandHelp(c: Command): string {
     `Usage: portcullis ${c.path.join(' ')} ${c.usage}`,
     '',
     `${c.summary[0]?.toUpperCase() ?? ''}${c.summary.slice(1)}.`,
+    ...(c.notes === undefined ? [] : ['', c.notes]),
     '',
     'Options:',
     ...optionLines(c.options),

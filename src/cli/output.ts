@@ -1,5 +1,6 @@
 import { isPortcullisError } from '../errors.js';
 import { exitCodes } from './command.js';
+import { unreachableCodes } from './errors.js';
 
 export class UsageError extends Error {
   override readonly name = 'UsageError';
@@ -16,16 +17,23 @@ export function printTable(headers: string[], rows: string[][]): void {
   process.stdout.write(`${[line(headers), ...rows.map(line)].join('\n')}\n`);
 }
 
+/** Label–value lines for one object (an attach answer, a volume); scripts use --json. */
+export function printFields(rows: [string, string][]): void {
+  const width = Math.max(0, ...rows.map(([label]) => label.length));
+  process.stdout.write(`${rows.map(([label, value]) => `${label.padEnd(width)}  ${value}`.trimEnd()).join('\n')}\n`);
+}
+
 /** Prints a failure once, the way the operator asked (text or JSON), and picks the exit code. */
 export function reportFailure(err: unknown, json: boolean): number {
   if (err instanceof UsageError) {
     process.stderr.write(`portcullis: ${err.message}\nTry 'portcullis --help'.\n`);
     return exitCodes.usage;
   }
-  const exit = isPortcullisError(err) && err.code.startsWith('E_CONFIG_') ? exitCodes.config : exitCodes.failed;
   if (isPortcullisError(err)) {
+    const exit = err.code.startsWith('E_CONFIG_') ? exitCodes.config : unreachableCodes.has(err.code) ? exitCodes.unreachable : exitCodes.failed;
+    const retryAfter = err.details['retry_after_seconds'];
     if (json) process.stderr.write(`${JSON.stringify({ error: err.toJSON() })}\n`);
-    else process.stderr.write(`portcullis: ${err.code}: ${err.message}\n`);
+    else process.stderr.write(`portcullis: ${err.code}: ${err.message}${typeof retryAfter === 'number' ? ` (retry after ${retryAfter} s)` : ''}\n`);
     return exit;
   }
   const message = err instanceof Error ? err.message : String(err);

@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { cacheOptionsSchema } from '../keyclient/cache.js';
 import { backendNames, backends, type BackendName } from '../keyclient/registry.js';
 import { retryOptionsSchema } from '../keyclient/retry.js';
+import { limitsOptionsSchema, logOptionsSchema, luksOptionsSchema, rolesOptionsSchema, socketOptionsSchema } from '../daemon/options.js';
 
 /**
  * The whole configuration. Each backend owns its section's schema; this file
@@ -32,6 +33,11 @@ export const configSchema = z.strictObject({
   key_manager: keyManagerSchema.prefault({}),
   cache: cacheOptionsSchema.prefault({}),
   retry: retryOptionsSchema.prefault({}),
+  socket: socketOptionsSchema.prefault({}),
+  roles: rolesOptionsSchema.prefault({}),
+  limits: limitsOptionsSchema.prefault({}),
+  luks: luksOptionsSchema.prefault({}),
+  log: logOptionsSchema.prefault({}),
 });
 
 export type Config = z.output<typeof configSchema>;

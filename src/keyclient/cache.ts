@@ -66,7 +66,15 @@ export interface CacheStats {
   backendLatency: LatencyHistogram;
 }
 
+/** Where a get() was answered from. A stale answer during an outage counts as "cache". */
+export interface Lookup {
+  object: ManagedObject;
+  source: 'cache' | 'coalesced' | 'backend';
+}
+
 export interface CachingKeyManager extends KeyManager {
+  /** get(), also saying whether the backend was asked (for the daemon's key_source and metrics). */
+  lookup(ctx: RequestContext, id: string, options?: GetOptions): Promise<Lookup>;
   stats(): CacheStats;
   /** Wipes every entry; returns how many keys were dropped. */
   flush(): number;
@@ -262,6 +270,44 @@ export function cachingKeyManager(inner: KeyManager, options: CacheOptions, deps
     }
   }
 
+  /** get(), saying where the answer came from. */
+  async function lookup(ctx: RequestContext, id: string, getOptions: GetOptions = {}): Promise<Lookup> {
+    if (closing !== undefined) throw keyError('E_BACKEND_UNAVAILABLE', 'The key cache was closed', { details: { requestSent: false } });
+    const metadataOnly = getOptions.metadataOnly === true;
+    const normId = normaliseId(id);
+    const key = cacheKey(inner.name, ctx, normId);
+    const t = now();
+    const negative = negatives.get(key);
+    if (negative !== undefined) {
+      if (t < negative.expiresAt) {
+        counters.negativeHits += 1;
+        throw negative.error;
+      }
+      negatives.delete(key);
+    }
+    const entry = entries.get(key);
+    if (entry !== undefined && t < entry.expiresAt) {
+      counters.hits += 1;
+      entries.delete(key);
+      entries.set(key, entry); // now the most recently used
+      return { object: copyOut(entry, metadataOnly), source: 'cache' };
+    }
+    if (entry !== undefined && t >= entry.expiresAt + staleMs) expire(entry);
+    const under = flights.get(key);
+    if (under !== undefined) {
+      counters.coalesced += 1;
+      return { object: await join(under, metadataOnly), source: 'coalesced' };
+    }
+    counters.misses += 1;
+    // Metadata alone is cheap and holds no secret: fetched, not cached.
+    if (metadataOnly) return { object: await getMetadata(ctx, id, key, normId), source: 'backend' };
+    const flight: Flight = { id: normId, waiters: [] };
+    flights.set(key, flight);
+    const mine = join(flight, false);
+    void fly(flight, ctx, id, key);
+    return { object: await mine, source: 'backend' };
+  }
+
   function evict(id: string): number {
     const normId = normaliseId(id);
     let count = 0;
@@ -304,42 +350,8 @@ export function cachingKeyManager(inner: KeyManager, options: CacheOptions, deps
     list: (ctx, listOptions) => inner.list(ctx, listOptions),
     health: () => inner.health(),
 
-    async get(ctx, id, getOptions = {}) {
-      if (closing !== undefined) throw keyError('E_BACKEND_UNAVAILABLE', 'The key cache was closed', { details: { requestSent: false } });
-      const metadataOnly = getOptions.metadataOnly === true;
-      const normId = normaliseId(id);
-      const key = cacheKey(inner.name, ctx, normId);
-      const t = now();
-      const negative = negatives.get(key);
-      if (negative !== undefined) {
-        if (t < negative.expiresAt) {
-          counters.negativeHits += 1;
-          throw negative.error;
-        }
-        negatives.delete(key);
-      }
-      const entry = entries.get(key);
-      if (entry !== undefined && t < entry.expiresAt) {
-        counters.hits += 1;
-        entries.delete(key);
-        entries.set(key, entry); // now the most recently used
-        return copyOut(entry, metadataOnly);
-      }
-      if (entry !== undefined && t >= entry.expiresAt + staleMs) expire(entry);
-      const under = flights.get(key);
-      if (under !== undefined) {
-        counters.coalesced += 1;
-        return join(under, metadataOnly);
-      }
-      counters.misses += 1;
-      // Metadata alone is cheap and holds no secret: fetched, not cached.
-      if (metadataOnly) return getMetadata(ctx, id, key, normId);
-      const flight: Flight = { id: normId, waiters: [] };
-      flights.set(key, flight);
-      const mine = join(flight, false);
-      void fly(flight, ctx, id, key);
-      return mine;
-    },
+    get: async (ctx, id, getOptions = {}) => (await lookup(ctx, id, getOptions)).object,
+    lookup,
 
     async delete(ctx, id) {
       evict(id);

@@ -45,21 +45,32 @@ export function copySecret(allocator: SecureAllocator, source: Uint8Array): Secr
   return buf;
 }
 
+/** Where an allocator's bytes come from and how they are destroyed. */
+export interface SecretMemory {
+  readonly kind: string;
+  readonly locked: boolean;
+  /** Fresh zeroed bytes that no other Buffer aliases. */
+  take(length: number): Buffer;
+  /** Zeroes (and releases) what take() gave; called once per buffer. */
+  release(bytes: Buffer): void;
+}
+
+const MAX_SECRET_LENGTH = 1 << 20;
+
 /**
- * Ordinary memory, zeroed on wipe. Buffer.alloc never hands out slices of the
- * shared pool, so wiping one secret cannot touch unrelated data and no other
- * Buffer aliases it.
+ * The SecureAllocator contract (length bounds, wipe-once, E_OBJECT_WIPED,
+ * live counts) over any memory: plain here, locked from native/.
  */
-export function plainAllocator(): SecureAllocator {
+export function allocatorOver(memory: SecretMemory): SecureAllocator {
   let liveBuffers = 0;
   let liveBytes = 0;
   return {
-    kind: 'plain',
+    kind: memory.kind,
     alloc(length: number): SecretBuffer {
-      if (!Number.isInteger(length) || length < 0 || length > 1 << 20) {
+      if (!Number.isInteger(length) || length < 0 || length > MAX_SECRET_LENGTH) {
         throw keyError('E_INVALID_ARGUMENT', `Secret buffer length ${length} is out of range (0..1048576 bytes)`);
       }
-      const bytes = Buffer.alloc(length);
+      const bytes = memory.take(length);
       let wiped = false;
       liveBuffers += 1;
       liveBytes += length;
@@ -74,13 +85,22 @@ export function plainAllocator(): SecureAllocator {
         },
         wipe() {
           if (wiped) return;
-          bytes.fill(0);
+          memory.release(bytes);
           wiped = true;
           liveBuffers -= 1;
           liveBytes -= length;
         },
       };
     },
-    stats: () => ({ liveBuffers, liveBytes, locked: false }),
+    stats: () => ({ liveBuffers, liveBytes, locked: memory.locked }),
   };
+}
+
+/**
+ * Ordinary memory, zeroed on wipe. Buffer.alloc never hands out slices of the
+ * shared pool, so wiping one secret cannot touch unrelated data and no other
+ * Buffer aliases it.
+ */
+export function plainAllocator(): SecureAllocator {
+  return allocatorOver({ kind: 'plain', locked: false, take: (length) => Buffer.alloc(length), release: (bytes) => bytes.fill(0) });
 }

@@ -5,6 +5,7 @@ import { keyedLock } from './lock.js';
 import { hexPassphrase, mangledHexPassphrase } from './passphrase.js';
 import type { Provider } from './providers.js';
 import type { CommandRunner } from './runner.js';
+import { plainAllocator, type SecureAllocator } from '../keyclient/secure-memory.js';
 import { parseStatus, type MappingStatus } from './status.js';
 
 export type { MappingStatus } from './status.js';
@@ -50,6 +51,8 @@ export interface OpenResult {
 
 export interface DriverOptions {
   runner: CommandRunner;
+  /** Where the hex passphrase is built for cryptsetup's stdin; the daemon passes locked memory. @default plain memory */
+  allocator?: SecureAllocator;
   /** Per command; default 120 s (a LUKS format with a default PBKDF can take seconds under emulation). */
   timeoutMs?: number;
 }
@@ -71,15 +74,16 @@ export type LuksDriver = ReturnType<typeof createLuksDriver>;
 export function createLuksDriver(options: DriverOptions) {
   const ctx: ExecContext = { runner: options.runner, timeoutMs: options.timeoutMs ?? 120_000 };
   const locks = keyedLock();
+  const allocator = options.allocator ?? plainAllocator();
   let perfFlags: Promise<boolean> | undefined;
 
   const withKey = async <T>(key: Uint8Array, fn: (stdin: Buffer) => Promise<T>): Promise<T> => {
     if (key.length < MIN_KEY_BYTES) throw luksError('E_LUKS_INVALID_ARGUMENT', `Key of ${key.length} bytes is too short (at least ${MIN_KEY_BYTES})`);
-    const passphrase = hexPassphrase(key);
+    const passphrase = allocator.alloc(key.length * 2);
     try {
-      return await fn(passphrase);
+      return await fn(hexPassphrase(key, passphrase.view()));
     } finally {
-      passphrase.fill(0);
+      passphrase.wipe();
     }
   };
 

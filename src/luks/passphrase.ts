@@ -4,12 +4,13 @@
  * what lets volumes move between os-brick and portcullis both ways.
  *
  * Built byte by byte into a Buffer, never a JS string: strings are immutable
- * and cannot be zeroed. The caller wipes the result (fill(0)) after use.
+ * and cannot be zeroed. The caller wipes the result after use; `out` lets it
+ * live in locked memory (the daemon's allocator) rather than the JS heap.
  */
 const DIGITS = Buffer.from('0123456789abcdef', 'latin1');
 
-export function hexPassphrase(key: Uint8Array): Buffer {
-  const out = Buffer.alloc(key.length * 2);
+export function hexPassphrase(key: Uint8Array, out: Buffer = Buffer.alloc(key.length * 2)): Buffer {
+  if (out.length !== key.length * 2) throw new RangeError(`hexPassphrase needs ${key.length * 2} bytes of output, got ${out.length}`);
   for (let i = 0; i < key.length; i += 1) {
     const byte = key[i] as number;
     out[2 * i] = DIGITS[byte >> 4] as number;

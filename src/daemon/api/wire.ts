@@ -1,0 +1,161 @@
+import { z } from 'zod';
+
+/**
+ * Socket API v1 on the wire (DESIGN.md "Socket API v1"): request bodies as
+ * schemas, answers as types. The CLI's client and the daemon share this file,
+ * so the two cannot drift apart.
+ */
+
+/** Mapping names and ephemeral ids: what dm and cryptsetup accept, and nothing a shell or a path could misread. */
+export const NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.+-]{0,126}$/;
+export const ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/;
+
+const devicePath = z
+  .string()
+  .max(4096)
+  .regex(/^\/dev\/[A-Za-z0-9_./:+@-]+$/, 'must be a /dev path')
+  .refine((p) => !p.split('/').includes('..'), 'must not contain ".."');
+
+const keyRef = z.strictObject({
+  /** A secret UUID or a Barbican href. */
+  id: z.string().min(1).max(512),
+  /** Must name the configured backend when given (os-brick metadata may carry it). */
+  backend: z.string().min(1).max(64).optional(),
+});
+
+const auth = z.strictObject({
+  /** A Keystone token to fetch the key with (token pass-through). Never logged. */
+  token: z.string().min(1).max(16384).optional(),
+});
+
+const projectId = z.string().min(1).max(255).regex(/^[^\s/]+$/, 'must not contain spaces or "/"');
+
+const common = {
+  project_id: projectId,
+  auth: auth.optional(),
+  /** luks, luks2, plain, nop or an os-brick encryptor class name. */
+  provider: z.string().min(1).max(128).default('luks'),
+  /** cryptsetup --cipher; used when formatting (luks) or mapping (plain). */
+  cipher: z
+    .string()
+    .regex(/^[a-z0-9]+(-[a-z0-9:]+){0,3}$/, 'must look like aes-xts-plain64')
+    .optional(),
+  /** Bits, as cryptsetup --key-size. */
+  key_size: z.number().int().min(128).max(1024).multipleOf(8).optional(),
+  read_only: z.boolean().default(false),
+  allow_discards: z.boolean().default(false),
+};
+
+export const attachBodySchema = z.strictObject({
+  device: devicePath,
+  key: keyRef,
+  ...common,
+  /** "never": open only; "if-blank": format first when the device is provably blank (never otherwise). */
+  format: z.enum(['never', 'if-blank']).default('never'),
+  /** os-brick style: after opening, point the `device` symlink at the mapping. */
+  symlink: z.boolean().default(false),
+});
+export type AttachBody = z.output<typeof attachBodySchema>;
+
+export const ephemeralAttachBodySchema = z.strictObject({
+  device: devicePath,
+  /** instance: a key per disk, created on first attach; project: one key per project, shared. */
+  key_scope: z.enum(['instance', 'project']).default('instance'),
+  /** An existing key to use instead of finding or creating one. */
+  key: keyRef.optional(),
+  ...common,
+  provider: z.string().min(1).max(128).default('luks2'),
+});
+export type EphemeralAttachBody = z.output<typeof ephemeralAttachBodySchema>;
+
+export const resizeBodySchema = z.strictObject({
+  key: keyRef,
+  project_id: projectId,
+  auth: auth.optional(),
+});
+export type ResizeBody = z.output<typeof resizeBodySchema>;
+
+/** DELETE /v1/ephemeral/...?erase=true needs to know whose key to delete. */
+export const ephemeralDetachBodySchema = z.strictObject({
+  project_id: projectId,
+  /** The disk to erase when it is no longer mapped (after an earlier detach). */
+  device: devicePath.optional(),
+  key: keyRef.optional(),
+  auth: auth.optional(),
+});
+export type EphemeralDetachBody = z.output<typeof ephemeralDetachBodySchema>;
+
+export type KeySource = 'cache' | 'backend' | 'created';
+
+export interface AttachAnswer {
+  name: string;
+  mapper_path: string;
+  device: string;
+  provider: 'luks' | 'luks2' | 'plain' | 'nop';
+  luks_uuid: string | null;
+  size_bytes: number | null;
+  key_id: string | null;
+  key_source: KeySource | null;
+  /** False when the mapping already existed (idempotent attach). */
+  opened: boolean;
+  formatted: boolean;
+  timings_ms: { key: number; format: number; open: number; total: number };
+  /** Ephemeral only. */
+  key_scope?: 'instance' | 'project';
+}
+
+export interface DetachAnswer {
+  name: string;
+  /** False when there was nothing to close (idempotent detach). */
+  closed: boolean;
+  deferred: boolean;
+  erased?: boolean;
+  key_deleted?: boolean;
+  timings_ms: { total: number };
+}
+
+export interface VolumeAnswer {
+  name: string;
+  mapper_path: string;
+  device: string | null;
+  type: string | null;
+  cipher: string | null;
+  key_size_bits: number | null;
+  size_bytes: number | null;
+  read_only: boolean;
+  in_use: boolean;
+  /** Attached through this daemon since it started, or found in the kernel at start (adopted). */
+  origin: 'attached' | 'adopted' | 'kernel';
+  project_id: string | null;
+  key_id: string | null;
+}
+
+export interface HealthCheck {
+  ok: boolean;
+  detail: string;
+}
+
+export interface HealthAnswer {
+  status: 'ok' | 'degraded' | 'failing';
+  version: string;
+  uptime_seconds: number;
+  backend: string;
+  volumes: number;
+  checks: Record<string, HealthCheck>;
+}
+
+export interface CacheAnswer {
+  hits: number;
+  misses: number;
+  coalesced: number;
+  stale_served: number;
+  negative_hits: number;
+  evictions: number;
+  expirations: number;
+  entries: number;
+  backend_fetches: number;
+}
+
+export interface ErrorAnswer {
+  error: { code: string; message: string; details: Record<string, unknown> };
+}

@@ -1,0 +1,151 @@
+import { performance } from 'node:perf_hooks';
+import { isDeepStrictEqual } from 'node:util';
+import type { Config } from '../config/schema.js';
+import { loadConfigFile } from '../config/load.js';
+import type { CachingKeyManager } from '../keyclient/cache.js';
+import { openCachedKeyManager } from '../keyclient/open.js';
+import type { SecureAllocator } from '../keyclient/secure-memory.js';
+import { createLuksDriver } from '../luks/driver.js';
+import type { CommandRunner } from '../luks/runner.js';
+import type { PeerReader } from './api/peer.js';
+import { createApiServer } from './api/server.js';
+import { admission, limitedRunner } from './limits.js';
+import { createLogger, type Logger } from './log.js';
+import { createMetrics } from './metrics.js';
+import { ephemeralService } from './service/ephemeral.js';
+import { healthService } from './service/health.js';
+import type { VolumeRegistry } from './service/context.js';
+import { volumeService } from './service/volumes.js';
+import { listenSocket, type Listening } from './socket.js';
+import { startWatchdog } from './watchdog.js';
+
+export interface DaemonDeps {
+  /** Where privileged commands run: this host, or the test VM (test/vm) through its channel. */
+  runner: CommandRunner;
+  readPeer: PeerReader;
+  allocator: SecureAllocator;
+  version: string;
+  /** Told READY, STATUS, RELOADING, STOPPING (sd_notify); a no-op outside systemd. */
+  notify?: (state: string) => void;
+  logStream?: NodeJS.WritableStream & { isTTY?: boolean };
+}
+
+export interface Daemon {
+  listening: Listening;
+  log: Logger;
+  /** Re-reads the config file; a bad one is logged and the running config kept. */
+  reload(): Promise<boolean>;
+  /** Stops taking requests, drains in-flight ones (up to the grace period), wipes the cache. Safe to call twice. */
+  close(): Promise<void>;
+}
+
+/**
+ * Builds and starts portcullisd from a validated config: key manager stack
+ * cache(retry(backend)), LUKS driver over a bounded runner, services, the
+ * socket API. Adopts the kernel's crypt mappings before it listens, so no
+ * request can race the adoption.
+ */
+export async function startDaemon(configPath: string, initial: Config, deps: DaemonDeps): Promise<Daemon> {
+  let config = initial;
+  const startedAt = Date.now();
+  const log = createLogger(config.log, deps.logStream);
+  const notify = deps.notify ?? (() => undefined);
+  let keys: CachingKeyManager = await openCachedKeyManager(config, { allocator: deps.allocator });
+  const metrics = createMetrics(() => keys.stats());
+  const runner = limitedRunner(deps.runner, config.limits.max_concurrent_commands);
+  const driver = createLuksDriver({ runner, allocator: deps.allocator, timeoutMs: config.limits.command_timeout_seconds * 1000 });
+  const registry: VolumeRegistry = new Map();
+  const serviceDeps = {
+    keys: () => keys,
+    backend: () => config.key_manager.backend,
+    luks: () => config.luks,
+    driver,
+    runner,
+    log,
+    metrics,
+    registry,
+  };
+  const volumes = volumeService(serviceDeps);
+  const ephemeral = ephemeralService(serviceDeps, volumes);
+  const health = healthService({ keys: () => keys, backend: () => config.key_manager.backend, driver, runner, version: deps.version, startedAt, volumes: () => registry.size });
+
+  const t = performance.now();
+  const adopted = await volumes.adopt().catch((err: unknown) => {
+    // Without device-mapper nothing can be adopted, and nothing attached either: health says so.
+    log.warn('cannot list the kernel crypt mappings at start, ignoring', { error: err instanceof Error ? err.message : String(err) });
+    return 0;
+  });
+  let stopping = false;
+  const api = createApiServer({
+    volumes,
+    ephemeral,
+    health,
+    keys: () => keys,
+    metrics,
+    roles: () => config.roles,
+    limits: () => config.limits,
+    readPeer: deps.readPeer,
+    admission: admission(() => config.limits.max_pending_requests),
+    log,
+    stopping: () => stopping,
+  });
+  const listening = await listenSocket(api.server, config.socket);
+  if (listening.replacedStale) log.warn('replaced a stale socket left by an earlier run', { path: listening.path });
+  const backendHealth = await keys.health().catch(() => ({ ok: false, detail: 'unreachable' }));
+  if (!backendHealth.ok) log.warn('key manager not usable at start; attaches will fail until it is', { backend: config.key_manager.backend, detail: backendHealth.detail });
+  log.info('portcullisd ready', { socket: listening.path, via: listening.how, backend: config.key_manager.backend, adopted, start_ms: Math.round(performance.now() - t) });
+  notify(`READY=1\nSTATUS=serving on ${listening.path}, backend ${config.key_manager.backend}, ${adopted} mapping(s) adopted`);
+  // systemd arms the watchdog at READY=1 (WatchdogSec= in the unit); a no-op without $WATCHDOG_USEC.
+  const watchdog = startWatchdog({ notify, log });
+
+  let closing: Promise<void> | undefined;
+  return {
+    listening,
+    log,
+    async reload() {
+      notify('RELOADING=1');
+      try {
+        const next = loadConfigFile(configPath).config;
+        if (!isDeepStrictEqual(next.socket, config.socket)) log.warn('socket settings change only on restart, ignoring them', {});
+        if (!isDeepStrictEqual(next.limits.max_concurrent_commands, config.limits.max_concurrent_commands)) log.warn('limits.max_concurrent_commands changes only on restart, ignoring it', {});
+        const keysChanged = !isDeepStrictEqual([next.key_manager, next.cache, next.retry], [config.key_manager, config.cache, config.retry]);
+        if (keysChanged) {
+          const old = keys;
+          keys = await openCachedKeyManager(next, { allocator: deps.allocator });
+          void old.close(); // wipes the old cache; requests holding it finish with their own copies
+        }
+        config = next;
+        log.setLevel(config.log.level);
+        log.info('config reloaded', { path: configPath, key_manager_reopened: keysChanged });
+        return true;
+      } catch (err) {
+        log.error('config reload failed; keeping the running config', { path: configPath, error: err instanceof Error ? err.message : String(err) });
+        return false;
+      } finally {
+        notify('READY=1');
+      }
+    },
+    close() {
+      closing ??= (async () => {
+        stopping = true;
+        watchdog.stop();
+        notify('STOPPING=1');
+        log.info('portcullisd stopping: draining in-flight requests', { grace_seconds: config.limits.shutdown_grace_seconds });
+        const closed = new Promise<void>((resolve) => api.server.close(() => resolve()));
+        api.server.closeIdleConnections();
+        let timer: NodeJS.Timeout | undefined;
+        const grace = new Promise<void>((resolve) => {
+          timer = setTimeout(resolve, config.limits.shutdown_grace_seconds * 1000);
+        });
+        await Promise.race([api.drained(), grace]);
+        clearTimeout(timer);
+        api.server.closeAllConnections();
+        await closed;
+        await keys.close();
+        log.info('portcullisd stopped', {});
+        await log.close();
+      })();
+      return closing;
+    },
+  };
+}

@@ -1,0 +1,23 @@
+/**
+ * How portcullisd meets this host: cryptsetup run locally, peer credentials
+ * and secure memory from native/, sd_notify.
+ */
+import { isDumpable, notify, peerCredentials, setDumpable, socketFd } from '../../native/index.js';
+import { lockedAllocator } from '../../native/secure-allocator.js';
+import { localRunner } from '../luks/runner.js';
+import type { MainDeps } from './main.js';
+
+/** Everything but the runner, which tests replace with the VM's. */
+export function productionDeps(): MainDeps {
+  return {
+    runner: localRunner(),
+    readPeer: (socket) => peerCredentials(socketFd(socket)),
+    allocator: lockedAllocator(),
+    notify: (state) => void notify(state),
+    hardenProcess() {
+      // No core dump and no ptrace by other users: key bytes live in this process.
+      setDumpable(false);
+      return isDumpable() ? ['process is still dumpable after prctl(PR_SET_DUMPABLE, 0), continuing'] : [];
+    },
+  };
+}

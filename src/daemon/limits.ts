@@ -1,0 +1,58 @@
+import type { CommandRunner } from '../luks/runner.js';
+
+/** A counting semaphore; waiters are served in arrival order. */
+export function semaphore(limit: number) {
+  let active = 0;
+  const waiting: Array<() => void> = [];
+  return {
+    async with<T>(fn: () => Promise<T>): Promise<T> {
+      if (active >= limit) await new Promise<void>((resolve) => waiting.push(resolve));
+      else active += 1;
+      try {
+        return await fn();
+      } finally {
+        const next = waiting.shift();
+        if (next) next();
+        else active -= 1;
+      }
+    },
+    get active(): number {
+      return active;
+    },
+    get waiting(): number {
+      return waiting.length;
+    },
+  };
+}
+
+/** At most `limit` privileged commands at once: 64 parallel attaches must not fork 64 cryptsetups with argon2 each. */
+export function limitedRunner(runner: CommandRunner, limit: number): CommandRunner & { readonly active: number } {
+  const sem = semaphore(limit);
+  return {
+    run: (argv, options) => sem.with(() => runner.run(argv, options)),
+    get active() {
+      return sem.active;
+    },
+  };
+}
+
+/**
+ * Admission for mutating requests: a bounded queue. Past the bound a request
+ * is answered 503 at once rather than waiting behind work it cannot overtake.
+ */
+export function admission(max: () => number) {
+  let pending = 0;
+  return {
+    tryEnter(): boolean {
+      if (pending >= max()) return false;
+      pending += 1;
+      return true;
+    },
+    leave(): void {
+      pending -= 1;
+    },
+    get pending(): number {
+      return pending;
+    },
+  };
+}

@@ -1,0 +1,78 @@
+import { z } from 'zod';
+import { seconds } from '../keyclient/options.js';
+
+/**
+ * The daemon's own config sections; composed into the whole config in
+ * src/config/schema.ts. Every limit here bounds something a caller controls.
+ */
+
+export const DEFAULT_SOCKET_PATH = '/run/portcullis/portcullis.sock';
+
+const uidList = z.array(z.number().int().min(0).max(4294967294)).max(256);
+
+const roleSchema = z.strictObject({
+  /** Peers whose uid is listed. */
+  uids: uidList.default([]),
+  /** Peers whose primary or supplementary gid is listed. */
+  gids: uidList.default([]),
+});
+
+export const socketOptionsSchema = z.strictObject({
+  /** @default /run/portcullis/portcullis.sock */
+  path: z.string().min(1).max(107, 'must fit in sockaddr_un (107 bytes)').default(DEFAULT_SOCKET_PATH),
+  /** Octal string or number. @default "0660" */
+  mode: z
+    .union([z.string().regex(/^0?[0-7]{3}$/, 'must be an octal mode like "0660"'), z.number().int().min(0).max(0o777)])
+    .transform((m) => (typeof m === 'number' ? m : Number.parseInt(m, 8)))
+    .default(0o660),
+  /** Group (name or gid) that owns the socket; agents connect through it. @default the daemon's group */
+  group: z.union([z.string().min(1).max(64), z.number().int().min(0)]).optional(),
+});
+
+export const rolesOptionsSchema = z.strictObject({
+  /** May attach, detach, resize and read volumes and health. */
+  agent: roleSchema.prefault({}),
+  /** May do what agents do, and read or flush the cache and metrics. root is always admin. */
+  admin: roleSchema.prefault({}),
+});
+
+export const limitsOptionsSchema = z.strictObject({
+  /** Request bodies larger than this are refused with 413 before parsing. @default 65536 */
+  max_body_bytes: z.number().int().min(1024).max(1_048_576).default(65_536),
+  /** cryptsetup (and blkid, dmsetup) processes at once. @default 4 */
+  max_concurrent_commands: z.number().int().min(1).max(256).default(4),
+  /** Mutating requests admitted at once (running or waiting); more get 503 with Retry-After. @default 64 */
+  max_pending_requests: z.number().int().min(1).max(10_000).default(64),
+  /** Per cryptsetup command. @default 120 */
+  command_timeout_seconds: seconds().refine((s) => s >= 1, 'must be at least 1').default(120),
+  /** A request that has not finished in this time gets 504 (the work goes on). @default 300 */
+  request_timeout_seconds: seconds().refine((s) => s >= 1, 'must be at least 1').default(300),
+  /** How long SIGTERM waits for in-flight requests. @default 30 */
+  shutdown_grace_seconds: seconds().default(30),
+});
+
+export const luksOptionsSchema = z.strictObject({
+  /** PBKDF for keyslots portcullis writes: keys are ≥ 256 random bits, a slow PBKDF buys nothing. @default pbkdf2 */
+  pbkdf: z.enum(['pbkdf2', 'argon2id', 'argon2i', 'default']).default('pbkdf2'),
+  /** Forced iterations (pbkdf2) or time cost (argon2). @default 1000 */
+  pbkdf_iterations: z.number().int().min(1).max(10_000_000).default(1000),
+  /** Use dm-crypt's no_read/no_write_workqueue flags where kernel and cryptsetup support them. @default true */
+  perf_no_workqueue: z.boolean().default(true),
+  /** Cipher and key size when an attach does not name them. */
+  cipher: z.string().default('aes-xts-plain64'),
+  key_size: z.number().int().min(128).max(1024).default(512),
+});
+
+export const logOptionsSchema = z.strictObject({
+  level: z.enum(['error', 'warn', 'info', 'debug']).default('info'),
+  /** auto: readable on a terminal, JSON otherwise (journald). */
+  format: z.enum(['auto', 'json', 'text']).default('auto'),
+  /** Audit stream of every key access: a file (JSON lines, 0600), or absent for the main log with audit=true. */
+  audit_file: z.string().min(1).optional(),
+});
+
+export type SocketOptions = z.output<typeof socketOptionsSchema>;
+export type RolesOptions = z.output<typeof rolesOptionsSchema>;
+export type LimitsOptions = z.output<typeof limitsOptionsSchema>;
+export type LuksOptions = z.output<typeof luksOptionsSchema>;
+export type LogOptions = z.output<typeof logOptionsSchema>;

@@ -1,0 +1,81 @@
+import { performance } from 'node:perf_hooks';
+import type { CachingKeyManager, Lookup } from '../../keyclient/cache.js';
+import type { RequestContext } from '../../keyclient/key-manager.js';
+import type { ManagedObject } from '../../keyclient/objects/index.js';
+import type { LuksDriver } from '../../luks/driver.js';
+import type { CommandRunner } from '../../luks/runner.js';
+import { daemonError } from '../errors.js';
+import type { Logger } from '../log.js';
+import type { Metrics } from '../metrics.js';
+import type { LuksOptions } from '../options.js';
+import type { KeySource } from '../api/wire.js';
+
+/** Who asked, from SO_PEERCRED: for the audit stream. */
+export interface Peer {
+  pid: number;
+  uid: number;
+  gid: number;
+}
+
+/** What the services need; the daemon builds it once and swaps `keys`/`luks` on reload. */
+export interface ServiceDeps {
+  keys(): CachingKeyManager;
+  /** The configured backend's registry name ("local", "barbican"). */
+  backend(): string;
+  luks(): LuksOptions;
+  driver: LuksDriver;
+  /** Privileged commands beside the driver's (dmsetup info, ln). */
+  runner: CommandRunner;
+  log: Logger;
+  metrics: Metrics;
+  /** What the daemon knows of mappings beyond the kernel's view. */
+  registry: VolumeRegistry;
+}
+
+export interface VolumeRecord {
+  origin: 'attached' | 'adopted';
+  projectId: string | null;
+  keyId: string | null;
+  keyScope?: 'instance' | 'project';
+}
+
+export type VolumeRegistry = Map<string, VolumeRecord>;
+
+export function keyContext(projectId: string, token: string | undefined): RequestContext {
+  return token === undefined ? { projectId } : { projectId, token };
+}
+
+export function checkBackend(deps: ServiceDeps, requested: string | undefined): void {
+  if (requested !== undefined && requested !== deps.backend()) {
+    throw daemonError('E_KEY_BACKEND_MISMATCH', `The key names backend "${requested}" but this daemon uses "${deps.backend()}"; refusing`, {
+      details: { requested, configured: deps.backend() },
+    });
+  }
+}
+
+/**
+ * Gets a key through the cache and audits the access (project, key id,
+ * source, outcome — never bytes). The caller zeroizes the object.
+ */
+export async function fetchKey(deps: ServiceDeps, ctx: RequestContext, keyId: string, peer: Peer, purpose: string): Promise<{ object: ManagedObject; source: KeySource }> {
+  const started = performance.now();
+  let lookup: Lookup;
+  try {
+    lookup = await deps.keys().lookup(ctx, keyId);
+  } catch (err) {
+    deps.log.audit('key_access', { op: 'get', purpose, project_id: ctx.projectId, key_id: keyId, outcome: codeOf(err), peer_uid: peer.uid, peer_pid: peer.pid });
+    throw err;
+  }
+  const source: KeySource = lookup.source === 'cache' ? 'cache' : 'backend';
+  deps.metrics.keyFetched(source, (performance.now() - started) / 1000);
+  deps.log.audit('key_access', { op: 'get', purpose, project_id: ctx.projectId, key_id: keyId, source, outcome: 'ok', peer_uid: peer.uid, peer_pid: peer.pid });
+  return { object: lookup.object, source };
+}
+
+export function codeOf(err: unknown): string {
+  return typeof err === 'object' && err !== null && 'code' in err && typeof err.code === 'string' ? err.code : 'E_INTERNAL';
+}
+
+export function elapsed(since: number): number {
+  return Math.round(performance.now() - since);
+}

@@ -1,0 +1,146 @@
+import { performance } from 'node:perf_hooks';
+import { resolveProvider } from '../../luks/providers.js';
+import { keyError } from '../../keyclient/errors.js';
+import type { RequestContext } from '../../keyclient/key-manager.js';
+import { daemonError } from '../errors.js';
+import type { AttachAnswer, DetachAnswer, EphemeralAttachBody, EphemeralDetachBody, KeySource } from '../api/wire.js';
+import { checkBackend, codeOf, elapsed, fetchKey, keyContext, type Peer, type ServiceDeps } from './context.js';
+import type { VolumeService } from './volumes.js';
+
+/** dm names are at most 127 bytes; "ephemeral-" + instance + "-" + disk must fit. */
+const MAX_NAME = 127;
+
+export function ephemeralMappingName(instance: string, disk: string): string {
+  const name = `ephemeral-${instance}-${disk}`;
+  if (name.length > MAX_NAME) {
+    throw daemonError('E_BAD_REQUEST', `Instance and disk ids are too long together (mapping name ${name.length} > ${MAX_NAME} bytes)`, { details: { instance, disk } });
+  }
+  return name;
+}
+
+/**
+ * Keys are found again by name in the backend, so a daemon restart (or
+ * another host, with Barbican) finds the same key: one per project, or one per
+ * instance disk.
+ */
+export function ephemeralKeyName(scope: 'instance' | 'project', projectId: string, instance: string, disk: string): string {
+  return scope === 'project' ? `portcullis-ephemeral-project:${projectId}` : `portcullis-ephemeral:${instance}/${disk}`;
+}
+
+export type EphemeralService = ReturnType<typeof ephemeralService>;
+
+/**
+ * Ephemeral disks: encrypted scratch disks that live and die with an
+ * instance. The first attach creates the key (instance scope) or reuses the
+ * project's, and formats the blank disk; later attaches open it; an erase
+ * wipes the keyslots and deletes an instance key: crypto-erase.
+ */
+export function ephemeralService(deps: ServiceDeps, volumes: VolumeService) {
+  async function findKey(ctx: RequestContext, name: string): Promise<string | undefined> {
+    const found = await deps.keys().list(ctx, { name, type: 'symmetric' });
+    // The oldest wins if a race ever made two: every host then agrees on the same one.
+    const sorted = found.filter((o) => o.id !== undefined).sort((a, b) => (a.created?.getTime() ?? 0) - (b.created?.getTime() ?? 0));
+    return sorted[0]?.id;
+  }
+
+  async function attach(instance: string, disk: string, body: EphemeralAttachBody, peer: Peer): Promise<AttachAnswer> {
+    const started = performance.now();
+    const name = ephemeralMappingName(instance, disk);
+    const provider = resolveProvider(body.provider);
+    if (provider === 'nop') throw daemonError('E_BAD_REQUEST', 'An ephemeral disk must be encrypted: provider "nop" is refused', { details: { provider: body.provider } });
+    checkBackend(deps, body.key?.backend);
+    const ctx = keyContext(body.project_id, body.auth?.token);
+    const keyName = ephemeralKeyName(body.key_scope, body.project_id, instance, disk);
+    const timings = { key: 0, format: 0, open: 0, total: 0 };
+    let keyId: string | undefined = body.key?.id;
+    let source: KeySource | null = null;
+    try {
+      // The project lock keeps two first attaches of one project from creating two project keys.
+      const lockKeys = [`dev:${body.device}`, `map:${name}`, `ephemeral-key:${body.project_id}:${keyName}`];
+      const answer = await volumes.locks.with(lockKeys, async (): Promise<AttachAnswer> => {
+        const t = performance.now();
+        keyId ??= await findKey(ctx, keyName);
+        let created = false;
+        if (keyId === undefined) {
+          const isLuksType = provider === 'luks' || provider === 'luks2';
+          if (isLuksType && (await deps.driver.isLuks(body.device))) {
+            // A formatted disk whose key is gone was erased: a fresh key would only fail to open it.
+            throw keyError('E_KEY_NOT_FOUND', `No key named ${keyName} in project ${body.project_id} for the already formatted disk ${body.device} (was it erased?)`, {
+              details: { key_name: keyName, device: body.device },
+            });
+          }
+          keyId = await deps.keys().createKey(ctx, { algorithm: 'aes', length: body.key_size ?? deps.luks().key_size, name: keyName });
+          created = true;
+          deps.log.audit('key_access', { op: 'create', purpose: `ephemeral ${name}`, project_id: body.project_id, key_id: keyId, key_scope: body.key_scope, outcome: 'ok', peer_uid: peer.uid, peer_pid: peer.pid });
+        }
+        const fetched = await fetchKey(deps, ctx, keyId, peer, `ephemeral attach ${name}`);
+        source = created ? 'created' : fetched.source;
+        timings.key = elapsed(t);
+        try {
+          const result = await volumes.openWithKey(
+            { name, device: body.device, provider, format: 'if-blank', cipher: body.cipher, keySize: body.key_size, readOnly: body.read_only, allowDiscards: body.allow_discards },
+            fetched.object,
+            timings,
+          );
+          deps.registry.set(name, { origin: 'attached', projectId: body.project_id, keyId, keyScope: body.key_scope });
+          return {
+            name,
+            mapper_path: `/dev/mapper/${name}`,
+            device: result.status?.device ?? body.device,
+            provider,
+            luks_uuid: result.uuid,
+            size_bytes: result.status?.sizeSectors === undefined ? null : result.status.sizeSectors * 512,
+            key_id: keyId,
+            key_source: source,
+            opened: result.opened,
+            formatted: result.formatted,
+            key_scope: body.key_scope,
+            timings_ms: timings,
+          };
+        } finally {
+          fetched.object.zeroize();
+        }
+      });
+      answer.timings_ms.total = elapsed(started);
+      volumes.finished('attach', name, 'ok', started, { ephemeral: true, project_id: body.project_id, key_id: keyId ?? null, key_scope: body.key_scope, key_source: source, device: body.device, formatted: answer.formatted, timings_ms: answer.timings_ms });
+      return answer;
+    } catch (err) {
+      volumes.finished('attach', name, codeOf(err), started, { ephemeral: true, project_id: body.project_id, key_id: keyId ?? null, key_scope: body.key_scope, device: body.device });
+      throw err;
+    }
+  }
+
+  async function detach(instance: string, disk: string, erase: boolean, body: EphemeralDetachBody | undefined, peer: Peer): Promise<DetachAnswer> {
+    const name = ephemeralMappingName(instance, disk);
+    if (!erase) return volumes.detach(name, { deferred: false });
+    if (body === undefined) throw daemonError('E_BAD_REQUEST', 'erase=true needs a JSON body with project_id (whose instance key to delete)', { details: { name } });
+    const started = performance.now();
+    const record = deps.registry.get(name);
+    const status = await deps.driver.status(name);
+    const device = status?.device ?? body.device;
+    if (device === undefined) {
+      throw daemonError('E_BAD_REQUEST', `Ephemeral disk ${name} is not mapped; give "device" in the body to erase it`, { details: { name } });
+    }
+    const detached = await volumes.detach(name, { deferred: false });
+    const ctx = keyContext(body.project_id, body.auth?.token);
+    let erased = false;
+    if (await deps.driver.isLuks(device)) {
+      await deps.driver.eraseKeyslots(device);
+      erased = true;
+    }
+    // Only an instance key dies with the disk; a project key serves the project's other disks.
+    const keyId = body.key?.id ?? (record?.keyScope === 'instance' ? record.keyId ?? undefined : undefined) ?? (await findKey(ctx, ephemeralKeyName('instance', body.project_id, instance, disk)));
+    let keyDeleted = false;
+    if (keyId !== undefined && record?.keyScope !== 'project') {
+      await deps.keys().delete(ctx, keyId);
+      keyDeleted = true;
+      deps.log.audit('key_access', { op: 'delete', purpose: `ephemeral erase ${name}`, project_id: body.project_id, key_id: keyId, outcome: 'ok', peer_uid: peer.uid, peer_pid: peer.pid });
+    }
+    // A plain disk has no keyslots: deleting its key is the erase.
+    erased ||= keyDeleted;
+    volumes.finished('detach', name, 'ok', started, { ephemeral: true, erase: true, erased, key_deleted: keyDeleted, key_id: keyId ?? null });
+    return { ...detached, erased, key_deleted: keyDeleted, timings_ms: { total: elapsed(started) } };
+  }
+
+  return { attach, detach };
+}

@@ -1,0 +1,79 @@
+import type { CachingKeyManager } from '../../keyclient/cache.js';
+import type { LuksDriver } from '../../luks/driver.js';
+import type { CommandRunner } from '../../luks/runner.js';
+import type { HealthAnswer, HealthCheck } from '../api/wire.js';
+import { codeOf } from './context.js';
+
+export interface HealthDeps {
+  keys(): CachingKeyManager;
+  backend(): string;
+  driver: LuksDriver;
+  runner: CommandRunner;
+  version: string;
+  startedAt: number;
+  volumes(): number;
+}
+
+/** Host facts change rarely and cost a process each (seconds under emulation): ask at most this often. */
+const HOST_CHECK_TTL_MS = 30_000;
+const BACKEND_TIMEOUT_MS = 5_000;
+
+/**
+ * Readiness with per-check detail. cryptsetup and dm-crypt missing means no
+ * attach can work: failing. A key manager that is down leaves cached keys
+ * usable: degraded.
+ */
+export function healthService(deps: HealthDeps) {
+  let host: { at: number; checks: Promise<Record<string, HealthCheck>> } | undefined;
+
+  async function hostChecks(): Promise<Record<string, HealthCheck>> {
+    const cryptsetup = deps.driver.version().then(
+      (v) => ({ ok: true, detail: `cryptsetup ${v.version}` }),
+      (err: unknown) => ({ ok: false, detail: `cryptsetup unusable (${codeOf(err)}): install cryptsetup-bin` }),
+    );
+    const dm = deps.runner.run(['dmsetup', 'targets'], { timeoutMs: 30_000 }).then(
+      (r) => {
+        const crypt = /^crypt\s+(\S+)/m.exec(r.stdout.toString('utf8'));
+        return crypt !== null ? { ok: true, detail: `dm-crypt ${crypt[1] ?? ''}`.trim() } : { ok: false, detail: 'device-mapper has no crypt target: modprobe dm-crypt' };
+      },
+      () => ({ ok: false, detail: 'dmsetup cannot run: install dmsetup' }),
+    );
+    return { cryptsetup: await cryptsetup, dm_crypt: await dm };
+  }
+
+  async function backendCheck(): Promise<HealthCheck> {
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<HealthCheck>((resolve) => {
+      timer = setTimeout(() => resolve({ ok: false, detail: `no answer within ${BACKEND_TIMEOUT_MS / 1000} s` }), BACKEND_TIMEOUT_MS);
+    });
+    try {
+      return await Promise.race([
+        deps.keys().health().then(
+          (h) => ({ ok: h.ok, detail: h.detail }),
+          (err: unknown) => ({ ok: false, detail: `unreachable (${codeOf(err)})` }),
+        ),
+        timeout,
+      ]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  return async function health(): Promise<HealthAnswer> {
+    const now = Date.now();
+    if (host === undefined || now - host.at > HOST_CHECK_TTL_MS) host = { at: now, checks: hostChecks() };
+    const [hostResults, backend] = await Promise.all([host.checks, backendCheck()]);
+    const checks: Record<string, HealthCheck> = { ...hostResults, key_manager: backend };
+    // A failed host check must be asked again next time, not remembered for 30 s.
+    if (Object.values(hostResults).some((c) => !c.ok)) host = undefined;
+    const status = Object.values(hostResults).some((c) => !c.ok) ? 'failing' : backend.ok ? 'ok' : 'degraded';
+    return {
+      status,
+      version: deps.version,
+      uptime_seconds: Math.round((now - deps.startedAt) / 1000),
+      backend: deps.backend(),
+      volumes: deps.volumes(),
+      checks,
+    };
+  };
+}
