@@ -56,6 +56,14 @@ export const luksOptionsSchema = z.strictObject({
   pbkdf: z.enum(['pbkdf2', 'argon2id', 'argon2i', 'default']).default('pbkdf2'),
   /** Forced iterations (pbkdf2) or time cost (argon2). @default 1000 */
   pbkdf_iterations: z.number().int().min(1).max(10_000_000).default(1000),
+  /**
+   * After opening a LUKS volume whose keyslot for this key has a slower PBKDF
+   * than the two settings above (os-brick formats with cryptsetup's default:
+   * seconds per open), rewrite that keyslot to them. Off by default: it
+   * writes to a volume's header, which an operator should choose to allow.
+   * @default false
+   */
+  upgrade_keyslots: z.boolean().default(false),
   /** Use dm-crypt's no_read/no_write_workqueue flags where kernel and cryptsetup support them. @default true */
   perf_no_workqueue: z.boolean().default(true),
   /** Cipher and key size when an attach does not name them. */

@@ -59,6 +59,23 @@ export interface DriverOptions {
 
 export type LuksDump = { version: 2; metadata: Record<string, unknown> } | { version: 1; text: string };
 
+/** One enabled keyslot's PBKDF, as the header says. */
+export interface KeyslotKdf {
+  slot: number;
+  type: string;
+  /** pbkdf2 iterations, or argon2 time cost. */
+  iterations: number;
+  /** argon2 memory in KiB; absent for pbkdf2. */
+  memoryKiB?: number;
+}
+
+export interface KeyslotUpgrade {
+  upgraded: boolean;
+  /** What the key's keyslot had before, e.g. "argon2id t=4 m=1048576"; null when nothing needed doing. */
+  from: string | null;
+  to: string;
+}
+
 export const DEFAULT_PBKDF: Pbkdf = { type: 'pbkdf2', iterations: 1000 };
 const NAME = /^[A-Za-z0-9][A-Za-z0-9_.+-]{0,126}$/;
 const DEVICE = /^\/dev\/[A-Za-z0-9_./:+@-]+$/;
@@ -113,6 +130,14 @@ export function createLuksDriver(options: DriverOptions) {
     return result.code === 0 ? parseStatus(name, result.stdout.toString('utf8')) : undefined;
   }
 
+  async function dumpOf(path: string): Promise<LuksDump> {
+    const json = await exec(ctx, ['cryptsetup', 'luksDump', '--dump-json-metadata', path], { ok: [1], what: `dump the LUKS2 metadata of ${path}` });
+    if (json.code === 0) return { version: 2, metadata: JSON.parse(json.stdout.toString('utf8')) as Record<string, unknown> };
+    // LUKS1 has no JSON metadata; its text dump (no key material without --dump-volume-key) is all there is.
+    const text = await exec(ctx, ['cryptsetup', 'luksDump', path], { what: `dump the LUKS header of ${path}` });
+    return { version: 1, text: text.stdout.toString('utf8') };
+  }
+
   async function isLuks(device: string): Promise<boolean> {
     const path = await resolveDevice(device);
     const result = await exec(ctx, ['cryptsetup', 'isLuks', path], { ok: [1], what: `check ${path} for a LUKS header` });
@@ -164,12 +189,12 @@ export function createLuksDriver(options: DriverOptions) {
     },
 
     async dump(device: string): Promise<LuksDump> {
-      const path = await resolveDevice(device);
-      const json = await exec(ctx, ['cryptsetup', 'luksDump', '--dump-json-metadata', path], { ok: [1], what: `dump the LUKS2 metadata of ${path}` });
-      if (json.code === 0) return { version: 2, metadata: JSON.parse(json.stdout.toString('utf8')) as Record<string, unknown> };
-      // LUKS1 has no JSON metadata; its text dump (no key material without --dump-volume-key) is all there is.
-      const text = await exec(ctx, ['cryptsetup', 'luksDump', path], { what: `dump the LUKS header of ${path}` });
-      return { version: 1, text: text.stdout.toString('utf8') };
+      return dumpOf(await resolveDevice(device));
+    },
+
+    /** The PBKDF of every enabled keyslot. */
+    async keyslots(device: string): Promise<KeyslotKdf[]> {
+      return keyslotKdfs(await dumpOf(await resolveDevice(device)));
     },
 
     /**
@@ -239,6 +264,58 @@ export function createLuksDriver(options: DriverOptions) {
       });
     },
 
+    /**
+     * Rewrites the keyslot `key` opens with `pbkdf` (default: the fast one
+     * portcullis formats with), so later opens of a volume os-brick formatted
+     * (cryptsetup's default: seconds of argon2id or pbkdf2 per open) cost
+     * milliseconds. With `legacyPassphrase` the slot is opened with os-brick's
+     * old mangled passphrase and rewritten with the proper one. cryptsetup
+     * writes the new keyslot before it retires the old, so a crash midway
+     * leaves a volume that still opens. A no-op when the slot is already fast.
+     */
+    async upgradeKeyslot(device: string, key: Uint8Array, opts: { pbkdf?: Pbkdf; legacyPassphrase?: boolean } = {}): Promise<KeyslotUpgrade> {
+      const pbkdf = opts.pbkdf ?? DEFAULT_PBKDF;
+      const target = describeKdf(pbkdf);
+      if (key.length < MIN_KEY_BYTES) throw luksError('E_LUKS_INVALID_ARGUMENT', `Key of ${key.length} bytes is too short (at least ${MIN_KEY_BYTES})`);
+      // cryptsetup's "default" means "benchmark this host": nothing to compare a slot against.
+      if (pbkdf.type === 'default') return { upgraded: false, from: null, to: target };
+      const path = await resolveDevice(device);
+      return locks.with([`dev:${path}`], async () => {
+        const header = await dumpOf(path);
+        const slots = keyslotKdfs(header);
+        const slow = slots.filter((s) => !satisfies(s, pbkdf));
+        if (slow.length === 0) return { upgraded: false, from: null, to: target };
+        const hexLength = key.length * 2;
+        const mangled = opts.legacyPassphrase === true ? mangledHexPassphrase(key) : undefined;
+        const oldLength = mangled?.length ?? hexLength;
+        // Both passphrases go on stdin, old then new, told apart by --keyfile-size / --new-keyfile-size.
+        const stdin = allocator.alloc(oldLength + hexLength);
+        try {
+          if (mangled !== undefined) stdin.view().set(mangled, 0);
+          else hexPassphrase(key, stdin.view().subarray(0, hexLength));
+          hexPassphrase(key, stdin.view().subarray(oldLength));
+          let slot = slow.length === slots.length ? slow[0] : undefined;
+          if (slots.length > 1) {
+            // Several slots, some fast: ask which one this key opens (one PBKDF run) rather than rewrite a fast one.
+            const test = await exec(ctx, ['cryptsetup', 'open', '--test-passphrase', '--verbose', '--key-file=-', `--keyfile-size=${oldLength}`, path], {
+              stdin: stdin.view(),
+              what: `find the keyslot of ${path}`,
+            });
+            const unlocked = /Key slot (\d+) unlocked/.exec(test.stdout.toString('utf8') + test.stderr.toString('utf8'));
+            slot = slots.find((s) => s.slot === Number(unlocked?.[1] ?? -1));
+          }
+          if (slot === undefined || satisfies(slot, pbkdf)) return { upgraded: false, from: null, to: target };
+          const argv = ['cryptsetup', '--batch-mode', 'luksChangeKey', '--key-file=-', `--keyfile-size=${oldLength}`, `--new-keyfile-size=${hexLength}`];
+          argv.push(...pbkdfArgs(pbkdf, header.version === 1 ? 'luks' : 'luks2'), path, '-');
+          await exec(ctx, argv, { stdin: stdin.view(), what: `rewrite keyslot ${slot.slot} of ${path} with ${target}` });
+          return { upgraded: true, from: describeKdf(slot), to: target };
+        } finally {
+          stdin.wipe();
+          mangled?.fill(0);
+        }
+      });
+    },
+
     /** Closing an absent mapping is success: detach must be idempotent, and "already gone" is the goal. */
     async close(name: string, opts: { deferred?: boolean } = {}): Promise<{ closed: boolean }> {
       checkName(name);
@@ -287,4 +364,32 @@ function pbkdfArgs(pbkdf: Pbkdf, type: FormatOptions['type']): string[] {
   if (pbkdf.iterations !== undefined) args.push('--pbkdf-force-iterations', String(pbkdf.iterations));
   if (pbkdf.memoryKiB !== undefined) args.push('--pbkdf-memory', String(pbkdf.memoryKiB));
   return args;
+}
+
+/** Enabled keyslots and their PBKDF, from either header version. */
+export function keyslotKdfs(dump: LuksDump): KeyslotKdf[] {
+  if (dump.version === 1) {
+    // "Key Slot 0: ENABLED" followed by an indented "Iterations: N" line.
+    return [...dump.text.matchAll(/^Key Slot (\d+): ENABLED\s*\n\s*Iterations:\s*(\d+)/gm)].map((m) => ({ slot: Number(m[1]), type: 'pbkdf2', iterations: Number(m[2]) }));
+  }
+  const keyslots = (dump.metadata['keyslots'] ?? {}) as Record<string, { kdf?: { type?: string; iterations?: number; time?: number; memory?: number } }>;
+  return Object.entries(keyslots)
+    .map(([slot, k]) => {
+      const kdf = k.kdf ?? {};
+      const base = { slot: Number(slot), type: kdf.type ?? 'unknown', iterations: kdf.iterations ?? kdf.time ?? 0 };
+      return kdf.memory === undefined ? base : { ...base, memoryKiB: kdf.memory };
+    })
+    .sort((a, b) => a.slot - b.slot);
+}
+
+/** Whether a slot is at least as cheap to open as `pbkdf` asks. */
+function satisfies(slot: KeyslotKdf, pbkdf: Pbkdf): boolean {
+  if (slot.type !== pbkdf.type) return false;
+  if (pbkdf.iterations !== undefined && slot.iterations > pbkdf.iterations) return false;
+  return pbkdf.memoryKiB === undefined || (slot.memoryKiB ?? 0) <= pbkdf.memoryKiB;
+}
+
+function describeKdf(k: { type: string; iterations?: number | undefined; memoryKiB?: number | undefined }): string {
+  if (k.type === 'pbkdf2') return `pbkdf2 ${k.iterations === undefined ? '' : `${k.iterations} iterations`}`.trim();
+  return [k.type, k.iterations === undefined ? '' : `t=${k.iterations}`, k.memoryKiB === undefined ? '' : `m=${k.memoryKiB}`].filter((p) => p !== '').join(' ');
 }

@@ -23,7 +23,7 @@ const lastSeen = () => standIn.seen.at(-1);
 
 const attachAnswer: AttachAnswer = {
   name: 'vol-1', mapper_path: '/dev/mapper/vol-1', device: '/dev/loop3', provider: 'luks2', luks_uuid: '0b5f7c7e-5c3a-4c1b-8d1e-2a7b9e0f1c2d',
-  size_bytes: 1056964608, key_id: 'k-1', key_source: 'backend', opened: true, formatted: true, timings_ms: { key: 12, format: 1200, open: 500, total: 1750 },
+  size_bytes: 1056964608, key_id: 'k-1', key_source: 'backend', opened: true, formatted: true, keyslot_upgraded: false, timings_ms: { key: 12, format: 1200, open: 500, total: 1750 },
 };
 const detachAnswer: DetachAnswer = { name: 'vol-1', closed: true, deferred: false, timings_ms: { total: 210 } };
 

@@ -238,3 +238,48 @@ describe('restart', () => {
     for (const i of [0, 1]) assert.equal(ok<{ closed: boolean }>(await daemon.call('DELETE', `/v1/volumes/pd-restart-${i}`)).closed, true);
   });
 });
+
+describe('luks.upgrade_keyslots: volumes os-brick formatted with a slow PBKDF', () => {
+  let dev: string;
+  let keyId: string;
+  let data: string;
+  const body = () => ({ device: dev, provider: 'luks', key: { id: keyId }, project_id: 'tenant-up' });
+  const iterations = async () => (await kernel.sh(`cryptsetup luksDump ${dev} | grep -E '^Key Slot [0-7]: ENABLED' -A1 | grep -o 'Iterations:.*' | tr -s ' \t' ' '`)).split('\n');
+
+  it('off (the default): the slow keyslot opens as it is and is left alone', async () => {
+    dev = await kernel.loopDevice(16);
+    keyId = createKey('tenant-up', 256);
+    const hex = spawnSync(process.execPath, [cli, '--config', daemon.configPath, 'key', 'get', keyId, '--project', 'tenant-up'], { encoding: 'utf8' });
+    assert.equal(hex.status, 0, hex.stderr);
+    // os-brick's luksFormat line (hex passphrase on stdin), with a slow slot as cryptsetup's default would make.
+    const format = await kernel.runner.run(['cryptsetup', '--batch-mode', 'luksFormat', '--type', 'luks1', '--key-file=-', '--pbkdf-force-iterations', '50000', dev], {
+      stdin: Buffer.from(hex.stdout.trim()),
+    });
+    assert.equal(format.code, 0, format.stderr.toString());
+    const first = ok<{ opened: boolean; keyslot_upgraded: boolean; mapper_path: string }>(await daemon.call('PUT', '/v1/volumes/pd-upgrade', body()));
+    assert.deepEqual([first.opened, first.keyslot_upgraded], [true, false]);
+    await kernel.sh(`head -c 1048576 /dev/urandom | dd of=${first.mapper_path} conv=fsync status=none`);
+    data = await kernel.sha(first.mapper_path, 1048576);
+    ok(await daemon.call('DELETE', '/v1/volumes/pd-upgrade'));
+    assert.deepEqual(await iterations(), ['Iterations: 50000']);
+  });
+
+  it('on: the first attach rewrites the slot to pbkdf2/1000 and logs it; data intact; the next attach has nothing to do', async () => {
+    await daemon.stop();
+    const config = {
+      key_manager: { backend: 'local', local: { path: `${daemon.dir}/keystore.db`, kek_file: `${daemon.dir}/kek` } },
+      luks: { upgrade_keyslots: true },
+      log: { format: 'json' },
+    };
+    daemon = await kernel.daemon({ dir: daemon.dir, config });
+    const upgraded = ok<{ keyslot_upgraded: boolean; mapper_path: string }>(await daemon.call('PUT', '/v1/volumes/pd-upgrade', body()));
+    assert.equal(upgraded.keyslot_upgraded, true);
+    assert.equal(await kernel.sha(upgraded.mapper_path, 1048576), data);
+    assert.deepEqual(await iterations(), ['Iterations: 1000']);
+    assert.match(daemon.log(), /"from":"pbkdf2 50000 iterations".*"message":"keyslot rewritten to the fast PBKDF".*"to":"pbkdf2 1000 iterations"/);
+    ok(await daemon.call('DELETE', '/v1/volumes/pd-upgrade'));
+    const again = ok<{ opened: boolean; keyslot_upgraded: boolean }>(await daemon.call('PUT', '/v1/volumes/pd-upgrade', body()));
+    assert.deepEqual([again.opened, again.keyslot_upgraded], [true, false]);
+    ok(await daemon.call('DELETE', '/v1/volumes/pd-upgrade'));
+  });
+});

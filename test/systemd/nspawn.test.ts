@@ -30,6 +30,15 @@ function unavailable(): string | undefined {
   return probe.status === 0 ? undefined : `systemd-nspawn cannot start a container here: ${probe.stderr.trim().split('\n')[0] ?? ''}`;
 }
 
+/** A process's name, or undefined once it has gone (nspawn's short-lived helpers do). */
+function commOf(pid: string): string | undefined {
+  try {
+    return readFileSync(`/proc/${pid}/comm`, 'utf8').trim();
+  } catch {
+    return undefined;
+  }
+}
+
 /** A request from inside the container, with the container's node: prints "STATUS BODY". */
 const REQUEST = `
   const req = require('node:http').request({ socketPath: process.argv[1], path: process.argv[2] }, (res) => {
@@ -90,11 +99,16 @@ describe('the installed units under systemd (systemd-nspawn)', { skip: unavailab
     while (leader === 0) {
       if (Date.now() > deadline || nspawn.exitCode !== null) throw new Error(`the container did not boot:\n${consoleLog}`);
       const children = spawnSync('pgrep', ['-P', String(nspawn.pid)], { encoding: 'utf8' }).stdout.trim().split('\n').filter((p) => p !== '');
-      leader = Number(children.find((p) => readFileSync(`/proc/${p}/comm`, 'utf8').trim() === 'systemd') ?? 0);
+      leader = Number(children.find((p) => commOf(p) === 'systemd') ?? 0);
       await sleep(200);
     }
+    // PID 1 exists before its bus does: until /run/systemd/private listens, systemctl (and --wait) fail at once.
+    const state = () => inside(['systemctl', 'is-system-running'], false).stdout.trim();
+    // ("offline" is systemctl's word for "no bus to ask").
+    await until('systemd in the container answering on its bus', () => !['', 'offline'].includes(state()), 120_000);
     // Returns once boot has finished, "running" or "degraded" (units this bare container cannot run).
-    inside(['systemctl', 'is-system-running', '--wait'], false);
+    const booted = inside(['systemctl', 'is-system-running', '--wait'], false).stdout.trim();
+    if (booted !== 'running' && booted !== 'degraded') throw new Error(`the container did not finish booting (${booted}):\n${consoleLog}\n${journal()}`);
   });
 
   // A failure here usually depends on the host (its kernel, its sandbox): keep what the container saw.

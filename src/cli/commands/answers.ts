@@ -21,7 +21,7 @@ export function printAttach(values: OptionValues, a: AttachAnswer): void {
     ['key_id', dash(a.key_id)],
     ...(a.key_scope === undefined ? [] : [['key_scope', a.key_scope] as [string, string]]),
     ['key_source', dash(a.key_source)],
-    ['opened', a.opened ? `yes${a.formatted ? ' (formatted first: the device was blank)' : ''}` : 'no (already attached to this device)'],
+    ['opened', a.opened ? `yes${a.formatted ? ' (formatted first: the device was blank)' : ''}${a.keyslot_upgraded ? ' (keyslot rewritten to the fast PBKDF)' : ''}` : 'no (already attached to this device)'],
     ['timings', t === undefined ? '-' : `key ${t.key} ms, format ${t.format} ms, open ${t.open} ms, total ${t.total} ms`],
   ]);
 }

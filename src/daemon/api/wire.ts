@@ -99,6 +99,8 @@ export interface AttachAnswer {
   /** False when the mapping already existed (idempotent attach). */
   opened: boolean;
   formatted: boolean;
+  /** True when this attach rewrote the key's slow keyslot to the fast PBKDF (luks.upgrade_keyslots). */
+  keyslot_upgraded: boolean;
   timings_ms: { key: number; format: number; open: number; total: number };
   /** Ephemeral only. */
   key_scope?: 'instance' | 'project';

@@ -94,6 +94,7 @@ export function ephemeralService(deps: ServiceDeps, volumes: VolumeService) {
             key_source: source,
             opened: result.opened,
             formatted: result.formatted,
+            keyslot_upgraded: result.keyslotUpgraded,
             key_scope: body.key_scope,
             timings_ms: timings,
           };

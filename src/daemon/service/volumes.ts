@@ -33,7 +33,7 @@ export function volumeService(deps: ServiceDeps) {
   const { driver } = deps;
 
   /** Opens (formatting first when allowed and provably blank) with `key`; the caller owns and wipes it. */
-  async function openWithKey(req: OpenRequest, key: ManagedObject, timings: AttachAnswer['timings_ms']): Promise<{ opened: boolean; formatted: boolean; status: MappingStatus | undefined; uuid: string | null }> {
+  async function openWithKey(req: OpenRequest, key: ManagedObject, timings: AttachAnswer['timings_ms']): Promise<{ opened: boolean; formatted: boolean; keyslotUpgraded: boolean; status: MappingStatus | undefined; uuid: string | null }> {
     const luks = deps.luks();
     const isLuksType = req.provider === 'luks' || req.provider === 'luks2';
     // Only LUKS needs to know first: an open mapping means no isLuks/format question (plain has none).
@@ -65,9 +65,27 @@ export function volumeService(deps: ServiceDeps) {
     });
     timings.open = elapsed(t);
     if (opened.legacyPassphrase) deps.log.warn('legacy os-brick passphrase opened the volume', { name: req.name, device: req.device });
+    const keyslotUpgraded = isLuksType && opened.opened && !formatted && luks.upgrade_keyslots ? await upgradeKeyslot(req, key, opened.legacyPassphrase) : false;
     const status = await driver.status(req.name);
     const uuid = isLuksType ? await driver.uuid(req.device) : null;
-    return { opened: opened.opened, formatted, status, uuid };
+    return { opened: opened.opened, formatted, keyslotUpgraded, status, uuid };
+  }
+
+  /**
+   * The volume is open, so the key is right: rewriting its slot now makes every
+   * later open fast. A failure leaves the volume as it was (cryptsetup writes
+   * the new slot before retiring the old) and never fails the attach.
+   */
+  async function upgradeKeyslot(req: OpenRequest, key: ManagedObject, legacyPassphrase: boolean): Promise<boolean> {
+    const luks = deps.luks();
+    try {
+      const result = await driver.upgradeKeyslot(req.device, key.bytes(), { pbkdf: { type: luks.pbkdf, iterations: luks.pbkdf_iterations }, legacyPassphrase });
+      if (result.upgraded) deps.log.info('keyslot rewritten to the fast PBKDF', { name: req.name, device: req.device, from: result.from, to: result.to });
+      return result.upgraded;
+    } catch (err) {
+      deps.log.warn('keyslot upgrade failed; the volume is attached and unchanged', { name: req.name, device: req.device, error: codeOf(err) });
+      return false;
+    }
   }
 
   async function attach(name: string, body: AttachBody, peer: Peer): Promise<AttachAnswer> {
@@ -80,7 +98,7 @@ export function volumeService(deps: ServiceDeps) {
       const answer = await locks.with([`dev:${body.device}`, `map:${name}`], async (): Promise<AttachAnswer> => {
         if (provider === 'nop') {
           // os-brick's NoOpEncryptor: the volume is not encrypted; the agent uses the device itself.
-          return { name, mapper_path: body.device, device: body.device, provider, luks_uuid: null, size_bytes: null, key_id: null, key_source: null, opened: false, formatted: false, timings_ms: timings };
+          return { name, mapper_path: body.device, device: body.device, provider, luks_uuid: null, size_bytes: null, key_id: null, key_source: null, opened: false, formatted: false, keyslot_upgraded: false, timings_ms: timings };
         }
         const device = body.symlink ? await deviceBehindSymlink(name, body.device) : body.device;
         const t = performance.now();
@@ -103,6 +121,7 @@ export function volumeService(deps: ServiceDeps) {
             key_source: source,
             opened: result.opened,
             formatted: result.formatted,
+            keyslot_upgraded: result.keyslotUpgraded,
             timings_ms: timings,
           };
         } finally {
@@ -110,7 +129,7 @@ export function volumeService(deps: ServiceDeps) {
         }
       });
       answer.timings_ms.total = elapsed(started);
-      finished('attach', name, 'ok', started, { project_id: body.project_id, key_id: body.key.id, device: body.device, provider, key_source: keySource, opened: answer.opened, formatted: answer.formatted, timings_ms: answer.timings_ms });
+      finished('attach', name, 'ok', started, { project_id: body.project_id, key_id: body.key.id, device: body.device, provider, key_source: keySource, opened: answer.opened, formatted: answer.formatted, keyslot_upgraded: answer.keyslot_upgraded, timings_ms: answer.timings_ms });
       return answer;
     } catch (err) {
       timings.total = elapsed(started);
