@@ -1,7 +1,8 @@
 /**
  * Format, open and close times of a LUKS volume with cryptsetup's default
  * PBKDF vs portcullis' fast one (pbkdf2, 1000 iterations), on the real kernel
- * of the test VM (or this host in direct mode). Prints figures; asserts nothing.
+ * of the test VM (or this host in direct mode); then upgradeKeyslot() (a no-op
+ * on a fast slot) and the open after it. Prints figures; asserts nothing.
  * Run: npm run build && node dist/bench/luks-pbkdf.js [ROUNDS]
  */
 import { randomBytes } from 'node:crypto';
@@ -34,19 +35,23 @@ const variants: Array<[string, FormatOptions]> = [
 ];
 
 console.log(`runner: ${runner.mode} (${runner.where}); ${rounds} rounds; medians in ms`);
-console.log(['variant'.padEnd(34), 'format'.padStart(8), 'open'.padStart(8), 'close'.padStart(8)].join(' '));
+const columns = ['format', 'open', 'close', 'upgrade', 'reopen'] as const;
+console.log(['variant'.padEnd(34), ...columns.map((c) => c.padStart(8))].join(' '));
 try {
   for (const [label, options] of variants) {
-    const figures = { format: [] as number[], open: [] as number[], close: [] as number[] };
+    const figures: Record<(typeof columns)[number], number[]> = { format: [], open: [], close: [], upgrade: [], reopen: [] };
     for (let i = 0; i < rounds; i += 1) {
       const dev = await sh(`f=$(mktemp ${runner.scratchDir}/bench.XXXXXX) && truncate -s 24M $f && losetup --find --show $f`);
       const key = randomBytes(64);
       figures.format.push(await time(() => driver.format(dev, key, options)));
       figures.open.push(await time(() => driver.open(dev, 'bench', key, { type: options.type })));
       figures.close.push(await time(() => driver.close('bench')));
+      figures.upgrade.push(await time(() => driver.upgradeKeyslot(dev, key)));
+      figures.reopen.push(await time(() => driver.open(dev, 'bench', key, { type: options.type })));
+      await driver.close('bench');
       await sh(`losetup -d ${dev}`);
     }
-    console.log([label.padEnd(34), ...[figures.format, figures.open, figures.close].map((xs) => median(xs).toFixed(0).padStart(8))].join(' '));
+    console.log([label.padEnd(34), ...columns.map((c) => median(figures[c]).toFixed(0).padStart(8))].join(' '));
   }
 } finally {
   await runner.stop();

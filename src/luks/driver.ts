@@ -250,13 +250,14 @@ export function createLuksDriver(options: DriverOptions) {
           } catch (err) {
             if (!(err instanceof LuksError && err.code === 'E_WRONG_KEY')) throw err;
             // Volumes formatted by older os-brick carry a mangled hex passphrase; os-brick retries with it, so must we.
-            const mangled = mangledHexPassphrase(key);
+            const buffer = allocator.alloc(key.length * 2);
             try {
+              const mangled = mangledHexPassphrase(key, buffer.view());
               if (mangled.length === key.length * 2) throw err; // identical to the proper hex: nothing else to try
               await exec(ctx, argv, { stdin: mangled, what: `open ${path} as ${name} with os-brick's legacy passphrase` });
               legacyPassphrase = true;
             } finally {
-              mangled.fill(0);
+              buffer.wipe();
             }
           }
         }
@@ -286,19 +287,17 @@ export function createLuksDriver(options: DriverOptions) {
         const slow = slots.filter((s) => !satisfies(s, pbkdf));
         if (slow.length === 0) return { upgraded: false, from: null, to: target };
         const hexLength = key.length * 2;
-        const mangled = opts.legacyPassphrase === true ? mangledHexPassphrase(key) : undefined;
-        const oldLength = mangled?.length ?? hexLength;
         // Both passphrases go on stdin, old then new, told apart by --keyfile-size / --new-keyfile-size.
-        const stdin = allocator.alloc(oldLength + hexLength);
+        const buffer = allocator.alloc(2 * hexLength);
         try {
-          if (mangled !== undefined) stdin.view().set(mangled, 0);
-          else hexPassphrase(key, stdin.view().subarray(0, hexLength));
-          hexPassphrase(key, stdin.view().subarray(oldLength));
+          const oldLength = opts.legacyPassphrase === true ? mangledHexPassphrase(key, buffer.view()).length : hexPassphrase(key, buffer.view().subarray(0, hexLength)).length;
+          hexPassphrase(key, buffer.view().subarray(oldLength, oldLength + hexLength));
+          const stdin = buffer.view().subarray(0, oldLength + hexLength);
           let slot = slow.length === slots.length ? slow[0] : undefined;
           if (slots.length > 1) {
             // Several slots, some fast: ask which one this key opens (one PBKDF run) rather than rewrite a fast one.
             const test = await exec(ctx, ['cryptsetup', 'open', '--test-passphrase', '--verbose', '--key-file=-', `--keyfile-size=${oldLength}`, path], {
-              stdin: stdin.view(),
+              stdin,
               what: `find the keyslot of ${path}`,
             });
             const unlocked = /Key slot (\d+) unlocked/.exec(test.stdout.toString('utf8') + test.stderr.toString('utf8'));
@@ -307,11 +306,10 @@ export function createLuksDriver(options: DriverOptions) {
           if (slot === undefined || satisfies(slot, pbkdf)) return { upgraded: false, from: null, to: target };
           const argv = ['cryptsetup', '--batch-mode', 'luksChangeKey', '--key-file=-', `--keyfile-size=${oldLength}`, `--new-keyfile-size=${hexLength}`];
           argv.push(...pbkdfArgs(pbkdf, header.version === 1 ? 'luks' : 'luks2'), path, '-');
-          await exec(ctx, argv, { stdin: stdin.view(), what: `rewrite keyslot ${slot.slot} of ${path} with ${target}` });
+          await exec(ctx, argv, { stdin, what: `rewrite keyslot ${slot.slot} of ${path} with ${target}` });
           return { upgraded: true, from: describeKdf(slot), to: target };
         } finally {
-          stdin.wipe();
-          mangled?.fill(0);
+          buffer.wipe();
         }
       });
     },

@@ -23,16 +23,15 @@ export function hexPassphrase(key: Uint8Array, out: Buffer = Buffer.alloc(key.le
  * The passphrase older os-brick/nova releases produced by mistake:
  * ''.join(hex(x).replace('0x', '') for x in key) — each byte's hex without
  * its leading zero. Volumes formatted then still carry it; os-brick falls
- * back to it on open, and so do we.
+ * back to it on open, and so do we. Written into `out` (at least twice the
+ * key's length: locked memory in the daemon); the answer is the used part.
  */
-export function mangledHexPassphrase(key: Uint8Array): Buffer {
-  const out = Buffer.alloc(key.length * 2);
+export function mangledHexPassphrase(key: Uint8Array, out: Buffer = Buffer.alloc(key.length * 2)): Buffer {
+  if (out.length < key.length * 2) throw new RangeError(`mangledHexPassphrase needs ${key.length * 2} bytes of output, got ${out.length}`);
   let n = 0;
   for (const byte of key) {
     if (byte >= 16) out[n++] = DIGITS[byte >> 4] as number;
     out[n++] = DIGITS[byte & 0x0f] as number;
   }
-  const result = Buffer.from(out.subarray(0, n));
-  out.fill(0);
-  return result;
+  return out.subarray(0, n);
 }

@@ -85,7 +85,8 @@ export const ephemeralDetachBodySchema = z.strictObject({
 });
 export type EphemeralDetachBody = z.output<typeof ephemeralDetachBodySchema>;
 
-export type KeySource = 'cache' | 'backend' | 'created';
+/** coalesced: the key came from another request's backend fetch that was already in flight (single-flight). */
+export type KeySource = 'cache' | 'coalesced' | 'backend' | 'created';
 
 export interface AttachAnswer {
   name: string;

@@ -66,7 +66,7 @@ export async function fetchKey(deps: ServiceDeps, ctx: RequestContext, keyId: st
     deps.log.audit('key_access', { op: 'get', purpose, project_id: ctx.projectId, key_id: keyId, outcome: codeOf(err), peer_uid: peer.uid, peer_pid: peer.pid });
     throw err;
   }
-  const source: KeySource = lookup.source === 'cache' ? 'cache' : 'backend';
+  const source: KeySource = lookup.source;
   deps.metrics.keyFetched(source, (performance.now() - started) / 1000);
   deps.log.audit('key_access', { op: 'get', purpose, project_id: ctx.projectId, key_id: keyId, source, outcome: 'ok', peer_uid: peer.uid, peer_pid: peer.pid });
   return { object: lookup.object, source };
