@@ -47,6 +47,10 @@ export interface OpenResult {
   opened: boolean;
   /** True when only os-brick's old mangled passphrase opened it. */
   legacyPassphrase: boolean;
+  /** The mapping as the kernel has it now (size, device); undefined only if it vanished at once. */
+  status: MappingStatus | undefined;
+  /** The LUKS UUID of the device; null for plain mappings. */
+  uuid: string | null;
 }
 
 export interface DriverOptions {
@@ -163,6 +167,12 @@ export function createLuksDriver(options: DriverOptions) {
     return perfFlags;
   }
 
+  async function luksUuid(path: string): Promise<string> {
+    return (await exec(ctx, ['cryptsetup', 'luksUUID', path], { what: `read the LUKS UUID of ${path}` })).stdout.toString('utf8').trim();
+  }
+
+  const luksUuidOf = (path: string, type: OpenOptions['type']): Promise<string | null> => (type === 'plain' ? Promise.resolve(null) : luksUuid(path));
+
   async function ensureNode(name: string): Promise<string> {
     const mapperPath = `/dev/mapper/${name}`;
     // Without udev, libdevmapper creates the node itself before cryptsetup returns; mknodes
@@ -184,8 +194,7 @@ export function createLuksDriver(options: DriverOptions) {
     },
 
     async uuid(device: string): Promise<string> {
-      const path = await resolveDevice(device);
-      return (await exec(ctx, ['cryptsetup', 'luksUUID', path], { what: `read the LUKS UUID of ${path}` })).stdout.toString('utf8').trim();
+      return luksUuid(await resolveDevice(device));
     },
 
     async dump(device: string): Promise<LuksDump> {
@@ -214,7 +223,7 @@ export function createLuksDriver(options: DriverOptions) {
         if (opts.label !== undefined && opts.type === 'luks2') argv.push('--label', opts.label);
         argv.push(path);
         await withKey(key, (stdin) => exec(ctx, argv, { stdin, what: `format ${path} as ${opts.type}` }));
-        return (await exec(ctx, ['cryptsetup', 'luksUUID', path], { what: `read the LUKS UUID of ${path}` })).stdout.toString('utf8').trim();
+        return luksUuid(path);
       });
     },
 
@@ -230,7 +239,7 @@ export function createLuksDriver(options: DriverOptions) {
               details: { name, device: path, existingDevice: existing.device },
             });
           }
-          return { name, mapperPath: await ensureNode(name), opened: false, legacyPassphrase: false };
+          return { name, mapperPath: await ensureNode(name), opened: false, legacyPassphrase: false, status: existing, uuid: await luksUuidOf(path, opts.type) };
         }
         const flags: string[] = [];
         if (opts.readOnly === true) flags.push('--readonly');
@@ -261,7 +270,9 @@ export function createLuksDriver(options: DriverOptions) {
             }
           }
         }
-        return { name, mapperPath: await ensureNode(name), opened: true, legacyPassphrase };
+        const mapperPath = await ensureNode(name);
+        // Read here, with the device already resolved: the caller needs both and would spend a process per question.
+        return { name, mapperPath, opened: true, legacyPassphrase, status: await status(name), uuid: await luksUuidOf(path, opts.type) };
       });
     },
 

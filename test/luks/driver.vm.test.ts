@@ -72,9 +72,11 @@ for (const type of ['luks', 'luks2'] as const) {
 
     it('open() maps it, status() and list() report it, a second open() is idempotent', async () => {
       const opened = await driver.open(dev, `t-${type}`, key, { type });
-      assert.deepEqual(opened, { name: `t-${type}`, mapperPath: `/dev/mapper/t-${type}`, opened: true, legacyPassphrase: false });
+      const { status: answered, ...rest } = opened;
+      assert.deepEqual(rest, { name: `t-${type}`, mapperPath: `/dev/mapper/t-${type}`, opened: true, legacyPassphrase: false, uuid });
       await sh(`test -b /dev/mapper/t-${type}`);
       const status = await driver.status(`t-${type}`);
+      assert.deepEqual(answered, status, 'open() answers the status the kernel reports');
       assert.equal(status?.device, dev);
       assert.equal(status?.cipher, 'aes-xts-plain64');
       assert.equal(status?.keySizeBits, 512);

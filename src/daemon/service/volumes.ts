@@ -66,9 +66,7 @@ export function volumeService(deps: ServiceDeps) {
     timings.open = elapsed(t);
     if (opened.legacyPassphrase) deps.log.warn('legacy os-brick passphrase opened the volume', { name: req.name, device: req.device });
     const keyslotUpgraded = isLuksType && opened.opened && !formatted && luks.upgrade_keyslots ? await upgradeKeyslot(req, key, opened.legacyPassphrase) : false;
-    const status = await driver.status(req.name);
-    const uuid = isLuksType ? await driver.uuid(req.device) : null;
-    return { opened: opened.opened, formatted, keyslotUpgraded, status, uuid };
+    return { opened: opened.opened, formatted, keyslotUpgraded, status: opened.status, uuid: opened.uuid };
   }
 
   /**
