@@ -2,7 +2,7 @@ import { z } from 'zod';
 import { cacheOptionsSchema } from '../keyclient/cache.js';
 import { backendNames, backends, type BackendName } from '../keyclient/registry.js';
 import { retryOptionsSchema } from '../keyclient/retry.js';
-import { limitsOptionsSchema, logOptionsSchema, luksOptionsSchema, rolesOptionsSchema, socketOptionsSchema } from '../daemon/options.js';
+import { limitsOptionsSchema, logOptionsSchema, luksOptionsSchema, rolesOptionsSchema, runtimeOptionsSchema, socketOptionsSchema } from '../daemon/options.js';
 
 /**
  * The whole configuration. Each backend owns its section's schema; this file
@@ -37,6 +37,7 @@ export const configSchema = z.strictObject({
   roles: rolesOptionsSchema.prefault({}),
   limits: limitsOptionsSchema.prefault({}),
   luks: luksOptionsSchema.prefault({}),
+  runtime: runtimeOptionsSchema.prefault({}),
   log: logOptionsSchema.prefault({}),
 });
 

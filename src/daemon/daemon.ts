@@ -1,4 +1,5 @@
 import { performance } from 'node:perf_hooks';
+import { dirname, join } from 'node:path';
 import { isDeepStrictEqual } from 'node:util';
 import type { Config } from '../config/schema.js';
 import { loadConfigFile } from '../config/load.js';
@@ -14,7 +15,7 @@ import { createLogger, type Logger } from './log.js';
 import { createMetrics } from './metrics.js';
 import { ephemeralService } from './service/ephemeral.js';
 import { healthService } from './service/health.js';
-import type { VolumeRegistry } from './service/context.js';
+import { volumeRegistry } from './volume-registry.js';
 import { volumeService } from './service/volumes.js';
 import { listenSocket, type Listening } from './socket.js';
 import { startWatchdog } from './watchdog.js';
@@ -54,7 +55,7 @@ export async function startDaemon(configPath: string, initial: Config, deps: Dae
   const metrics = createMetrics(() => keys.stats());
   const runner = limitedRunner(deps.runner, config.limits.max_concurrent_commands);
   const driver = createLuksDriver({ runner, allocator: deps.allocator, timeoutMs: config.limits.command_timeout_seconds * 1000 });
-  const registry: VolumeRegistry = new Map();
+  const registry = volumeRegistry(config.runtime.volumes_file ?? join(dirname(config.socket.path), 'volumes.json'), log);
   const serviceDeps = {
     keys: () => keys,
     backend: () => config.key_manager.backend,
@@ -107,6 +108,7 @@ export async function startDaemon(configPath: string, initial: Config, deps: Dae
       try {
         const next = loadConfigFile(configPath).config;
         if (!isDeepStrictEqual(next.socket, config.socket)) log.warn('socket settings change only on restart, ignoring them', {});
+        if (!isDeepStrictEqual(next.runtime, config.runtime)) log.warn('runtime.volumes_file changes only on restart, ignoring it', {});
         if (!isDeepStrictEqual(next.limits.max_concurrent_commands, config.limits.max_concurrent_commands)) log.warn('limits.max_concurrent_commands changes only on restart, ignoring it', {});
         const keysChanged = !isDeepStrictEqual([next.key_manager, next.cache, next.retry], [config.key_manager, config.cache, config.retry]);
         if (keysChanged) {

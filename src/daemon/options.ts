@@ -71,6 +71,15 @@ export const luksOptionsSchema = z.strictObject({
   key_size: z.number().int().min(128).max(1024).default(512),
 });
 
+export const runtimeOptionsSchema = z.strictObject({
+  /**
+   * Where the daemon remembers the project and key of each mapping it made, so
+   * a restarted daemon still knows them. Keep it on a tmpfs a reboot clears
+   * (the mappings do not survive one either). @default volumes.json beside socket.path
+   */
+  volumes_file: z.string().min(1).optional(),
+});
+
 export const logOptionsSchema = z.strictObject({
   level: z.enum(['error', 'warn', 'info', 'debug']).default('info'),
   /** auto: readable on a terminal, JSON otherwise (journald). */

@@ -219,7 +219,7 @@ describe('resize, deferred detach, symlinks', () => {
 });
 
 describe('restart', () => {
-  it('after kill -9 with mappings open, a new daemon adopts them: listed once, detachable', async () => {
+  it('after kill -9 with mappings open, a new daemon adopts them: listed once, with their project and key, detachable', async () => {
     const devs = [await kernel.loopDevice(8), await kernel.loopDevice(8)];
     const key = createKey('tenant-a');
     for (const [i, dev] of devs.entries()) ok(await daemon.call('PUT', `/v1/volumes/pd-restart-${i}`, { device: dev, provider: 'plain', key: { id: key }, project_id: 'tenant-a' }));
@@ -229,9 +229,10 @@ describe('restart', () => {
     const config = { key_manager: { backend: 'local', local: { path: `${daemon.dir}/keystore.db`, kek_file: `${daemon.dir}/kek` } }, log: { format: 'json' } };
     daemon = await kernel.daemon({ dir: daemon.dir, config });
     assert.match(daemon.log(), /replaced a stale socket/);
-    const adopted = ok<{ volumes: Array<{ name: string; origin: string }> }>(await daemon.call('GET', '/v1/volumes'));
+    const adopted = ok<{ volumes: Array<{ name: string; origin: string; project_id: string | null; key_id: string | null }> }>(await daemon.call('GET', '/v1/volumes'));
     assert.deepEqual(adopted.volumes.map((v) => v.name).sort(), before, 'nothing lost, nothing duplicated');
-    assert.equal(adopted.volumes.find((v) => v.name === 'pd-restart-0')?.origin, 'adopted');
+    const restarted = adopted.volumes.find((v) => v.name === 'pd-restart-0');
+    assert.deepEqual([restarted?.origin, restarted?.project_id, restarted?.key_id], ['adopted', 'tenant-a', key], 'owner remembered in volumes.json beside the socket');
     // Attaching again after the restart is the idempotent answer, not a second mapping.
     const again = ok<{ opened: boolean }>(await daemon.call('PUT', '/v1/volumes/pd-restart-1', { device: devs[1], provider: 'plain', key: { id: key }, project_id: 'tenant-a' }));
     assert.equal(again.opened, false);

@@ -9,6 +9,7 @@ import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import type { LuksOptions } from '../options.js';
 import type { KeySource } from '../api/wire.js';
+import type { VolumeRegistry } from '../volume-registry.js';
 
 /** Who asked, from SO_PEERCRED: for the audit stream. */
 export interface Peer {
@@ -34,12 +35,13 @@ export interface ServiceDeps {
 
 export interface VolumeRecord {
   origin: 'attached' | 'adopted';
+  /** The backing device as the kernel names it; how a saved record is matched to a mapping after a restart. */
+  device?: string | undefined;
   projectId: string | null;
   keyId: string | null;
   keyScope?: 'instance' | 'project';
 }
 
-export type VolumeRegistry = Map<string, VolumeRecord>;
 
 export function keyContext(projectId: string, token: string | undefined): RequestContext {
   return token === undefined ? { projectId } : { projectId, token };

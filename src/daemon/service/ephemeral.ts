@@ -82,7 +82,7 @@ export function ephemeralService(deps: ServiceDeps, volumes: VolumeService) {
             fetched.object,
             timings,
           );
-          deps.registry.set(name, { origin: 'attached', projectId: body.project_id, keyId, keyScope: body.key_scope });
+          deps.registry.set(name, { origin: 'attached', device: result.status?.device ?? body.device, projectId: body.project_id, keyId, keyScope: body.key_scope });
           return {
             name,
             mapper_path: `/dev/mapper/${name}`,

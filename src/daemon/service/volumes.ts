@@ -105,7 +105,7 @@ export function volumeService(deps: ServiceDeps) {
         timings.key = elapsed(t);
         try {
           const result = await openWithKey({ name, device, provider, format: body.format, cipher: body.cipher, keySize: body.key_size, readOnly: body.read_only, allowDiscards: body.allow_discards }, key, timings);
-          const record: VolumeRecord = { origin: 'attached', projectId: body.project_id, keyId: body.key.id };
+          const record: VolumeRecord = { origin: 'attached', device: result.status?.device ?? device, projectId: body.project_id, keyId: body.key.id };
           deps.registry.set(name, record);
           if (body.symlink) await replaceSymlink(body.device, name);
           return {
@@ -264,7 +264,9 @@ export function volumeService(deps: ServiceDeps) {
     /** At start: every crypt mapping the kernel has becomes known, so a restart neither loses nor duplicates one. */
     async adopt(): Promise<number> {
       const mappings = await driver.list();
-      for (const m of mappings) if (!deps.registry.has(m.name)) deps.registry.set(m.name, { origin: 'adopted', projectId: null, keyId: null });
+      for (const m of mappings) {
+        if (!deps.registry.has(m.name)) deps.registry.set(m.name, deps.registry.saved(m.name, m.device) ?? { origin: 'adopted', device: m.device, projectId: null, keyId: null });
+      }
       return mappings.length;
     },
   };

@@ -1,0 +1,64 @@
+import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { PassThrough } from 'node:stream';
+import { describe, it } from 'node:test';
+import { createLogger } from '../../src/daemon/log.js';
+import { logOptionsSchema } from '../../src/daemon/options.js';
+import { volumeRegistry } from '../../src/daemon/volume-registry.js';
+
+function capture() {
+  const stream = new PassThrough();
+  let out = '';
+  stream.on('data', (c: Buffer) => (out += c.toString()));
+  return { log: createLogger(logOptionsSchema.parse({ format: 'json', level: 'debug' }), stream), out: () => out };
+}
+
+const fileIn = () => join(mkdtempSync(join(tmpdir(), 'portcullis-registry-')), 'volumes.json');
+
+describe('volumeRegistry()', () => {
+  it('saves every attach and detach to a 0600 file that the next daemon reads back for the same mapping on the same device', () => {
+    const file = fileIn();
+    const first = volumeRegistry(file, capture().log);
+    first.set('vol-a', { origin: 'attached', device: '/dev/loop3', projectId: 'p1', keyId: 'k1' });
+    first.set('eph-b', { origin: 'attached', device: '/dev/loop4', projectId: 'p2', keyId: 'k2', keyScope: 'instance' });
+    first.set('vol-c', { origin: 'attached', device: '/dev/loop5', projectId: 'p3', keyId: 'k3' });
+    first.delete('vol-c');
+    assert.equal(statSync(file).mode & 0o777, 0o600);
+    assert.doesNotMatch(readFileSync(file, 'utf8'), /vol-c/);
+
+    const next = volumeRegistry(file, capture().log);
+    assert.equal(next.size, 0, 'nothing is known until the kernel confirms it');
+    assert.deepEqual(next.saved('vol-a', '/dev/loop3'), { origin: 'adopted', device: '/dev/loop3', projectId: 'p1', keyId: 'k1' });
+    assert.deepEqual(next.saved('eph-b', '/dev/loop4'), { origin: 'adopted', device: '/dev/loop4', projectId: 'p2', keyId: 'k2', keyScope: 'instance' });
+    assert.equal(next.saved('vol-c', '/dev/loop5'), undefined, 'detached');
+  });
+
+  it('a saved record for a mapping now on another device (or with none known) is not believed', () => {
+    const file = fileIn();
+    volumeRegistry(file, capture().log).set('vol-a', { origin: 'attached', device: '/dev/loop3', projectId: 'p1', keyId: 'k1' });
+    const next = volumeRegistry(file, capture().log);
+    assert.equal(next.saved('vol-a', '/dev/loop9'), undefined);
+    assert.equal(next.saved('vol-a', undefined), undefined);
+  });
+
+  it('an unreadable file is a warning, and the daemon goes on without it', () => {
+    const file = fileIn();
+    writeFileSync(file, '{"version":1,"volumes":{"vol-a":{"projectId":', { mode: 0o600 });
+    const captured = capture();
+    const registry = volumeRegistry(file, captured.log);
+    assert.equal(registry.saved('vol-a', '/dev/loop3'), undefined);
+    assert.match(captured.out(), /ignoring an unreadable volume registry/);
+    registry.set('vol-b', { origin: 'attached', device: '/dev/loop1', projectId: 'p', keyId: 'k' });
+    assert.equal(JSON.parse(readFileSync(file, 'utf8')).volumes['vol-b'].keyId, 'k', 'and replaces it on the next change');
+  });
+
+  it('a file it cannot write is a warning; attaches go on', () => {
+    const captured = capture();
+    const registry = volumeRegistry('/nonexistent-dir/volumes.json', captured.log);
+    registry.set('vol-a', { origin: 'attached', device: '/dev/loop3', projectId: 'p1', keyId: 'k1' });
+    assert.equal(registry.get('vol-a')?.keyId, 'k1');
+    assert.match(captured.out(), /cannot save the volume registry/);
+  });
+});
