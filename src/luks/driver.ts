@@ -85,6 +85,10 @@ const NAME = /^[A-Za-z0-9][A-Za-z0-9_.+-]{0,126}$/;
 const DEVICE = /^\/dev\/[A-Za-z0-9_./:+@-]+$/;
 const MIN_KEY_BYTES = 16;
 
+function checkKeyLength(key: Uint8Array): void {
+  if (key.length < MIN_KEY_BYTES) throw luksError('E_LUKS_INVALID_ARGUMENT', `Key of ${key.length} bytes is too short (at least ${MIN_KEY_BYTES})`);
+}
+
 export type LuksDriver = ReturnType<typeof createLuksDriver>;
 
 /**
@@ -99,7 +103,7 @@ export function createLuksDriver(options: DriverOptions) {
   let perfFlags: Promise<boolean> | undefined;
 
   const withKey = async <T>(key: Uint8Array, fn: (stdin: Buffer) => Promise<T>): Promise<T> => {
-    if (key.length < MIN_KEY_BYTES) throw luksError('E_LUKS_INVALID_ARGUMENT', `Key of ${key.length} bytes is too short (at least ${MIN_KEY_BYTES})`);
+    checkKeyLength(key);
     const passphrase = allocator.alloc(key.length * 2);
     try {
       return await fn(hexPassphrase(key, passphrase.view()));
@@ -288,7 +292,7 @@ export function createLuksDriver(options: DriverOptions) {
     async upgradeKeyslot(device: string, key: Uint8Array, opts: { pbkdf?: Pbkdf; legacyPassphrase?: boolean } = {}): Promise<KeyslotUpgrade> {
       const pbkdf = opts.pbkdf ?? DEFAULT_PBKDF;
       const target = describeKdf(pbkdf);
-      if (key.length < MIN_KEY_BYTES) throw luksError('E_LUKS_INVALID_ARGUMENT', `Key of ${key.length} bytes is too short (at least ${MIN_KEY_BYTES})`);
+      checkKeyLength(key);
       // cryptsetup's "default" means "benchmark this host": nothing to compare a slot against.
       if (pbkdf.type === 'default') return { upgraded: false, from: null, to: target };
       const path = await resolveDevice(device);
