@@ -42,6 +42,7 @@ native/build/Release/portcullis_native.node: $(wildcard native/src/*.c native/sr
 	node scripts/build-native.mjs
 
 build: node_modules/.installed native/build/Release/portcullis_native.node
+	rm -rf dist
 	npx tsc -p tsconfig.json
 
 test: deps build

@@ -12,19 +12,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, it } from 'node:test';
+import { waitForMatch, waitUntil } from '../helpers/wait.js';
 import { auditLines, startDaemonProcess, type Answer, type DaemonProcess } from '../fixtures/daemon.js';
 
 const daemonMain = fileURLToPath(new URL('../fixtures/daemon-main.js', import.meta.url));
 const NOBODY = 65534;
 
-/** Bounded wait for something the daemon logs after a signal. */
-async function waitFor(condition: () => boolean, ms = 30_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error('condition not met in time');
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 function errorOf(answer: Answer): { code: string; message: string; details: Record<string, unknown> } {
   const body = answer.body as { error?: { code: string; message: string; details: Record<string, unknown> } };
@@ -138,7 +131,7 @@ describe('portcullisd socket API on the local keystore', () => {
     assert.equal(answer.status, 404);
     assert.equal(errorOf(answer).code, 'E_KEY_NOT_FOUND');
     // The audit file is written asynchronously: wait (bounded) for the line.
-    await waitFor(() => auditLines(join(dir, 'audit.log')).some((l) => l['key_id'] === attachBody.key.id));
+    await waitUntil('the audit line of the attach', () => auditLines(join(dir, 'audit.log')).some((l) => l['key_id'] === attachBody.key.id), { describe: () => JSON.stringify(auditLines(join(dir, 'audit.log'))) });
     const line = auditLines(join(dir, 'audit.log')).find((l) => l['key_id'] === attachBody.key.id);
     assert.equal(line?.['outcome'], 'E_KEY_NOT_FOUND');
     assert.equal(line?.['project_id'], 'p1');
@@ -176,9 +169,9 @@ describe('portcullisd socket API on the local keystore', () => {
     assert.ok(existsSync(daemon.socketPath));
   });
 
-  it('the log never carries key material, and names the peer-less failures once', () => {
+  it('the log never carries key material, and names the peer-less failures once', async () => {
+    await waitForMatch('the attach log line', () => daemon.log(), /"message":"attach"/);
     assert.doesNotMatch(daemon.log(), /"key":\s*"[0-9a-f]{32,}/);
-    assert.match(daemon.log(), /"message":"attach"/);
   });
 });
 
@@ -229,12 +222,11 @@ describe('portcullisd start, config and stop', () => {
       const text = readFileSync(d.configPath, 'utf8');
       writeFileSync(d.configPath, `${text}roles:\n  agent:\n    uids: [${NOBODY}]\n`);
       d.child.kill('SIGHUP');
-      await waitFor(() => d.log().includes('config reloaded'));
+      await waitForMatch('the reload log line', () => d.log(), /config reloaded/);
       assert.notEqual((await d.callAs(NOBODY, NOBODY, 'GET', '/v1/health')).status, 403);
       writeFileSync(d.configPath, 'limits:\n  max_pending_requests: -1\n');
       d.child.kill('SIGHUP');
-      await waitFor(() => d.log().includes('config reload failed'));
-      assert.match(d.log(), /limits\.max_pending_requests/);
+      await waitForMatch('the failed reload log line', () => d.log(), /^(?=.*config reload failed)(?=.*limits\.max_pending_requests).*$/m);
       assert.notEqual((await d.callAs(NOBODY, NOBODY, 'GET', '/v1/health')).status, 403, 'the running config stays');
     } finally {
       await d.stop();

@@ -14,6 +14,7 @@ import { fileURLToPath } from 'node:url';
 import { after, before, describe, it } from 'node:test';
 import type { DaemonProcess } from '../fixtures/daemon.js';
 import { code, daemonKernel, ok, type DaemonKernel } from './vm-setup.js';
+import { waitForMatch } from '../helpers/wait.js';
 
 const cli = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
 let kernel: DaemonKernel;
@@ -277,7 +278,7 @@ describe('luks.upgrade_keyslots: volumes os-brick formatted with a slow PBKDF', 
     assert.equal(upgraded.keyslot_upgraded, true);
     assert.equal(await kernel.sha(upgraded.mapper_path, 1048576), data);
     assert.deepEqual(await iterations(), ['Iterations: 1000']);
-    assert.match(daemon.log(), /"from":"pbkdf2 50000 iterations".*"message":"keyslot rewritten to the fast PBKDF".*"to":"pbkdf2 1000 iterations"/);
+    await waitForMatch('the keyslot upgrade log line', () => daemon.log(), /"from":"pbkdf2 50000 iterations".*"message":"keyslot rewritten to the fast PBKDF".*"to":"pbkdf2 1000 iterations"/);
     ok(await daemon.call('DELETE', '/v1/volumes/pd-upgrade'));
     const again = ok<{ opened: boolean; keyslot_upgraded: boolean }>(await daemon.call('PUT', '/v1/volumes/pd-upgrade', body()));
     assert.deepEqual([again.opened, again.keyslot_upgraded], [true, false]);

@@ -71,7 +71,8 @@ export function spawnDaemon(argv: string[], env: Record<string, string> = {}, cw
   child.stdout?.on('data', append);
   child.stderr?.on('data', append);
   let done = false;
-  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => {
+  // 'close', not 'exit': only then has everything the daemon wrote reached `output`.
+  const exited = new Promise<number | null>((resolve) => child.once('close', (code) => {
     done = true;
     for (const listener of listeners) listener();
     resolve(code);

@@ -17,6 +17,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { after, afterEach, before, describe, it } from 'node:test';
 import { writeDiagnostics } from '../fixtures/diagnostics.js';
+import { waitForMatch } from '../helpers/wait.js';
 import { isRoot, make, tempDir } from './helpers.js';
 
 const NSPAWN = '/usr/bin/systemd-nspawn';
@@ -71,6 +72,9 @@ describe('the installed units under systemd (systemd-nspawn)', { skip: unavailab
       inside(['systemctl', 'status', '--no-pager', '-l', 'portcullis.socket', 'portcullis.service'], false).stdout,
       inside(['journalctl', '--no-pager', '-o', 'short-monotonic', '-n', '120'], false).stdout,
     ].join('\n');
+
+  /** journald takes a line some time after the daemon wrote it: wait for it, bounded. */
+  const journalShows = (pattern: RegExp) => waitForMatch('the unit\'s journal', journal, pattern, { timeoutMs: 30_000, intervalMs: 250 });
 
   async function until(what: string, test: () => boolean, ms = 60_000): Promise<void> {
     const deadline = Date.now() + ms;
@@ -146,7 +150,7 @@ describe('the installed units under systemd (systemd-nspawn)', { skip: unavailab
     await until('the service active after READY=1', () => show('ActiveState') === 'active', 10_000);
     assert.equal(show('SubState'), 'running');
     assert.match(show('StatusText'), /^serving on \/run\/portcullis\/portcullis\.sock, backend local, \d+ mapping\(s\) adopted$/);
-    assert.match(journal(), /"message":"portcullisd ready".*"via":"systemd"/);
+    await journalShows(/"message":"portcullisd ready".*"via":"systemd"/);
     assert.equal(show('NRestarts'), '0', 'the daemon has not been restarted');
   });
 
@@ -161,14 +165,14 @@ describe('the installed units under systemd (systemd-nspawn)', { skip: unavailab
     assert.equal(inside(['stat', '-c', '%a %U %s', join(credentials, 'kek')]).stdout.trim(), '400 root 32');
   });
 
-  it("the daemon runs with the unit's capabilities, no new privileges, a seccomp filter, and WATCHDOG_USEC", () => {
+  it("the daemon runs with the unit's capabilities, no new privileges, a seccomp filter, and WATCHDOG_USEC", async () => {
     const status = inside(['cat', `/proc/${mainPid()}/status`]).stdout;
     // CAP_CHOWN (0), CAP_IPC_LOCK (14), CAP_SYS_ADMIN (21)
     assert.match(status, /^CapBnd:\s+0000000000204001$/m);
     assert.match(status, /^CapEff:\s+0000000000204001$/m);
     assert.match(status, /^NoNewPrivs:\s+1$/m);
     assert.match(status, /^Seccomp:\s+2$/m);
-    assert.match(journal(), /"interval_ms":15000,.*"watchdog_usec":30000000/);
+    await journalShows(/"interval_ms":15000,.*"watchdog_usec":30000000/);
   });
 
   it('the file system is as the unit says: config and KEK read-only, state and runtime writable, no homes, a private /tmp', () => {
@@ -182,11 +186,11 @@ describe('the installed units under systemd (systemd-nspawn)', { skip: unavailab
     assert.equal(inDaemon(['test', '-e', '/tmp/portcullis-outside'], false).status, 1, "the container's /tmp is not the daemon's");
   });
 
-  it('systemctl reload re-reads the config (RELOADING=1, then READY=1) without a restart', () => {
+  it('systemctl reload re-reads the config (RELOADING=1, then READY=1) without a restart', async () => {
     const pid = mainPid();
     inside(['systemctl', 'reload', 'portcullis.service']);
     assert.equal(mainPid(), pid);
-    assert.match(journal(), /"message":"config reloaded"/);
+    await journalShows(/"message":"config reloaded"/);
   });
 
   describe('with WatchdogSec=6s', () => {
@@ -209,8 +213,8 @@ describe('the installed units under systemd (systemd-nspawn)', { skip: unavailab
       const pid = mainPid();
       inside(['kill', '-STOP', pid]);
       await until('a watchdog restart', () => Number(show('NRestarts')) > restarts && show('ActiveState') === 'active' && mainPid() !== pid);
-      assert.match(journal(), /portcullis\.service: Watchdog timeout \(limit 6s\)!/);
-      assert.match(journal(), /Failed with result 'watchdog'/);
+      await journalShows(/portcullis\.service: Watchdog timeout \(limit 6s\)!/);
+      await journalShows(/Failed with result 'watchdog'/);
       assert.equal(inside(['stat', '-c', '%F', SOCKET]).stdout.trim(), 'socket');
       assert.match(get('/v1/health'), /^(200|503) /);
     });
@@ -223,8 +227,8 @@ describe('the installed units under systemd (systemd-nspawn)', { skip: unavailab
     try {
       assert.notEqual(inside(['systemctl', 'restart', 'portcullis.service'], false).status, 0);
       assert.equal(show('Result'), 'exit-code');
-      assert.match(journal(), /Failed at step CREDENTIALS spawning \/usr\/local\/sbin\/portcullisd/);
-      assert.match(journal(), /status=243\/CREDENTIALS/);
+      await journalShows(/Failed at step CREDENTIALS spawning \/usr\/local\/sbin\/portcullisd/);
+      await journalShows(/status=243\/CREDENTIALS/);
     } finally {
       writeFileSync(kek, saved, { mode: 0o600 });
     }
@@ -237,7 +241,7 @@ describe('the installed units under systemd (systemd-nspawn)', { skip: unavailab
     inside(['systemctl', 'stop', 'portcullis.service']);
     assert.equal(show('ActiveState'), 'inactive');
     assert.equal(show('ExecMainStatus'), '0');
-    assert.match(journal(), /"message":"portcullisd stopped"/);
+    await journalShows(/"message":"portcullisd stopped"/);
     assert.equal(inside(['stat', '-c', '%F', SOCKET]).stdout.trim(), 'socket');
     assert.equal(show('ActiveState', 'portcullis.socket'), 'active');
   });

@@ -1,0 +1,56 @@
+/**
+ * What the LUKS driver's VM tests share: a kernel with dm-crypt (the test VM,
+ * or this host in direct mode), the driver over it, and loop devices over
+ * files in a scratch directory beside that kernel, standing in for volumes.
+ */
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { createLuksDriver, type LuksDriver } from '../../src/luks/driver.js';
+import { privilegedRunner, type PrivilegedRunner } from '../vm/index.js';
+
+export interface LuksKernel {
+  runner: PrivilegedRunner;
+  driver: LuksDriver;
+  /** A directory beside that kernel for the test's own files; removed by cleanup(). */
+  scratch: string;
+  /** Runs a shell script beside the kernel; asserts exit 0 and returns stdout, trimmed. */
+  sh(script: string, stdin?: Buffer): Promise<string>;
+  /** A fresh loop device over a zeroed file of `mib` MiB. */
+  loopDevice(mib?: number): Promise<string>;
+  /** sha256 of the first `bytes` of a device. */
+  sha(dev: string, bytes?: number): Promise<string>;
+  /** Closes every mapping, detaches the loops, stops an own VM. */
+  cleanup(): Promise<void>;
+}
+
+export async function luksKernel(): Promise<LuksKernel> {
+  const runner = await privilegedRunner();
+  const driver = createLuksDriver({ runner });
+  const loops: string[] = [];
+  const sh = async (script: string, stdin?: Buffer): Promise<string> => {
+    const result = await runner.run(['sh', '-c', script], { ...(stdin === undefined ? {} : { stdin }), timeoutMs: 120_000 });
+    assert.equal(result.code, 0, `sh -c '${script}' failed: ${result.stderr.toString()}`);
+    return result.stdout.toString().trim();
+  };
+  const scratch = await sh(`mktemp -d ${runner.scratchDir}/luks.XXXXXX`);
+  return {
+    runner,
+    driver,
+    scratch,
+    sh,
+    async loopDevice(mib = 20) {
+      const file = `${scratch}/disk-${loops.length}-${randomBytes(4).toString('hex')}.img`;
+      const dev = await sh(`truncate -s ${mib}M ${file} && losetup --find --show ${file}`);
+      loops.push(dev);
+      return dev;
+    },
+    sha: (dev, bytes = 4 * 1024 * 1024) => sh(`head -c ${bytes} ${dev} | sha256sum | cut -d' ' -f1`),
+    async cleanup() {
+      // Leave the kernel as we found it: mappings first, then loops.
+      for (const m of await driver.list().catch(() => [])) await driver.close(m.name).catch(() => undefined);
+      for (const dev of loops) await runner.run(['losetup', '-d', dev]).catch(() => undefined);
+      await runner.run(['rm', '-rf', scratch]).catch(() => undefined);
+      await runner.stop();
+    },
+  };
+}
