@@ -61,20 +61,19 @@ export async function startDaemon(configPath: string, initial: Config, deps: Dae
     backend: () => config.key_manager.backend,
     luks: () => config.luks,
     driver,
-    runner,
     log,
     metrics,
     registry,
   };
   const volumes = volumeService(serviceDeps);
   const ephemeral = ephemeralService(serviceDeps, volumes);
-  const health = healthService({ keys: () => keys, backend: () => config.key_manager.backend, driver, runner, version: deps.version, startedAt, volumes: () => registry.size });
+  const health = healthService({ keys: () => keys, backend: () => config.key_manager.backend, driver, version: deps.version, startedAt, volumes: () => registry.size });
 
   const t = performance.now();
-  const adopted = await volumes.adopt().catch((err: unknown) => {
+  const { adopted, foreign } = await volumes.adopt().catch((err: unknown) => {
     // Without device-mapper nothing can be adopted, and nothing attached either: health says so.
     log.warn('cannot list the kernel crypt mappings at start, ignoring', { error: err instanceof Error ? err.message : String(err) });
-    return 0;
+    return { adopted: 0, foreign: 0 };
   });
   let stopping = false;
   const api = createApiServer({
@@ -94,38 +93,55 @@ export async function startDaemon(configPath: string, initial: Config, deps: Dae
   if (listening.replacedStale) log.warn('replaced a stale socket left by an earlier run', { path: listening.path });
   const backendHealth = await keys.health().catch(() => ({ ok: false, detail: 'unreachable' }));
   if (!backendHealth.ok) log.warn('key manager not usable at start; attaches will fail until it is', { backend: config.key_manager.backend, detail: backendHealth.detail });
-  log.info('portcullisd ready', { socket: listening.path, via: listening.how, backend: config.key_manager.backend, adopted, start_ms: Math.round(performance.now() - t) });
+  log.info('portcullisd ready', { socket: listening.path, via: listening.how, backend: config.key_manager.backend, adopted, foreign, start_ms: Math.round(performance.now() - t) });
   notify(`READY=1\nSTATUS=serving on ${listening.path}, backend ${config.key_manager.backend}, ${adopted} mapping(s) adopted`);
   // systemd arms the watchdog at READY=1 (WatchdogSec= in the unit); a no-op without $WATCHDOG_USEC.
   const watchdog = startWatchdog({ notify, log });
 
   let closing: Promise<void> | undefined;
+  // Reloads run one at a time: two quick SIGHUPs must not open two managers and lose one.
+  let reloading: Promise<unknown> = Promise.resolve();
+  // Replaced key managers stay open until no request can still be using one (a fetch in flight).
+  const retired = new Set<CachingKeyManager>();
+  const retire = (old: CachingKeyManager): void => {
+    retired.add(old);
+    const timer = setTimeout(() => {
+      retired.delete(old);
+      void old.close();
+    }, (config.limits.request_timeout_seconds + 1) * 1000);
+    timer.unref();
+  };
+  async function reload(): Promise<boolean> {
+    notify('RELOADING=1');
+    try {
+      const next = loadConfigFile(configPath).config;
+      if (!isDeepStrictEqual(next.socket, config.socket)) log.warn('socket settings change only on restart, ignoring them', {});
+      if (!isDeepStrictEqual(next.runtime, config.runtime)) log.warn('runtime.volumes_file changes only on restart, ignoring it', {});
+      if (!isDeepStrictEqual(next.limits.max_concurrent_commands, config.limits.max_concurrent_commands)) log.warn('limits.max_concurrent_commands changes only on restart, ignoring it', {});
+      const keysChanged = !isDeepStrictEqual([next.key_manager, next.cache, next.retry], [config.key_manager, config.cache, config.retry]);
+      if (keysChanged) {
+        const old = keys;
+        keys = await openCachedKeyManager(next, { allocator: deps.allocator });
+        retire(old);
+      }
+      config = next;
+      log.setLevel(config.log.level);
+      log.info('config reloaded', { path: configPath, key_manager_reopened: keysChanged });
+      return true;
+    } catch (err) {
+      log.error('config reload failed; keeping the running config', { path: configPath, error: err instanceof Error ? err.message : String(err) });
+      return false;
+    } finally {
+      notify('READY=1');
+    }
+  }
   return {
     listening,
     log,
-    async reload() {
-      notify('RELOADING=1');
-      try {
-        const next = loadConfigFile(configPath).config;
-        if (!isDeepStrictEqual(next.socket, config.socket)) log.warn('socket settings change only on restart, ignoring them', {});
-        if (!isDeepStrictEqual(next.runtime, config.runtime)) log.warn('runtime.volumes_file changes only on restart, ignoring it', {});
-        if (!isDeepStrictEqual(next.limits.max_concurrent_commands, config.limits.max_concurrent_commands)) log.warn('limits.max_concurrent_commands changes only on restart, ignoring it', {});
-        const keysChanged = !isDeepStrictEqual([next.key_manager, next.cache, next.retry], [config.key_manager, config.cache, config.retry]);
-        if (keysChanged) {
-          const old = keys;
-          keys = await openCachedKeyManager(next, { allocator: deps.allocator });
-          void old.close(); // wipes the old cache; requests holding it finish with their own copies
-        }
-        config = next;
-        log.setLevel(config.log.level);
-        log.info('config reloaded', { path: configPath, key_manager_reopened: keysChanged });
-        return true;
-      } catch (err) {
-        log.error('config reload failed; keeping the running config', { path: configPath, error: err instanceof Error ? err.message : String(err) });
-        return false;
-      } finally {
-        notify('READY=1');
-      }
+    reload() {
+      const next = reloading.then(reload);
+      reloading = next.catch(() => undefined);
+      return next;
     },
     close() {
       closing ??= (async () => {
@@ -144,6 +160,8 @@ export async function startDaemon(configPath: string, initial: Config, deps: Dae
         api.server.closeAllConnections();
         await closed;
         await keys.close();
+        for (const old of retired) await old.close();
+        retired.clear();
         log.info('portcullisd stopped', {});
         await log.close();
       })();

@@ -1,29 +1,5 @@
 import type { CommandRunner } from '../luks/runner.js';
-
-/** A counting semaphore; waiters are served in arrival order. */
-export function semaphore(limit: number) {
-  let active = 0;
-  const waiting: Array<() => void> = [];
-  return {
-    async with<T>(fn: () => Promise<T>): Promise<T> {
-      if (active >= limit) await new Promise<void>((resolve) => waiting.push(resolve));
-      else active += 1;
-      try {
-        return await fn();
-      } finally {
-        const next = waiting.shift();
-        if (next) next();
-        else active -= 1;
-      }
-    },
-    get active(): number {
-      return active;
-    },
-    get waiting(): number {
-      return waiting.length;
-    },
-  };
-}
+import { semaphore } from '../util/semaphore.js';
 
 /** At most `limit` privileged commands at once: 64 parallel attaches must not fork 64 cryptsetups with argon2 each. */
 export function limitedRunner(runner: CommandRunner, limit: number): CommandRunner & { readonly active: number } {

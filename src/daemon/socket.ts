@@ -36,6 +36,7 @@ export async function listenSocket(server: Server, options: SocketOptions, env: 
   } catch (err) {
     throw daemonError('E_SOCKET_SETUP', `Cannot create the socket directory ${dirname(options.path)} (${(err as NodeJS.ErrnoException).code ?? 'error'})`, { cause: err });
   }
+  assertPrivateDirectory(dirname(options.path));
   const replacedStale = await clearStale(options.path);
   const umask = process.umask(0o177);
   try {
@@ -59,6 +60,25 @@ export async function listenSocket(server: Server, options: SocketOptions, env: 
     throw daemonError('E_SOCKET_SETUP', `Cannot set mode ${options.mode.toString(8)} / group ${String(options.group)} on ${options.path} (${(err as NodeJS.ErrnoException).code ?? 'error'})`, { cause: err });
   }
   return { path: options.path, how: 'bound', replacedStale };
+}
+
+/**
+ * The socket's directory must be ours alone: whoever else may write it can
+ * replace the socket (or the volume records beside it) under us, as in a
+ * predictable directory under /tmp that someone made first.
+ * @throws E_SOCKET_SETUP naming what is wrong
+ */
+function assertPrivateDirectory(dir: string): void {
+  const st = lstatSync(dir);
+  const uid = process.getuid?.() ?? st.uid;
+  let problem: string | undefined;
+  if (st.isSymbolicLink()) problem = 'is a symlink';
+  else if (!st.isDirectory()) problem = 'is not a directory';
+  else if (st.uid !== uid) problem = `is owned by uid ${st.uid}, not ${uid}`;
+  else if ((st.mode & 0o022) !== 0) problem = `is writable by others (mode ${(st.mode & 0o777).toString(8)})`;
+  if (problem !== undefined) {
+    throw daemonError('E_SOCKET_SETUP', `The socket directory ${dir} ${problem}; refusing to use it (choose a directory of this user's own, e.g. /run/portcullis)`, { details: { dir } });
+  }
 }
 
 async function clearStale(path: string): Promise<boolean> {

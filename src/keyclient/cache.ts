@@ -109,6 +109,8 @@ interface Waiter {
 /** One backend fetch and everyone waiting for it. */
 interface Flight {
   readonly id: string;
+  /** Flights and remembered denials are per id as the caller gave it; see lookup(). */
+  readonly askKey: string;
   readonly waiters: Waiter[];
 }
 
@@ -210,9 +212,9 @@ export function cachingKeyManager(inner: KeyManager, options: CacheOptions, deps
       return;
     }
     // An evict(), delete() or flush() during the fetch detached the flight: answer its callers, keep nothing.
-    const current = flights.get(key) === flight;
+    const current = flights.get(flight.askKey) === flight;
     if (current) {
-      flights.delete(key);
+      flights.delete(flight.askKey);
       insert(entry);
     }
     for (const waiter of flight.waiters) settle(waiter, () => copyOut(entry, waiter.metadataOnly));
@@ -220,8 +222,8 @@ export function cachingKeyManager(inner: KeyManager, options: CacheOptions, deps
   }
 
   function land(flight: Flight, key: string, err: unknown): void {
-    const current = flights.get(key) === flight;
-    if (current) flights.delete(key);
+    const current = flights.get(flight.askKey) === flight;
+    if (current) flights.delete(flight.askKey);
     const t = now();
     const stale = current ? staleFor(key, err, t) : undefined;
     if (stale !== undefined) {
@@ -229,7 +231,7 @@ export function cachingKeyManager(inner: KeyManager, options: CacheOptions, deps
       for (const waiter of flight.waiters) settle(waiter, () => copyOut(stale, waiter.metadataOnly));
       return;
     }
-    if (current) refused(key, flight.id, err, t);
+    if (current) refused(key, flight.askKey, flight.id, err, t);
     for (const waiter of flight.waiters) waiter.reject(err);
   }
 
@@ -239,13 +241,17 @@ export function cachingKeyManager(inner: KeyManager, options: CacheOptions, deps
     return entry !== undefined && t < entry.expiresAt + staleMs && isTransient(err) ? entry : undefined;
   }
 
-  /** After a "no" from the backend: forget the key, remember the no. */
-  function refused(key: string, id: string, err: unknown, t: number): void {
+  /**
+   * After a "no" from the backend: forget the key, remember the no. A no to
+   * an alias (a href naming the UUID) is remembered for that alias only: it
+   * says nothing of the key itself, whose entry stays.
+   */
+  function refused(key: string, askKey: string, id: string, err: unknown, t: number): void {
     const old = entries.get(key);
     if (isDenial(err)) {
       // The backend said no: a stale key must never outlive that.
-      if (old !== undefined) drop(old);
-      remember(key, id, err, t);
+      if (old !== undefined && askKey === key) drop(old);
+      remember(askKey, id, err, t);
     } else if (old !== undefined && t >= old.expiresAt + staleMs) {
       expire(old);
     }
@@ -255,7 +261,7 @@ export function cachingKeyManager(inner: KeyManager, options: CacheOptions, deps
     return new Promise((resolve, reject) => flight.waiters.push({ metadataOnly, resolve, reject }));
   }
 
-  async function getMetadata(ctx: RequestContext, id: string, key: string, normId: string): Promise<ManagedObject> {
+  async function getMetadata(ctx: RequestContext, id: string, key: string, askKey: string, normId: string): Promise<ManagedObject> {
     try {
       return await fetchFromBackend(ctx, id, { metadataOnly: true });
     } catch (err) {
@@ -265,7 +271,7 @@ export function cachingKeyManager(inner: KeyManager, options: CacheOptions, deps
         counters.staleServed += 1;
         return copyOut(stale, true);
       }
-      refused(key, normId, err, t);
+      refused(key, askKey, normId, err, t);
       throw err;
     }
   }
@@ -276,14 +282,16 @@ export function cachingKeyManager(inner: KeyManager, options: CacheOptions, deps
     const metadataOnly = getOptions.metadataOnly === true;
     const normId = normaliseId(id);
     const key = cacheKey(inner.name, ctx, normId);
+    // A cached key answers its aliases too; but a fetch through an alias, and a "no" to it, stay the alias's own.
+    const askKey = normId === id ? key : cacheKey(inner.name, ctx, `as given: ${id}`);
     const t = now();
-    const negative = negatives.get(key);
+    const negative = negatives.get(askKey);
     if (negative !== undefined) {
       if (t < negative.expiresAt) {
         counters.negativeHits += 1;
         throw negative.error;
       }
-      negatives.delete(key);
+      negatives.delete(askKey);
     }
     const entry = entries.get(key);
     if (entry !== undefined && t < entry.expiresAt) {
@@ -293,16 +301,16 @@ export function cachingKeyManager(inner: KeyManager, options: CacheOptions, deps
       return { object: copyOut(entry, metadataOnly), source: 'cache' };
     }
     if (entry !== undefined && t >= entry.expiresAt + staleMs) expire(entry);
-    const under = flights.get(key);
+    const under = flights.get(askKey);
     if (under !== undefined) {
       counters.coalesced += 1;
       return { object: await join(under, metadataOnly), source: 'coalesced' };
     }
     counters.misses += 1;
     // Metadata alone is cheap and holds no secret: fetched, not cached.
-    if (metadataOnly) return { object: await getMetadata(ctx, id, key, normId), source: 'backend' };
-    const flight: Flight = { id: normId, waiters: [] };
-    flights.set(key, flight);
+    if (metadataOnly) return { object: await getMetadata(ctx, id, key, askKey, normId), source: 'backend' };
+    const flight: Flight = { id: normId, askKey, waiters: [] };
+    flights.set(askKey, flight);
     const mine = join(flight, false);
     void fly(flight, ctx, id, key);
     return { object: await mine, source: 'backend' };
@@ -397,9 +405,9 @@ function settle(waiter: Waiter, make: () => ManagedObject): void {
  * twice. A miss still hands the backend the id as given, so it validates it.
  */
 export function normaliseId(id: string): string {
-  const trimmed = id.replace(/\/+$/, '');
-  const slash = trimmed.lastIndexOf('/');
-  return slash === -1 ? id : trimmed.slice(slash + 1);
+  // Only a real secret href is an alias: "x/UUID" or ".../orders/UUID" name something else, or nothing.
+  const href = /^https?:\/\/[^/?#\s]+(?:\/[^?#\s]*)?\/v1\/secrets\/([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})\/?$/.exec(id);
+  return href?.[1] ?? id;
 }
 
 /**

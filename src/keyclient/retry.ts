@@ -82,7 +82,19 @@ export function retryingKeyManager(inner: KeyManager, options: RetryOptions, dep
     createKeyPair: (ctx, spec) => withRetry('if-not-processed', () => inner.createKeyPair(ctx, spec)),
     store: (ctx, obj) => withRetry('if-not-processed', () => inner.store(ctx, obj)),
     get: (ctx, id, getOptions) => withRetry('always', () => inner.get(ctx, id, getOptions)),
-    delete: (ctx, id) => withRetry('always', () => inner.delete(ctx, id)),
+    delete: (ctx, id) => {
+      let mayHaveDeleted = false;
+      return withRetry('always', async () => {
+        try {
+          await inner.delete(ctx, id);
+        } catch (err) {
+          // An earlier attempt reached the server and its answer was lost: gone is what delete wanted.
+          if (mayHaveDeleted && err instanceof KeyClientError && err.code === 'E_KEY_NOT_FOUND') return;
+          if (isTransient(err) && !notProcessed(err as KeyClientError)) mayHaveDeleted = true;
+          throw err;
+        }
+      });
+    },
     list: (ctx, listOptions) => withRetry('always', () => inner.list(ctx, listOptions)),
     health: () => withRetry('always', () => inner.health()),
     close() {

@@ -11,17 +11,10 @@ const ONE_MIB = 1024 * 1024;
  * @throws E_DEVICE_NOT_BLANK naming what was found, E_DEVICE_UNREADABLE
  */
 export async function assertBlank(ctx: ExecContext, device: string): Promise<void> {
-  // -p: low-level probe of the device itself, not the (possibly stale) blkid cache.
-  const probe = await exec(ctx, ['blkid', '-p', '-o', 'export', device], { ok: [2], what: `probe ${device} for signatures` }).catch((err: unknown) => {
-    throw luksError('E_DEVICE_UNREADABLE', `Cannot probe ${device} for signatures; refusing to format`, { cause: err, details: { device } });
-  });
-  if (probe.code === 0) {
-    const found = parseExport(probe.stdout.toString('utf8'));
-    const kind = found['TYPE'] ?? found['PTTYPE'] ?? found['USAGE'] ?? 'unknown';
-    const offset = await signatureOffset(ctx, device, kind);
-    const at = offset === undefined ? '' : ` at 0x${offset.toString(16)}`;
-    throw luksError('E_DEVICE_NOT_BLANK', `Device ${device} is not blank (${kind} signature${at}); refusing to format`, {
-      details: { device, signature: kind, ...(offset === undefined ? {} : { offset }) },
+  const found = await probeSignature(ctx, device, 'format');
+  if (found !== undefined) {
+    throw luksError('E_DEVICE_NOT_BLANK', `Device ${device} is not blank (${describeSignature(found)}); refusing to format`, {
+      details: { device, signature: found.kind, ...(found.offset === undefined ? {} : { offset: found.offset }) },
     });
   }
   // cmp exits 0 when equal, 1 when different (or the device is shorter), 2 on a read error.
@@ -41,6 +34,33 @@ export async function assertBlank(ctx: ExecContext, device: string): Promise<voi
     `Device ${device} is not blank (non-zero data${offset === undefined ? '' : ` at 0x${offset.toString(16)}`} in its first MiB); refusing to format`,
     { details: { device, ...(offset === undefined ? {} : { offset }) } },
   );
+}
+
+export interface Signature {
+  /** blkid's TYPE (ext4, crypto_LUKS, swap, ...), PTTYPE or USAGE. */
+  kind: string;
+  offset?: number | undefined;
+}
+
+/** "ext4 signature at 0x438", for messages. */
+export function describeSignature(found: Signature): string {
+  return `${found.kind} signature${found.offset === undefined ? '' : ` at 0x${found.offset.toString(16)}`}`;
+}
+
+/**
+ * The first signature blkid finds on the device (a file system, a LUKS
+ * header, a partition table, swap), or undefined when it finds none.
+ * @throws E_DEVICE_UNREADABLE when the probe itself fails: doubt is never "nothing there"
+ */
+export async function probeSignature(ctx: ExecContext, device: string, purpose: string): Promise<Signature | undefined> {
+  // -p: low-level probe of the device itself, not the (possibly stale) blkid cache. Exit 2: nothing found.
+  const probe = await exec(ctx, ['blkid', '-p', '-o', 'export', device], { ok: [2], what: `probe ${device} for signatures` }).catch((err: unknown) => {
+    throw luksError('E_DEVICE_UNREADABLE', `Cannot probe ${device} for signatures; refusing to ${purpose}`, { cause: err, details: { device } });
+  });
+  if (probe.code !== 0) return undefined;
+  const found = parseExport(probe.stdout.toString('utf8'));
+  const kind = found['TYPE'] ?? found['PTTYPE'] ?? found['USAGE'] ?? 'unknown';
+  return { kind, offset: await signatureOffset(ctx, device, kind) };
 }
 
 /** Where the signature sits, for the message only: wipefs --no-act lists, it never erases. */

@@ -1,7 +1,8 @@
-import { assertBlank } from './blank.js';
+import { assertBlank, describeSignature, probeSignature } from './blank.js';
 import { luksError, LuksError } from './errors.js';
+import { cryptTargetVersion, deviceBehindSymlink, holderCount, pointSymlink } from './mapping-host.js';
 import { exec, type ExecContext } from './exec.js';
-import { keyedLock } from './lock.js';
+import { keyedLock } from '../util/keyed-lock.js';
 import { hexPassphrase, mangledHexPassphrase } from './passphrase.js';
 import type { Provider } from './providers.js';
 import type { CommandRunner } from './runner.js';
@@ -251,6 +252,14 @@ export function createLuksDriver(options: DriverOptions) {
         if (opts.perfNoWorkqueue !== false && (await supportsPerfFlags())) flags.push('--perf-no_read_workqueue', '--perf-no_write_workqueue');
         let legacyPassphrase = false;
         if (opts.type === 'plain') {
+          // A plain volume's ciphertext carries no signature. One that blkid recognises (a file system,
+          // a LUKS header) is something else, which writing through a plain mapping would destroy.
+          const found = await probeSignature(ctx, path, 'map it as plain');
+          if (found !== undefined) {
+            throw luksError('E_DEVICE_NOT_PLAIN', `Device ${path} holds a ${describeSignature(found)}, so it is not a plain-encrypted volume; refusing to map it as plain`, {
+              details: { device: path, signature: found.kind, ...(found.offset === undefined ? {} : { offset: found.offset }) },
+            });
+          }
           // os-brick's CryptsetupEncryptor command line, so plain volumes map identically.
           const argv = ['cryptsetup', 'create', '--key-file=-', ...flags];
           if (opts.cipher !== undefined) argv.push('--cipher', opts.cipher);
@@ -329,6 +338,16 @@ export function createLuksDriver(options: DriverOptions) {
       });
     },
 
+    /**
+     * Whether `key` opens a keyslot of the LUKS device, without mapping anything
+     * (one PBKDF run): how an attach proves it owns a mapping no record names.
+     */
+    async verifyKey(device: string, key: Uint8Array): Promise<boolean> {
+      const path = await resolveDevice(device);
+      const result = await withKey(key, (stdin) => exec(ctx, ['cryptsetup', 'open', '--test-passphrase', '--key-file=-', path], { stdin, ok: [2], what: `test a key against ${path}` }));
+      return result.code === 0;
+    },
+
     /** Closing an absent mapping is success: detach must be idempotent, and "already gone" is the goal. */
     async close(name: string, opts: { deferred?: boolean } = {}): Promise<{ closed: boolean }> {
       checkName(name);
@@ -352,6 +371,15 @@ export function createLuksDriver(options: DriverOptions) {
       const path = await resolveDevice(device);
       await locks.with([`dev:${path}`], () => exec(ctx, ['cryptsetup', '--batch-mode', 'luksErase', path], { what: `erase the keyslots of ${path}` }));
     },
+
+    /** Holders of the mapping (a mounted file system, a guest). */
+    holders: (name: string): Promise<number> => (checkName(name), holderCount(ctx, name)),
+    /** dm-crypt's version, or undefined when the kernel has no crypt target. */
+    cryptTarget: (): Promise<string | undefined> => cryptTargetVersion(ctx),
+    /** The real device behind os-brick's attachment symlink, when it already points at mapping `name`. */
+    deviceBehindSymlink: async (name: string, link: string): Promise<string> => deviceBehindSymlink(ctx, await status(name), link),
+    /** Points os-brick's attachment symlink at the mapping; returns why not, or undefined. */
+    pointSymlink: (link: string, name: string): Promise<string | undefined> => (checkName(name), pointSymlink(ctx, link, name)),
 
     /** Every crypt mapping the kernel has, whoever made it. */
     async list(): Promise<MappingStatus[]> {

@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { createServer, type AddressInfo, type Socket } from 'node:net';
-import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -197,6 +197,27 @@ describe('portcullisd start, config and stop', () => {
     assert.match(run.stderr, /socket\.mode/);
     assert.match(run.stderr, /socket\.colour: unknown key/);
     assert.match(run.stderr, /limits\.max_pending_requests/);
+  });
+
+  it('refuses a socket directory that another user owns or may write, or that is a symlink (exit 1, E_SOCKET_SETUP)', () => {
+    for (const plant of ['foreign owner', 'world-writable', 'symlink'] as const) {
+      const base = mkdtempSync(join(dir, 'plant-'));
+      const sockDir = join(base, 'sock');
+      if (plant === 'symlink') {
+        mkdirSync(join(base, 'real'));
+        symlinkSync(join(base, 'real'), sockDir);
+      } else {
+        mkdirSync(sockDir);
+        if (plant === 'foreign owner') chownSync(sockDir, NOBODY, NOBODY);
+        else chmodSync(sockDir, 0o777);
+      }
+      const config = join(base, 'c.yaml');
+      writeFileSync(config, `key_manager:\n  backend: local\n  local:\n    path: ${base}/k.db\n    kek_file: ${base}/kek\nsocket:\n  path: ${sockDir}/s.sock\n`);
+      const run = spawnSync(process.execPath, [daemonMain, '--config', config], { encoding: 'utf8', timeout: 60_000 });
+      assert.equal(run.status, 1, `${plant}: ${run.stderr}`);
+      assert.match(run.stderr, /E_SOCKET_SETUP: The socket directory .* refusing to use it/, plant);
+      assert.equal(existsSync(join(sockDir, 's.sock')), false, plant);
+    }
   });
 
   it('replaces a stale socket, and on SIGTERM drains, removes its socket and exits 0', async () => {

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, lstatSync, mkdtempSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
@@ -61,4 +61,36 @@ describe('volumeRegistry()', () => {
     assert.equal(registry.get('vol-a')?.keyId, 'k1');
     assert.match(captured.out(), /cannot save the volume registry/);
   });
+
+  it('never follows a symlink planted at the temporary file: the file it points at stays as it was', () => {
+    const file = fileIn();
+    const victim = join(mkdtempSync(join(tmpdir(), 'portcullis-victim-')), 'passwd');
+    writeFileSync(victim, 'root:x:0:0\n');
+    symlinkSync(victim, `${file}.tmp`);
+    const registry = volumeRegistry(file, capture().log);
+    registry.set('vol-a', { origin: 'attached', device: '/dev/loop3', projectId: 'p1', keyId: 'k1' });
+    assert.equal(readFileSync(victim, 'utf8'), 'root:x:0:0\n');
+    assert.equal(lstatSync(file).isFile(), true);
+    assert.equal(JSON.parse(readFileSync(file, 'utf8')).volumes['vol-a'].keyId, 'k1');
+  });
+
+  it('does not believe a records file that is a symlink, or that another user owns or may write', () => {
+    for (const plant of ['symlink', 'foreign owner', 'world-writable'] as const) {
+      const file = fileIn();
+      const forged = JSON.stringify({ version: 1, volumes: { 'vol-x': { device: '/dev/loop3', projectId: 'p1', keyId: 'k1' } } });
+      if (plant === 'symlink') {
+        const elsewhere = join(mkdtempSync(join(tmpdir(), 'portcullis-forged-')), 'volumes.json');
+        writeFileSync(elsewhere, forged, { mode: 0o600 });
+        symlinkSync(elsewhere, file);
+      } else {
+        writeFileSync(file, forged, { mode: plant === 'world-writable' ? 0o666 : 0o600 });
+        if (plant === 'world-writable') chmodSync(file, 0o666); // the mode option is cut by the umask
+        else chownSync(file, 65534, 65534);
+      }
+      const captured = capture();
+      assert.equal(volumeRegistry(file, captured.log).saved('vol-x', '/dev/loop3'), undefined, plant);
+      assert.match(captured.out(), /ignoring an unreadable volume registry/, plant);
+    }
+  });
 });
+

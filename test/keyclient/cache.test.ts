@@ -177,6 +177,27 @@ describe('cachingKeyManager()', () => {
     await cache.close();
   });
 
+  it('get() of "x/UUID" is not an alias of UUID: it reaches the backend as given, and its refusal leaves the real entry', async () => {
+    const { cache, backend } = await setup();
+    await cache.get(p1, FIXED_KEY_ID);
+    // The fixed backend knows only the bare id: anything else is E_KEY_NOT_FOUND from the backend itself.
+    await rejectsWithCode(cache.get(p1, `x/${FIXED_KEY_ID}`), 'E_KEY_NOT_FOUND');
+    assert.deepEqual(backend.gets.map((g) => g.id), [FIXED_KEY_ID, `x/${FIXED_KEY_ID}`]);
+    const again = await cache.lookup(p1, FIXED_KEY_ID);
+    assert.equal(again.source, 'cache', 'the real entry survived the failed lookup');
+    assert.deepEqual(Buffer.from(again.object.bytes()), keyBytes);
+    await cache.close();
+  });
+
+  it('a refusal of an href alias is remembered for that href only, never for the bare id', async () => {
+    const { cache, faults } = await setup();
+    faults.failNext('get', () => notFound());
+    await rejectsWithCode(cache.get(p1, `http://other.example:9311/v1/secrets/${FIXED_KEY_ID}`), 'E_KEY_NOT_FOUND');
+    const bare = await cache.lookup(p1, FIXED_KEY_ID);
+    assert.equal(bare.source, 'backend', 'the bare id was not answered from the alias\'s remembered denial');
+    await cache.close();
+  });
+
   it('get() keeps entries apart per project and per passed-through token', async () => {
     const { cache, backend } = await setup();
     await cache.get(p1, FIXED_KEY_ID);

@@ -7,7 +7,7 @@ import { symmetricKey } from '../../src/keyclient/objects/index.js';
 import { retryingKeyManager, retryOptionsSchema } from '../../src/keyclient/retry.js';
 import { plainAllocator } from '../../src/keyclient/secure-memory.js';
 import { rejectsWithCode } from '../helpers/errors.js';
-import { faultyKeyManager, forbidden, unavailable, type FaultyKeyManager, type Operation } from '../helpers/faulty-key-manager.js';
+import { faultyKeyManager, forbidden, notFound, unavailable, type FaultyKeyManager, type Operation } from '../helpers/faulty-key-manager.js';
 
 const key = 'cd'.repeat(32);
 const ctx: RequestContext = { projectId: 'project-1' };
@@ -199,5 +199,42 @@ describe('retryingKeyManager()', () => {
     assert.equal((err as KeyClientError).details['attempts'], 1);
     assert.deepEqual([faults.calls.get, closes], [1, 1]);
     assert.equal((await fixed.health()).ok, false);
+  });
+});
+
+describe('retryingKeyManager() delete', () => {
+  /**
+   * A FAKE for a fault a real server cannot be made to produce on cue: the
+   * first delete succeeds at the server but its answer is lost (the
+   * connection drops after the request went out); the key is then gone.
+   */
+  async function lostAnswer(): Promise<{ km: KeyManager; deletes: () => number }> {
+    const fixed = await fixedBackend.create(fixedBackend.optionsSchema.parse({ key, allow_insecure: true }), { allocator: plainAllocator() });
+    let deleted = false;
+    let deletes = 0;
+    const server: KeyManager = {
+      ...fixed,
+      async delete() {
+        deletes += 1;
+        if (deleted) throw notFound();
+        deleted = true;
+        throw unavailable({ requestSent: true });
+      },
+    };
+    return { km: retryingKeyManager(server, retryOptionsSchema.parse({ jitter: false, attempts: 3 }), { sleep: async () => undefined }), deletes: () => deletes };
+  }
+
+  it('a retry that finds the key gone after an attempt whose answer was lost is success, not E_KEY_NOT_FOUND', async () => {
+    const { km, deletes } = await lostAnswer();
+    await km.delete(ctx, FIXED_KEY_ID);
+    assert.equal(deletes(), 2);
+  });
+
+  it('a first attempt that finds nothing is still E_KEY_NOT_FOUND', async () => {
+    const { km } = await setup();
+    const faults = (await setup()).faults;
+    faults.failNext('delete', () => notFound());
+    await rejectsWithCode(retryingKeyManager(faults, retryOptionsSchema.parse({ jitter: false }), { sleep: async () => undefined }).delete(ctx, FIXED_KEY_ID), 'E_KEY_NOT_FOUND');
+    await km.close();
   });
 });

@@ -1,9 +1,16 @@
 import { readFileSync } from 'node:fs';
 import type { Socket } from 'node:net';
 import type { RolesOptions } from '../options.js';
-import type { Peer } from '../service/context.js';
 
 export type Role = 'agent' | 'admin';
+
+/** Who asked, from SO_PEERCRED: for the audit stream. */
+export interface Peer {
+  pid: number;
+  uid: number;
+  gid: number;
+}
+
 
 /** Reads the peer's credentials (SO_PEERCRED) from a connected unix socket; injected so the server has no native dependency. */
 export type PeerReader = (socket: Socket) => Peer;

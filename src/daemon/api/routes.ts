@@ -3,7 +3,7 @@ import { daemonError } from '../errors.js';
 import type { CachingKeyManager } from '../../keyclient/cache.js';
 import type { Metrics } from '../metrics.js';
 import type { EphemeralService } from '../service/ephemeral.js';
-import type { Peer } from '../service/context.js';
+import type { Peer } from './peer.js';
 import type { VolumeService } from '../service/volumes.js';
 import type { Role } from './peer.js';
 import { attachBodySchema, ephemeralAttachBodySchema, ephemeralDetachBodySchema, ID_PATTERN, NAME_PATTERN, resizeBodySchema, type CacheAnswer, type HealthAnswer } from './wire.js';
@@ -22,6 +22,8 @@ export interface RouteInput {
   /** The parsed, validated body, when the route has a schema. */
   body: unknown;
   peer: Peer;
+  /** The peer holds the admin role (sees foreign mappings). */
+  admin: boolean;
 }
 
 /** What a handler answers: JSON, or text (metrics), with a status. */
@@ -72,11 +74,11 @@ export const routes: readonly Route[] = [
   },
   {
     method: 'GET', path: exact('/v1/volumes'), role: 'agent', mutating: false,
-    handle: async (_input, deps) => ok({ volumes: await deps.volumes.list() }),
+    handle: async (input, deps) => ok({ volumes: await deps.volumes.list({ admin: input.admin }) }),
   },
   {
     method: 'GET', path: exact(`/v1/volumes/${NAME}`), role: 'agent', mutating: false,
-    handle: async (input, deps) => ok(await deps.volumes.volume(param(input, 0))),
+    handle: async (input, deps) => ok(await deps.volumes.volume(param(input, 0), { admin: input.admin })),
   },
   {
     method: 'PUT', path: exact(`/v1/ephemeral/${ID}/${ID}`), role: 'agent', mutating: true, body: { schema: ephemeralAttachBodySchema },

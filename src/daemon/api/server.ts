@@ -6,7 +6,7 @@ import { daemonError, httpStatusOf } from '../errors.js';
 import type { admission } from '../limits.js';
 import type { Logger } from '../log.js';
 import type { LimitsOptions, RolesOptions } from '../options.js';
-import type { Peer } from '../service/context.js';
+import type { Peer } from './peer.js';
 import { rolesOf, type PeerReader } from './peer.js';
 import { routes, type RouteAnswer, type RouteDeps } from './routes.js';
 
@@ -93,7 +93,7 @@ export function createApiServer(deps: ApiDeps): ApiServer {
         body = parseBody(raw, route.body.schema);
       }
       const params = (route.path.exec(url.pathname) ?? []).slice(1);
-      const answer = await withTimeout(route.handle({ params, query: url.searchParams, body, peer }, deps), deps.limits().request_timeout_seconds);
+      const answer = await withTimeout(route.handle({ params, query: url.searchParams, body, peer, admin: held.has('admin') }, deps), deps.limits().request_timeout_seconds);
       send(res, answer);
     } catch (err) {
       sendError(res, err, deps.log, `${req.method ?? '?'} ${url.pathname}`);

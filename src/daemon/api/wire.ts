@@ -127,8 +127,8 @@ export interface VolumeAnswer {
   size_bytes: number | null;
   read_only: boolean;
   in_use: boolean;
-  /** Attached through this daemon since it started, or found in the kernel at start (adopted). */
-  origin: 'attached' | 'adopted' | 'kernel';
+  /** Attached through this daemon since it started, adopted at start from its saved record, or foreign (not portcullis'; admins only). */
+  origin: 'attached' | 'adopted' | 'foreign';
   project_id: string | null;
   key_id: string | null;
 }

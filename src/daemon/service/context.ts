@@ -3,20 +3,13 @@ import type { CachingKeyManager, Lookup } from '../../keyclient/cache.js';
 import type { RequestContext } from '../../keyclient/key-manager.js';
 import type { ManagedObject } from '../../keyclient/objects/index.js';
 import type { LuksDriver } from '../../luks/driver.js';
-import type { CommandRunner } from '../../luks/runner.js';
 import { daemonError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import type { LuksOptions } from '../options.js';
 import type { KeySource } from '../api/wire.js';
+import type { Peer } from '../api/peer.js';
 import type { VolumeRegistry } from '../volume-registry.js';
-
-/** Who asked, from SO_PEERCRED: for the audit stream. */
-export interface Peer {
-  pid: number;
-  uid: number;
-  gid: number;
-}
 
 /** What the services need; the daemon builds it once and swaps `keys`/`luks` on reload. */
 export interface ServiceDeps {
@@ -25,23 +18,11 @@ export interface ServiceDeps {
   backend(): string;
   luks(): LuksOptions;
   driver: LuksDriver;
-  /** Privileged commands beside the driver's (dmsetup info, ln). */
-  runner: CommandRunner;
   log: Logger;
   metrics: Metrics;
   /** What the daemon knows of mappings beyond the kernel's view. */
   registry: VolumeRegistry;
 }
-
-export interface VolumeRecord {
-  origin: 'attached' | 'adopted';
-  /** The backing device as the kernel names it; how a saved record is matched to a mapping after a restart. */
-  device?: string | undefined;
-  projectId: string | null;
-  keyId: string | null;
-  keyScope?: 'instance' | 'project';
-}
-
 
 export function keyContext(projectId: string, token: string | undefined): RequestContext {
   return token === undefined ? { projectId } : { projectId, token };

@@ -4,7 +4,9 @@ import { keyError } from '../../keyclient/errors.js';
 import type { RequestContext } from '../../keyclient/key-manager.js';
 import { daemonError } from '../errors.js';
 import type { AttachAnswer, DetachAnswer, EphemeralAttachBody, EphemeralDetachBody, KeySource } from '../api/wire.js';
-import { checkBackend, codeOf, elapsed, fetchKey, keyContext, type Peer, type ServiceDeps } from './context.js';
+import { checkBackend, codeOf, elapsed, fetchKey, keyContext, type ServiceDeps } from './context.js';
+import type { Peer } from '../api/peer.js';
+import { eraseTarget } from './ownership.js';
 import type { VolumeService } from './volumes.js';
 
 /** dm names are at most 127 bytes; "ephemeral-" + instance + "-" + disk must fit. */
@@ -60,6 +62,8 @@ export function ephemeralService(deps: ServiceDeps, volumes: VolumeService) {
       const answer = await volumes.locks.with(lockKeys, async (): Promise<AttachAnswer> => {
         const t = performance.now();
         keyId ??= await findKey(ctx, keyName);
+        const wish = { projectId: body.project_id, keyId: keyId ?? '', provider, readOnly: body.read_only };
+        const existing = await volumes.existingFor(name, wish);
         let created = false;
         if (keyId === undefined) {
           const isLuksType = provider === 'luks' || provider === 'luks2';
@@ -77,12 +81,17 @@ export function ephemeralService(deps: ServiceDeps, volumes: VolumeService) {
         source = created ? 'created' : fetched.source;
         timings.key = elapsed(t);
         try {
+          if (existing !== undefined) await volumes.claimUnowned(name, existing, { ...wish, keyId }, fetched.object);
           const result = await volumes.openWithKey(
             { name, device: body.device, provider, format: 'if-blank', cipher: body.cipher, keySize: body.key_size, readOnly: body.read_only, allowDiscards: body.allow_discards },
             fetched.object,
             timings,
+            existing?.status,
           );
-          deps.registry.set(name, { origin: 'attached', device: result.status?.device ?? body.device, projectId: body.project_id, keyId, keyScope: body.key_scope });
+          const previous = deps.registry.get(name);
+          // Only a key portcullis created for this disk may die with it; the mark survives detach and reattach.
+          const keyCreated = created || (previous?.keyCreated === true && previous.keyId === keyId && previous.projectId === body.project_id);
+          deps.registry.set(name, { origin: previous?.origin ?? 'attached', device: result.status?.device ?? body.device, projectId: body.project_id, keyId, keyScope: body.key_scope, ...(keyCreated ? { keyCreated } : {}) });
           return {
             name,
             mapper_path: `/dev/mapper/${name}`,
@@ -111,36 +120,61 @@ export function ephemeralService(deps: ServiceDeps, volumes: VolumeService) {
     }
   }
 
-  async function detach(instance: string, disk: string, erase: boolean, body: EphemeralDetachBody | undefined, peer: Peer): Promise<DetachAnswer> {
-    const name = ephemeralMappingName(instance, disk);
-    if (!erase) return volumes.detach(name, { deferred: false });
-    if (body === undefined) throw daemonError('E_BAD_REQUEST', 'erase=true needs a JSON body with project_id (whose instance key to delete)', { details: { name } });
+  /** Detach keeps the disk's record (marked detached), so that a later erase knows its device and key. */
+  async function detachOnly(name: string): Promise<DetachAnswer> {
+    const record = deps.registry.get(name);
+    const answer = await volumes.detach(name, { deferred: false });
+    if (record !== undefined && answer.closed) deps.registry.set(name, { ...record, detached: true });
+    return answer;
+  }
+
+  /**
+   * Crypto-erase, on nothing but what the record names: its device (never one
+   * from the body), and the instance key portcullis created for the disk.
+   * Runs under the same device and mapping locks as attach.
+   */
+  async function erase(name: string, body: EphemeralDetachBody, peer: Peer): Promise<DetachAnswer> {
     const started = performance.now();
     const record = deps.registry.get(name);
-    const status = await deps.driver.status(name);
-    const device = status?.device ?? body.device;
-    if (device === undefined) {
-      throw daemonError('E_BAD_REQUEST', `Ephemeral disk ${name} is not mapped; give "device" in the body to erase it`, { details: { name } });
+    if (record !== undefined && record.keyScope === undefined) {
+      throw daemonError('E_ERASE_REFUSED', `Refusing to erase ${name}: it is a volume, not an ephemeral disk; nothing was erased`, { details: { name } });
     }
-    const detached = await volumes.detach(name, { deferred: false });
+    const target = eraseTarget(name, record, { projectId: body.project_id, device: body.device, keyId: body.key?.id });
     const ctx = keyContext(body.project_id, body.auth?.token);
-    let erased = false;
-    if (await deps.driver.isLuks(device)) {
-      await deps.driver.eraseKeyslots(device);
-      erased = true;
-    }
-    // Only an instance key dies with the disk; a project key serves the project's other disks.
-    const keyId = body.key?.id ?? (record?.keyScope === 'instance' ? record.keyId ?? undefined : undefined) ?? (await findKey(ctx, ephemeralKeyName('instance', body.project_id, instance, disk)));
-    let keyDeleted = false;
-    if (keyId !== undefined && record?.keyScope !== 'project') {
-      await deps.keys().delete(ctx, keyId);
-      keyDeleted = true;
-      deps.log.audit('key_access', { op: 'delete', purpose: `ephemeral erase ${name}`, project_id: body.project_id, key_id: keyId, outcome: 'ok', peer_uid: peer.uid, peer_pid: peer.pid });
-    }
-    // A plain disk has no keyslots: deleting its key is the erase.
-    erased ||= keyDeleted;
-    volumes.finished('detach', name, 'ok', started, { ephemeral: true, erase: true, erased, key_deleted: keyDeleted, key_id: keyId ?? null });
-    return { ...detached, erased, key_deleted: keyDeleted, timings_ms: { total: elapsed(started) } };
+    return volumes.locks.with([`dev:${target.device}`, `map:${name}`], async () => {
+      if (deps.registry.get(name) !== record) {
+        throw daemonError('E_ERASE_REFUSED', `Ephemeral disk ${name} changed while this erase waited for it; nothing was erased, retry`, { details: { name } });
+      }
+      const detached = await volumes.closeHeld(name, { deferred: false });
+      let erased = false;
+      if (await deps.driver.isLuks(target.device)) {
+        await deps.driver.eraseKeyslots(target.device);
+        erased = true;
+      }
+      let keyDeleted = false;
+      if (target.keyId !== undefined && deps.keys().capabilities.deletes) {
+        try {
+          await deps.keys().delete(ctx, target.keyId);
+        } catch (err) {
+          // Already gone (an earlier erase whose answer was lost) is what erase wants.
+          if (codeOf(err) !== 'E_KEY_NOT_FOUND') throw err;
+        }
+        keyDeleted = true;
+        deps.log.audit('key_access', { op: 'delete', purpose: `ephemeral erase ${name}`, project_id: body.project_id, key_id: target.keyId, outcome: 'ok', peer_uid: peer.uid, peer_pid: peer.pid });
+      }
+      deps.registry.delete(name);
+      // A plain disk has no keyslots: deleting its key is the erase.
+      erased ||= keyDeleted;
+      volumes.finished('detach', name, 'ok', started, { ephemeral: true, erase: true, erased, key_deleted: keyDeleted, key_id: target.keyId ?? null });
+      return { ...detached, erased, key_deleted: keyDeleted, timings_ms: { total: elapsed(started) } };
+    });
+  }
+
+  async function detach(instance: string, disk: string, doErase: boolean, body: EphemeralDetachBody | undefined, peer: Peer): Promise<DetachAnswer> {
+    const name = ephemeralMappingName(instance, disk);
+    if (!doErase) return detachOnly(name);
+    if (body === undefined) throw daemonError('E_BAD_REQUEST', 'erase=true needs a JSON body with project_id (whose instance key to delete)', { details: { name } });
+    return erase(name, body, peer);
   }
 
   return { attach, detach };

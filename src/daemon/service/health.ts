@@ -1,6 +1,5 @@
 import type { CachingKeyManager } from '../../keyclient/cache.js';
 import type { LuksDriver } from '../../luks/driver.js';
-import type { CommandRunner } from '../../luks/runner.js';
 import type { HealthAnswer, HealthCheck } from '../api/wire.js';
 import { codeOf } from './context.js';
 
@@ -8,7 +7,6 @@ export interface HealthDeps {
   keys(): CachingKeyManager;
   backend(): string;
   driver: LuksDriver;
-  runner: CommandRunner;
   version: string;
   startedAt: number;
   volumes(): number;
@@ -31,11 +29,8 @@ export function healthService(deps: HealthDeps) {
       (v) => ({ ok: true, detail: `cryptsetup ${v.version}` }),
       (err: unknown) => ({ ok: false, detail: `cryptsetup unusable (${codeOf(err)}): install cryptsetup-bin` }),
     );
-    const dm = deps.runner.run(['dmsetup', 'targets'], { timeoutMs: 30_000 }).then(
-      (r) => {
-        const crypt = /^crypt\s+(\S+)/m.exec(r.stdout.toString('utf8'));
-        return crypt !== null ? { ok: true, detail: `dm-crypt ${crypt[1] ?? ''}`.trim() } : { ok: false, detail: 'device-mapper has no crypt target: modprobe dm-crypt' };
-      },
+    const dm = deps.driver.cryptTarget().then(
+      (version) => (version !== undefined ? { ok: true, detail: `dm-crypt v${version}` } : { ok: false, detail: 'device-mapper has no crypt target: modprobe dm-crypt' }),
       () => ({ ok: false, detail: 'dmsetup cannot run: install dmsetup' }),
     );
     return { cryptsetup: await cryptsetup, dm_crypt: await dm };

@@ -1,12 +1,15 @@
 import { performance } from 'node:perf_hooks';
 import type { MappingStatus } from '../../luks/driver.js';
-import { keyedLock } from '../../luks/lock.js';
+import { keyedLock } from '../../util/keyed-lock.js';
 import { resolveProvider, type Provider } from '../../luks/providers.js';
 import type { ManagedObject } from '../../keyclient/objects/index.js';
 import { luksError } from '../../luks/errors.js';
 import { daemonError } from '../errors.js';
 import type { AttachAnswer, AttachBody, DetachAnswer, KeySource, ResizeBody, VolumeAnswer } from '../api/wire.js';
-import { checkBackend, codeOf, elapsed, fetchKey, keyContext, type Peer, type ServiceDeps, type VolumeRecord } from './context.js';
+import { assertSameAttach, ownRecord, type AttachWish } from './ownership.js';
+import { checkBackend, codeOf, elapsed, fetchKey, keyContext, type ServiceDeps } from './context.js';
+import type { Peer } from '../api/peer.js';
+import type { VolumeRecord } from '../volume-registry.js';
 
 /** What an attach needs once the key is known; shared by volumes and ephemeral disks. */
 export interface OpenRequest {
@@ -33,11 +36,39 @@ export function volumeService(deps: ServiceDeps) {
   const { driver } = deps;
 
   /** Opens (formatting first when allowed and provably blank) with `key`; the caller owns and wipes it. */
-  async function openWithKey(req: OpenRequest, key: ManagedObject, timings: AttachAnswer['timings_ms']): Promise<{ opened: boolean; formatted: boolean; keyslotUpgraded: boolean; status: MappingStatus | undefined; uuid: string | null }> {
+  /**
+   * Before an attach opens anything: the mapping the kernel already has under this name, if any, after checking that it is
+   * portcullis' own and was made for this same request (ownership.ts).
+   * @throws E_MAPPING_FOREIGN, E_MAPPING_CONFLICT
+   */
+  async function existingFor(name: string, wish: AttachWish): Promise<{ status: MappingStatus; record: VolumeRecord } | undefined> {
+    const status = await driver.status(name);
+    if (status === undefined) return undefined;
+    const record = ownRecord(name, deps.registry.get(name), 'attach over');
+    assertSameAttach(name, record, status, wish);
+    return { status, record };
+  }
+
+  /**
+   * A record without owners (adopted from an old volumes file) is claimed
+   * only by a key that opens the mapping's LUKS header.
+   * @throws E_MAPPING_CONFLICT
+   */
+  async function claimUnowned(name: string, existing: { status: MappingStatus; record: VolumeRecord }, wish: AttachWish, key: ManagedObject): Promise<void> {
+    const { status, record } = existing;
+    if (record.projectId !== null && record.keyId !== null) return;
+    const proven = wish.provider !== 'plain' && status.device !== undefined && (await driver.verifyKey(status.device, key.bytes()));
+    if (!proven) {
+      throw luksError('E_MAPPING_CONFLICT', `Mapping ${name} has no recorded owner and this key does not open its header; refusing to answer it for this request`, {
+        details: { name, differs: ['key_id'] },
+      });
+    }
+    deps.registry.set(name, { ...record, projectId: wish.projectId, keyId: wish.keyId });
+  }
+
+  async function openWithKey(req: OpenRequest, key: ManagedObject, timings: AttachAnswer['timings_ms'], existing: MappingStatus | undefined): Promise<{ opened: boolean; formatted: boolean; keyslotUpgraded: boolean; status: MappingStatus | undefined; uuid: string | null }> {
     const luks = deps.luks();
     const isLuksType = req.provider === 'luks' || req.provider === 'luks2';
-    // Only LUKS needs to know first: an open mapping means no isLuks/format question (plain has none).
-    const existing = isLuksType ? await driver.status(req.name) : undefined;
     let formatted = false;
     if (isLuksType && existing === undefined && !(await driver.isLuks(req.device))) {
       if (req.format !== 'if-blank') {
@@ -98,15 +129,20 @@ export function volumeService(deps: ServiceDeps) {
           // os-brick's NoOpEncryptor: the volume is not encrypted; the agent uses the device itself.
           return { name, mapper_path: body.device, device: body.device, provider, luks_uuid: null, size_bytes: null, key_id: null, key_source: null, opened: false, formatted: false, keyslot_upgraded: false, timings_ms: timings };
         }
-        const device = body.symlink ? await deviceBehindSymlink(name, body.device) : body.device;
+        const device = body.symlink ? await driver.deviceBehindSymlink(name, body.device) : body.device;
         const t = performance.now();
+        // The key first: whether this project may use it at all is the first question, for any mapping state.
         const { object: key, source } = await fetchKey(deps, keyContext(body.project_id, body.auth?.token), body.key.id, peer, `attach ${name}`);
         keySource = source;
         timings.key = elapsed(t);
         try {
-          const result = await openWithKey({ name, device, provider, format: body.format, cipher: body.cipher, keySize: body.key_size, readOnly: body.read_only, allowDiscards: body.allow_discards }, key, timings);
-          const record: VolumeRecord = { origin: 'attached', device: result.status?.device ?? device, projectId: body.project_id, keyId: body.key.id };
-          deps.registry.set(name, record);
+          const wish: AttachWish = { projectId: body.project_id, keyId: body.key.id, provider, readOnly: body.read_only };
+          const existing = await existingFor(name, wish);
+          const req: OpenRequest = { name, device, provider, format: body.format, cipher: body.cipher, keySize: body.key_size, readOnly: body.read_only, allowDiscards: body.allow_discards };
+          if (existing !== undefined) await claimUnowned(name, existing, wish, key);
+          const result = await openWithKey(req, key, timings, existing?.status);
+          // An idempotent answer keeps the record it was checked against (and its origin).
+          if (result.opened) deps.registry.set(name, { origin: 'attached', device: result.status?.device ?? device, projectId: body.project_id, keyId: body.key.id });
           if (body.symlink) await replaceSymlink(body.device, name);
           return {
             name,
@@ -136,57 +172,40 @@ export function volumeService(deps: ServiceDeps) {
     }
   }
 
-  /**
-   * os-brick replaces the attachment's symlink with one to the mapping. A
-   * second attach then finds the link pointing at our mapping already: the
-   * real device is the mapping's backing device.
-   */
-  async function deviceBehindSymlink(name: string, link: string): Promise<string> {
-    const status = await driver.status(name);
-    if (status?.device === undefined) return link;
-    // Both resolved the same way (/dev/mapper/X may itself be a link to /dev/dm-N): only our own mapping counts.
-    const real = await deps.runner.run(['readlink', '-f', link, status.mapperPath], { timeoutMs: 10_000 });
-    const [linkTarget, mappingTarget] = real.stdout.toString('utf8').trim().split('\n');
-    return linkTarget !== undefined && linkTarget === mappingTarget ? status.device : link;
-  }
-
   async function replaceSymlink(link: string, name: string): Promise<void> {
-    // Only ever a symlink: `ln --force` over a device node would replace the node itself.
-    const isLink = await deps.runner.run(['test', '-L', link], { timeoutMs: 10_000 });
-    if (isLink.code !== 0) {
-      deps.log.warn('symlink requested but the device path is not a symlink, ignoring', { link, name });
-      return;
-    }
-    const result = await deps.runner.run(['ln', '--symbolic', '--force', '--no-dereference', `/dev/mapper/${name}`, link], { timeoutMs: 10_000 });
-    if (result.code !== 0) deps.log.warn('could not point the device symlink at the mapping, ignoring', { link, name, stderr: result.stderr.toString('utf8').trim() });
+    const failed = await driver.pointSymlink(link, name);
+    if (failed !== undefined) deps.log.warn('could not point the device symlink at the mapping, ignoring', { link, name, reason: failed });
   }
 
-  async function holders(name: string): Promise<number> {
-    const info = await deps.runner.run(['dmsetup', 'info', '-c', '--noheadings', '-o', 'open', name], { timeoutMs: 30_000 });
-    const count = Number.parseInt(info.stdout.toString('utf8').trim(), 10);
-    return Number.isFinite(count) ? count : 0;
+  /**
+   * Detach for a caller that already holds the name's lock (attach, erase).
+   * Idempotent: an absent mapping answers closed false.
+   * @throws E_MAPPING_FOREIGN, E_VOLUME_BUSY
+   */
+  async function closeHeld(name: string, options: { deferred: boolean }): Promise<DetachAnswer> {
+    const status = await driver.status(name);
+    if (status === undefined) {
+      // Already gone is what detach wants: idempotent, as os-brick's close of an absent mapping.
+      if (deps.registry.get(name)?.detached !== true) deps.registry.delete(name);
+      return { name, closed: false, deferred: false, timings_ms: { total: 0 } };
+    }
+    ownRecord(name, deps.registry.get(name), 'detach');
+    const open = await driver.holders(name);
+    if (open > 0 && !options.deferred) {
+      throw daemonError('E_VOLUME_BUSY', `Volume ${name} is held open by ${open} holder(s) (mounted, or in use by a guest); refusing to detach. Release it first, or detach with ?deferred=true`, {
+        details: { name, holders: open },
+      });
+    }
+    await driver.close(name, { deferred: options.deferred });
+    // A deferred close keeps the record until the kernel removes the mapping; list() prunes it then.
+    if (!options.deferred || open === 0) deps.registry.delete(name);
+    return { name, closed: true, deferred: options.deferred && open > 0, timings_ms: { total: 0 } };
   }
 
   async function detach(name: string, options: { deferred: boolean }): Promise<DetachAnswer> {
     const started = performance.now();
     try {
-      const answer = await locks.with([`map:${name}`], async (): Promise<DetachAnswer> => {
-        const status = await driver.status(name);
-        if (status === undefined) {
-          // Already gone is what detach wants: idempotent, as os-brick's close of an absent mapping.
-          deps.registry.delete(name);
-          return { name, closed: false, deferred: false, timings_ms: { total: 0 } };
-        }
-        const open = await holders(name);
-        if (open > 0 && !options.deferred) {
-          throw daemonError('E_VOLUME_BUSY', `Volume ${name} is held open by ${open} holder(s) (mounted, or in use by a guest); refusing to detach. Release it first, or detach with ?deferred=true`, {
-            details: { name, holders: open },
-          });
-        }
-        await driver.close(name, { deferred: options.deferred });
-        if (!options.deferred || open === 0) deps.registry.delete(name);
-        return { name, closed: true, deferred: options.deferred && open > 0, timings_ms: { total: 0 } };
-      });
+      const answer = await locks.with([`map:${name}`], () => closeHeld(name, options));
       answer.timings_ms.total = elapsed(started);
       finished('detach', name, 'ok', started, { closed: answer.closed, deferred: answer.deferred });
       return answer;
@@ -202,6 +221,10 @@ export function volumeService(deps: ServiceDeps) {
     try {
       const answer = await locks.with([`map:${name}`], async () => {
         if ((await driver.status(name)) === undefined) throw notFound(name);
+        const record = ownRecord(name, deps.registry.get(name), 'resize');
+        if (record.projectId !== null && record.projectId !== body.project_id) {
+          throw luksError('E_MAPPING_CONFLICT', `Mapping ${name} was attached for another project; refusing to resize it for ${body.project_id}`, { details: { name, differs: ['project_id'] } });
+        }
         const { object: key } = await fetchKey(deps, keyContext(body.project_id, body.auth?.token), body.key.id, peer, `resize ${name}`);
         try {
           await driver.resize(name, key.bytes());
@@ -238,36 +261,62 @@ export function volumeService(deps: ServiceDeps) {
       size_bytes: sizeOf(status),
       read_only: status.readOnly,
       in_use: status.inUse,
-      origin: record?.origin ?? 'kernel',
+      origin: record === undefined || record.detached === true ? 'foreign' : record.origin,
       project_id: record?.projectId ?? null,
       key_id: record?.keyId ?? null,
     };
   }
 
-  async function volume(name: string): Promise<VolumeAnswer> {
+  /** Foreign mappings are shown to admins only: to an agent they do not exist. */
+  const visible = (name: string, admin: boolean) => admin || (deps.registry.has(name) && deps.registry.get(name)?.detached !== true);
+
+  async function volume(name: string, view: { admin: boolean } = { admin: true }): Promise<VolumeAnswer> {
     const status = await driver.status(name);
-    if (status === undefined) throw notFound(name);
+    if (status === undefined || !visible(name, view.admin)) throw notFound(name);
     return answerOf(status);
   }
 
   return {
     attach,
     detach,
+    closeHeld,
     resize,
     volume,
+    existingFor,
+    claimUnowned,
     openWithKey,
     locks,
     finished,
-    async list(): Promise<VolumeAnswer[]> {
-      return (await driver.list()).map(answerOf).sort((a, b) => a.name.localeCompare(b.name));
-    },
-    /** At start: every crypt mapping the kernel has becomes known, so a restart neither loses nor duplicates one. */
-    async adopt(): Promise<number> {
+    async list(view: { admin: boolean } = { admin: true }): Promise<VolumeAnswer[]> {
       const mappings = await driver.list();
-      for (const m of mappings) {
-        if (!deps.registry.has(m.name)) deps.registry.set(m.name, deps.registry.saved(m.name, m.device) ?? { origin: 'adopted', device: m.device, projectId: null, keyId: null });
+      // Records of mappings the kernel no longer has (a deferred detach that completed) go.
+      const live = new Set(mappings.map((m) => m.name));
+      for (const name of deps.registry.names()) {
+        if (!live.has(name) && deps.registry.get(name)?.detached !== true && !locks.held(`map:${name}`)) deps.registry.delete(name);
       }
-      return mappings.length;
+      return mappings
+        .filter((m) => visible(m.name, view.admin))
+        .map(answerOf)
+        .sort((a, b) => a.name.localeCompare(b.name));
+    },
+    /**
+     * At start: the kernel's mappings that the saved records name (same name,
+     * same device) become known again, so a restart neither loses nor
+     * duplicates one. Every other crypt mapping is foreign and left alone.
+     */
+    async adopt(): Promise<{ adopted: number; foreign: number }> {
+      const mappings = await driver.list();
+      let adopted = 0;
+      for (const m of mappings) {
+        const saved = deps.registry.has(m.name) ? undefined : deps.registry.saved(m.name, m.device);
+        if (saved !== undefined) {
+          deps.registry.set(m.name, saved);
+          adopted += 1;
+        } else if (!deps.registry.has(m.name)) {
+          deps.log.info('foreign crypt mapping, not adopted', { name: m.name, device: m.device ?? null });
+        }
+      }
+      return { adopted, foreign: mappings.length - adopted };
     },
   };
 }

@@ -7,6 +7,8 @@ export interface KeyedLock {
   with<T>(keys: readonly string[], fn: () => Promise<T>): Promise<T>;
   /** Keys currently held or waited for; for tests and stats. */
   size(): number;
+  /** Whether `key` is held or waited for now. */
+  held(key: string): boolean;
 }
 
 export function keyedLock(): KeyedLock {
@@ -39,5 +41,6 @@ export function keyedLock(): KeyedLock {
       }
     },
     size: () => tails.size,
+    held: (key) => tails.has(key),
   };
 }

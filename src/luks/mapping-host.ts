@@ -1,0 +1,47 @@
+import { exec, type ExecContext } from './exec.js';
+import type { MappingStatus } from './status.js';
+
+/**
+ * What the driver asks of the host about a mapping beyond cryptsetup: its
+ * holders, the device-mapper's crypt target, and os-brick's attachment
+ * symlink. Here, so that only src/luks touches devices and mappings.
+ */
+
+/** How many holders (a mounted file system, a guest) keep the mapping open. */
+export async function holderCount(ctx: ExecContext, name: string): Promise<number> {
+  const info = await exec(ctx, ['dmsetup', 'info', '-c', '--noheadings', '-o', 'open', name], { ok: [1], what: `count the holders of ${name}` });
+  const count = Number.parseInt(info.stdout.toString('utf8').trim(), 10);
+  return Number.isFinite(count) ? count : 0;
+}
+
+/** The kernel's dm-crypt target version ("1.24.0"), or undefined when device-mapper has none. */
+export async function cryptTargetVersion(ctx: ExecContext): Promise<string | undefined> {
+  const targets = await exec(ctx, ['dmsetup', 'targets'], { what: 'list device-mapper targets' });
+  const crypt = /^crypt\s+v?(\S+)/m.exec(targets.stdout.toString('utf8'));
+  return crypt?.[1];
+}
+
+/**
+ * os-brick replaces the attachment's symlink with one to the mapping. A
+ * second attach then finds the link pointing at our mapping already: the
+ * real device is the mapping's backing device.
+ */
+export async function deviceBehindSymlink(ctx: ExecContext, status: MappingStatus | undefined, link: string): Promise<string> {
+  if (status?.device === undefined) return link;
+  // Both resolved the same way (/dev/mapper/X may itself be a link to /dev/dm-N): only our own mapping counts.
+  const real = await exec(ctx, ['readlink', '-f', link, status.mapperPath], { ok: [1], what: `resolve ${link}` });
+  const [linkTarget, mappingTarget] = real.stdout.toString('utf8').trim().split('\n');
+  return linkTarget !== undefined && linkTarget === mappingTarget ? status.device : link;
+}
+
+/**
+ * Points os-brick's attachment symlink at the mapping.
+ * @returns why it did not, or undefined when it did
+ */
+export async function pointSymlink(ctx: ExecContext, link: string, name: string): Promise<string | undefined> {
+  // Only ever a symlink: `ln --force` over a device node would replace the node itself.
+  const isLink = await exec(ctx, ['test', '-L', link], { ok: [1], what: `check that ${link} is a symlink` });
+  if (isLink.code !== 0) return 'the device path is not a symlink';
+  const result = await exec(ctx, ['ln', '--symbolic', '--force', '--no-dereference', `/dev/mapper/${name}`, link], { ok: [1], what: `point ${link} at ${name}` });
+  return result.code === 0 ? undefined : result.stderr.toString('utf8').trim();
+}
