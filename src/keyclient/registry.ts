@@ -1,7 +1,7 @@
 import type { BackendDefinition } from './backend.js';
-import { barbicanBackend } from './backends/barbican.js';
+import { barbicanBackend } from './backends/barbican/backend.js';
 import { fixedBackend } from './backends/fixed.js';
-import { localBackend } from './backends/local.js';
+import { localBackend } from './backends/local/backend.js';
 
 /**
  * Config names → backends. Static on purpose: config can name a backend but

@@ -6,7 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { barbicanBackend } from '../../src/keyclient/backends/barbican.js';
+import { barbicanBackend } from '../../src/keyclient/backends/barbican/backend.js';
 import type { KeyManager } from '../../src/keyclient/key-manager.js';
 import { plainAllocator } from '../../src/keyclient/secure-memory.js';
 import { startBarbican, type BarbicanServer } from '../fixtures/barbican-server.js';
