@@ -27,6 +27,7 @@ export const keyClientErrors = {
   E_KEYSTORE_INTEGRITY: 'A local keystore record failed authentication (edited, swapped or corrupted row).',
   E_KEYSTORE_KEK: 'The local keystore key-encryption key is missing, unreadable, too permissive or does not match the keystore.',
   E_KEYSTORE_FILE: 'The local keystore database file cannot be used (mode, ownership, corruption).',
+  E_KMIP_DECODE: 'A KMIP message is not valid TTLV (unknown type, wrong length, non-zero padding, too deep, or over the size limit).',
 } as const satisfies ErrorRegistry;
 
 export type KeyClientErrorCode = keyof typeof keyClientErrors;

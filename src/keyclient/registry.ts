@@ -1,6 +1,7 @@
 import type { BackendDefinition } from './backend.js';
 import { barbicanBackend } from './backends/barbican/backend.js';
 import { fixedBackend } from './backends/fixed.js';
+import { kmipBackend } from './backends/kmip/backend.js';
 import { localBackend } from './backends/local/backend.js';
 
 /**
@@ -10,6 +11,7 @@ import { localBackend } from './backends/local/backend.js';
 export const backends = {
   local: localBackend,
   barbican: barbicanBackend,
+  kmip: kmipBackend,
   fixed: fixedBackend,
 } as const satisfies Record<string, BackendDefinition>;
 
