@@ -46,7 +46,8 @@ const typeNames = new Map<number, ItemTypeName>(Object.entries(ItemType).map(([n
 export const MAX_DEPTH = 16;
 const HEADER = 8;
 
-const pad8 = (n: number) => (n + 7) & ~7;
+// Arithmetic, not `(n + 7) & ~7`: bit operators work on 32-bit signed ints, and a hostile length of 0xFFFFFFF8 would wrap negative.
+const pad8 = (n: number) => Math.ceil(n / 8) * 8;
 
 function valueLength(item: TtlvItem): number {
   switch (item.type) {
