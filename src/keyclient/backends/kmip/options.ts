@@ -1,4 +1,4 @@
-import { accessSync, constants, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { keyError } from '../../errors.js';
@@ -8,10 +8,11 @@ import type { ProtocolVersion } from './messages.js';
 /**
  * The kmip backend's options (key_manager.kmip). The CA, client certificate
  * and client key each come from a file (`ca_file`) or a systemd credential
- * (`ca_credential`, read from $CREDENTIALS_DIRECTORY). Both are resolved to
- * a path and checked readable while the config is validated, so a missing
- * file is reported with every other config error; the bytes are read when
- * the backend is created, and the key's bytes are wiped once TLS holds them.
+ * (`ca_credential`, read from $CREDENTIALS_DIRECTORY), resolved to a path
+ * here. The files are read when the backend is created, like the local
+ * keystore's KEK: a config stays valid before they exist (examples/kmip.yaml
+ * names what `make kmip-dev` writes), and the key's bytes are wiped as soon
+ * as TLS holds them.
  */
 
 const credentialName = () => z.string().regex(/^[A-Za-z0-9_.@-]+$/, 'must be a credential name').optional();
@@ -55,13 +56,7 @@ export const kmipOptionsSchema = z
         }
         path = join(dir, credential);
       }
-      try {
-        accessSync(path as string, constants.R_OK);
-        out[`${name}_file`] = path;
-      } catch (err) {
-        const key = credential !== undefined ? `${name}_credential` : `${name}_file`;
-        ctx.addIssue({ code: 'custom', path: [key], message: `cannot read ${path} (${(err as NodeJS.ErrnoException).code ?? 'error'})` });
-      }
+      out[`${name}_file`] = path;
     }
     return out as Omit<typeof opts, 'ca_credential' | 'cert_credential' | 'key_credential'> & { ca_file: string; cert_file: string; key_file: string };
   });
