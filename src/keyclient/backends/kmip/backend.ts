@@ -1,19 +1,21 @@
 import { randomFillSync } from 'node:crypto';
 import tls from 'node:tls';
 import { defineBackend, type BackendDeps } from '../../backend.js';
-import { keyError, type KeyClientError } from '../../errors.js';
+import { keyError } from '../../errors.js';
 import type { KeyManager, RequestContext } from '../../key-manager.js';
 import { objectOfType, objectTypes, type ManagedObject } from '../../objects/index.js';
 import type { SecretBuffer } from '../../secure-memory.js';
 import { createKmipClient, type KmipClient } from './client.js';
 import { CryptographicAlgorithm, ObjectType, Operation, ResultReason, ResultStatus, RevocationReasonCode, State } from './enums.js';
-import { attribute, child, describeFailure, enm, findAll, int, struct, text, versionText, type RequestItem, type ResponseItem } from './messages.js';
+import { attribute, child, enm, findAll, int, struct, text, versionText, type RequestItem, type ResponseItem } from './messages.js';
 import { algorithmCode, kmipTypeOf, METADATA_ATTRIBUTES, metadataFrom, ownership, registrable, secretFromGet, usageFor, type KmipMetadata } from './objects.js';
 import { kmipOptionsSchema, parseVersion, readPem, type KmipOptions } from './options.js';
+import { notFoundError, resultError } from './results.js';
 import { Tag } from './tags.js';
+import type { TtlvItem } from './ttlv.js';
 
 /**
- * A KMIP key manager over mutual TLS (KMIP 1.0–1.4 messages). One service
+ * A KMIP key manager over mutual TLS (KMIP 1.0–1.4 and 2.0). One service
  * certificate serves every project; portcullis records each object's project
  * in an Application Specific Information attribute and shows an object only
  * to that project (others get E_KEY_NOT_FOUND, as if it did not exist).
@@ -21,7 +23,7 @@ import { Tag } from './tags.js';
  */
 export const kmipBackend = defineBackend({
   name: 'kmip',
-  description: 'KMIP 1.x key manager or HSM over mutual TLS (port 5696): Create, Register, Get, Locate, Revoke, Destroy',
+  description: 'KMIP 1.0-2.0 key manager or HSM over mutual TLS (port 5696): Create, Register, Get, Locate, Revoke, Destroy',
   optionsSchema: kmipOptionsSchema,
   create: async (options, deps) => kmipKeyManager(options, deps),
 });
@@ -84,39 +86,8 @@ export function kmipKeyManager(options: KmipOptions, deps: BackendDeps): KmipKey
   const checkName = (name: string | undefined) => {
     if (name !== undefined && (name.length === 0 || name.length > MAX_NAME)) throw keyError('E_INVALID_ARGUMENT', `An object name is 1 to ${MAX_NAME} characters; nothing was sent`);
   };
-  const notFound = (ctx: RequestContext, id: string) => keyError('E_KEY_NOT_FOUND', `KMIP server ${where} has no object ${id} for project ${ctx.projectId}`, { details: { id } });
-
-  /** A failed batch item as the error contract names it. */
-  function failure(item: ResponseItem | undefined, what: string, ctx: RequestContext, id?: string): KeyClientError {
-    if (item === undefined) return keyError('E_BACKEND_PROTOCOL', `KMIP server ${where} did not answer ${what}`);
-    const said = describeFailure(item);
-    const details = { resultReason: item.reason, ...(id ? { id } : {}) };
-    switch (item.reason) {
-      case ResultReason.ItemNotFound:
-      case ResultReason.ObjectNotFound:
-      case ResultReason.ObjectDestroyed:
-        return id !== undefined ? notFound(ctx, id) : keyError('E_INVALID_ARGUMENT', `KMIP server ${where} refused ${what}: ${said}`, { details });
-      case ResultReason.PermissionDenied:
-      case ResultReason.NotAuthorised:
-        return keyError('E_KEY_FORBIDDEN', `KMIP server ${where} refused ${what} for this client certificate: ${said}`, { details });
-      case ResultReason.AuthenticationNotSuccessful:
-        return keyError('E_BACKEND_AUTH', `KMIP server ${where} did not accept the client's credentials for ${what}: ${said}`, { details });
-      case ResultReason.OperationNotSupported:
-      case ResultReason.FeatureNotSupported:
-      case ResultReason.KeyFormatTypeNotSupported:
-        return keyError('E_NOT_SUPPORTED', `KMIP server ${where} does not support ${what}: ${said}`, { details });
-      case ResultReason.InvalidField:
-      case ResultReason.InvalidMessage:
-      case ResultReason.MissingData:
-      case ResultReason.IllegalOperation:
-      case ResultReason.IndexOutOfBounds:
-        return keyError('E_INVALID_ARGUMENT', `KMIP server ${where} refused ${what}: ${said}`, { details });
-      case ResultReason.ResponseTooLarge:
-        return keyError('E_BACKEND_PROTOCOL', `KMIP server ${where} says the answer to ${what} is over ${MAX_RESPONSE_BYTES} bytes; narrow the request`, { details });
-      default:
-        return keyError('E_BACKEND_UNAVAILABLE', `KMIP server ${where} failed ${what}: ${said}`, { details: { ...details, requestSent: true } });
-    }
-  }
+  const notFound = (ctx: RequestContext, id: string) => notFoundError(where, ctx.projectId, id);
+  const failure = (item: ResponseItem | undefined, what: string, ctx: RequestContext, id?: string) => resultError(item, { where, what, projectId: ctx.projectId, id, maxResponseBytes: MAX_RESPONSE_BYTES });
 
   const ok = (item: ResponseItem | undefined, what: string, ctx: RequestContext, id?: string): ResponseItem => {
     if (item?.status !== ResultStatus.Success) throw failure(item, what, ctx, id);
@@ -137,7 +108,7 @@ export function kmipKeyManager(options: KmipOptions, deps: BackendDeps): KmipKey
     return meta as KmipMetadata & { type: NonNullable<KmipMetadata['type']> };
   }
 
-  const template = (attrs: unknown[]) => struct(Tag.TemplateAttribute, attrs as never[]);
+  const template = (attrs: TtlvItem[]) => struct(Tag.TemplateAttribute, attrs);
 
   async function register(ctx: RequestContext, objectItem: ReturnType<typeof registrable>, name: string | undefined, activate: boolean): Promise<string> {
     const payload = [enm(Tag.ObjectType, objectItem.objectType), template([...objectItem.attributes, ...ownership(ctx.projectId, name)]), objectItem.object];

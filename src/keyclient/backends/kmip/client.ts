@@ -1,4 +1,5 @@
 import { keyError, type KeyClientError } from '../../errors.js';
+import { toVersion } from './attributes.js';
 import { openConnection, type Connection, type TlsSettings } from './connection.js';
 import { Operation, ResultReason, ResultStatus } from './enums.js';
 import { describeFailure, findAll, parseResponse, requestMessage, versionItem, versionText, child, type ProtocolVersion, type RequestItem, type Response } from './messages.js';
@@ -14,8 +15,9 @@ import { Tag } from './tags.js';
  * when it is safe to repeat (reads).
  */
 
-/** What this client can speak: KMIP 1.x message layouts (2.0 changed the attribute encoding). */
+/** What this client can speak, preferred first: 2.0, and the 1.x layouts (attributes.ts bridges the two). */
 export const SUPPORTED_VERSIONS: readonly ProtocolVersion[] = [
+  { major: 2, minor: 0 },
   { major: 1, minor: 4 },
   { major: 1, minor: 3 },
   { major: 1, minor: 2 },
@@ -164,7 +166,7 @@ export function createKmipClient(options: ClientOptions): KmipClient {
   async function attempt<T>(items: RequestItem[], use: (response: Response) => T, fresh: boolean, sendOptions: SendOptions): Promise<T> {
     const p = await acquire(fresh);
     try {
-      const { message, batchIds } = requestMessage(p.version, items, { maxResponseSize: options.maxResponseBytes, continueOnError: sendOptions.continueOnError === true });
+      const { message, batchIds } = requestMessage(p.version, toVersion(p.version, items), { maxResponseSize: options.maxResponseBytes, continueOnError: sendOptions.continueOnError === true });
       return await p.conn.exchange(message, options.timeoutMs, (m) => use(parseResponse(m, batchIds)));
     } finally {
       release(p);

@@ -3,7 +3,8 @@ import { keyError } from '../../errors.js';
 import type { ManagedObject, ObjectMetadata, ObjectType as PortcullisType } from '../../objects/index.js';
 import { copySecret, type SecretBuffer, type SecureAllocator } from '../../secure-memory.js';
 import { CertificateType, CryptographicAlgorithm, enumName, KeyFormatType, NameType, ObjectType, OpaqueDataType, SecretDataType, UsageMask } from './enums.js';
-import { attribute, bytes, child, enm, find, findAll, int, struct, text } from './messages.js';
+import { attributesOf } from './attributes.js';
+import { attribute, bytes, child, enm, find, int, struct, text } from './messages.js';
 import { Tag } from './tags.js';
 import type { TtlvItem } from './ttlv.js';
 
@@ -124,10 +125,7 @@ export const METADATA_ATTRIBUTES = ['Object Type', 'Name', 'Application Specific
 export function metadataFrom(id: string, payload: TtlvItem[]): KmipMetadata {
   const out: KmipMetadata = { type: undefined, kmipType: undefined, projects: [], names: [], meta: { id }, state: undefined };
   // KMIP 1.x answers Attribute structures; 2.0 one Attributes structure of tagged values.
-  for (const attr of findAll(payload, Tag.Attribute)) {
-    const name = child(attr, Tag.AttributeName, 'textString').value;
-    const value = findAll(attr, Tag.AttributeValue)[0];
-    if (value === undefined) continue;
+  for (const { name, value } of attributesOf(payload)) {
     switch (name) {
       case 'Object Type':
         if (value.type === 'enumeration') {

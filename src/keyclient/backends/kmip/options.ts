@@ -31,7 +31,7 @@ export const kmipOptionsSchema = z
     /** The name the server's certificate must carry, when it is not `host`. */
     server_name: z.string().min(1).optional(),
     /** Pin one protocol version instead of negotiating (DiscoverVersions offers only it). */
-    protocol_version: z.enum(['1.0', '1.1', '1.2', '1.3', '1.4']).optional(),
+    protocol_version: z.enum(['1.0', '1.1', '1.2', '1.3', '1.4', '2.0']).optional(),
     /** Seconds per request (and per connect and handshake). */
     timeout_seconds: seconds().positive().max(600).default(30),
     /** Persistent TLS connections kept to the server; requests beyond wait for one. */

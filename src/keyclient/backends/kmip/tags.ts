@@ -72,11 +72,12 @@ export const Tag = {
   UniqueBatchItemId: 0x420093,
   UniqueIdentifier: 0x420094,
   VendorIdentification: 0x42009d,
-  // KMIP 2.0 (decoded only: this client speaks 1.x messages)
+  // KMIP 2.0
   Attributes: 0x420125,
   CommonAttributes: 0x420126,
   PrivateKeyAttributes: 0x420127,
   PublicKeyAttributes: 0x420128,
+  AttributeReference: 0x42013b,
 } as const;
 
 export type TagName = keyof typeof Tag;

@@ -24,9 +24,16 @@ async function open(extra: Record<string, unknown> = {}, cert = kmip.client): Pr
   return (await kmipBackend.create(kmipBackend.optionsSchema.parse(kmip.options(cert, extra)), { allocator })) as KmipKeyManager;
 }
 
+// Twice: as negotiated (PyKMIP and portcullis agree on KMIP 2.0), and pinned to 1.2 (1.x attribute encoding).
 keyManagerContract({
-  name: 'kmip (PyKMIP)',
+  name: 'kmip (PyKMIP, negotiated: KMIP 2.0)',
   open: () => open(),
+  projectA: () => ({ projectId: 'project-a' }),
+  projectB: () => ({ projectId: 'project-b' }),
+});
+keyManagerContract({
+  name: 'kmip (PyKMIP, protocol_version 1.2)',
+  open: () => open({ protocol_version: '1.2' }),
   projectA: () => ({ projectId: 'project-a' }),
   projectB: () => ({ projectId: 'project-b' }),
 });

@@ -63,18 +63,24 @@ describe('kmip connection pool', () => {
     }
   });
 
-  it('negotiates the highest version both speak (1.4 with PyKMIP), or the one pinned by protocol_version', async () => {
+  it('negotiates the highest version both speak (2.0 with PyKMIP), or the one pinned by protocol_version', async () => {
     const negotiated = await open();
-    const pinned = await open({ protocol_version: '1.1' });
     try {
       await negotiated.health();
-      assert.deepEqual(negotiated.client.version(), { major: 1, minor: 4 });
-      const id = await pinned.createKey(a, { algorithm: 'aes', length: 128 });
-      assert.deepEqual(pinned.client.version(), { major: 1, minor: 1 });
-      assert.equal((await pinned.get(a, id)).bytes().length, 16);
+      assert.deepEqual(negotiated.client.version(), { major: 2, minor: 0 });
     } finally {
       await negotiated.close();
-      await pinned.close();
+    }
+    for (const [pin, version] of [['1.4', { major: 1, minor: 4 }], ['1.1', { major: 1, minor: 1 }]] as const) {
+      const pinned = await open({ protocol_version: pin });
+      try {
+        const id = await pinned.createKey(a, { algorithm: 'aes', length: 128, name: `pinned-${pin}` });
+        assert.deepEqual(pinned.client.version(), version);
+        assert.equal((await pinned.get(a, id)).bytes().length, 16);
+        assert.deepEqual((await pinned.list(a, { name: `pinned-${pin}` })).map((o) => o.id), [id]);
+      } finally {
+        await pinned.close();
+      }
     }
   });
 

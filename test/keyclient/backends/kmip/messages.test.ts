@@ -7,6 +7,7 @@
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import { attributesOf, toVersion } from '../../../../src/keyclient/backends/kmip/attributes.js';
 import { CryptographicAlgorithm, ObjectType, Operation, ResultStatus, UsageMask } from '../../../../src/keyclient/backends/kmip/enums.js';
 import { attribute, child, enm, int, parseResponse, requestMessage, struct, text } from '../../../../src/keyclient/backends/kmip/messages.js';
 import { nameAttribute, secretFromGet } from '../../../../src/keyclient/backends/kmip/objects.js';
@@ -120,5 +121,36 @@ describe('KMIP Test Cases v1.1: responses decode to what the document says', () 
     const response = parseResponse(decodeTtlv(getResponse, limits), [Buffer.alloc(4)]);
     const secret = secretFromGet(response.items[0]?.payload ?? [], 'symmetric', plainAllocator());
     assert.deepEqual(secret.view(), Buffer.from('7367578051012A6D134A855E25C8CD5E4CA131455729D3C8', 'hex'));
+  });
+});
+
+describe('KMIP 2.0 attribute encoding (2.0 specification §7.2: attributes under their own tags)', () => {
+  const v20 = { major: 2, minor: 0 };
+  const template = struct(Tag.TemplateAttribute, [attribute('Cryptographic Algorithm', enm(0, CryptographicAlgorithm.AES)), attribute('Cryptographic Length', int(0, 128)), nameAttribute('Key1')]);
+
+  it('toVersion() turns a Template-Attribute into an Attributes structure of tagged values, and leaves 1.x alone', () => {
+    const create = [{ operation: Operation.Create, payload: [enm(Tag.ObjectType, ObjectType.SymmetricKey), template] }];
+    assert.deepEqual(toVersion(v11, create), create);
+    const [converted] = toVersion(v20, create);
+    assert.deepEqual(converted?.payload, [
+      enm(Tag.ObjectType, ObjectType.SymmetricKey),
+      struct(Tag.Attributes, [enm(Tag.CryptographicAlgorithm, CryptographicAlgorithm.AES), int(Tag.CryptographicLength, 128), struct(Tag.Name, [text(Tag.NameValue, 'Key1'), enm(Tag.NameType, 1)])]),
+    ]);
+  });
+
+  it('Locate filters gather into one Attributes structure; GetAttributes names become Attribute References', () => {
+    const [locate] = toVersion(v20, [{ operation: Operation.Locate, payload: [int(Tag.MaximumItems, 10), attribute('Object Type', enm(0, ObjectType.SymmetricKey)), nameAttribute('Key1')] }]);
+    assert.deepEqual(locate?.payload.map((i) => i.tag), [Tag.MaximumItems, Tag.Attributes]);
+    const [get] = toVersion(v20, [{ operation: Operation.GetAttributes, payload: [text(Tag.UniqueIdentifier, '1'), text(Tag.AttributeName, 'State')] }]);
+    assert.deepEqual(get?.payload[1], enm(Tag.AttributeReference, Tag.State));
+  });
+
+  it('attributesOf() reads 1.x and 2.0 answers alike', () => {
+    const v1 = attributesOf(template.type === 'structure' ? template.value : []);
+    const [converted] = toVersion(v20, [{ operation: Operation.Create, payload: [template] }]);
+    const v2 = attributesOf(converted?.payload ?? []);
+    assert.deepEqual(v1.map((a) => a.name), ['Cryptographic Algorithm', 'Cryptographic Length', 'Name']);
+    assert.deepEqual(v2.map((a) => a.name), v1.map((a) => a.name));
+    assert.deepEqual(v2.map((a) => (a.value.type === 'structure' ? 'struct' : a.value.value)), [CryptographicAlgorithm.AES, 128, 'struct']);
   });
 });
