@@ -5,13 +5,14 @@
  * demand, from fake TLS servers named as such.
  */
 import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { readFileSync } from 'node:fs';
 import tls from 'node:tls';
 import { after, before, describe, it } from 'node:test';
 import { kmipBackend, type KmipKeyManager } from '../../../../src/keyclient/backends/kmip/backend.js';
 import { plainAllocator } from '../../../../src/keyclient/secure-memory.js';
-import { startKmip, type KmipServer } from '../../../fixtures/kmip-server.js';
+import { makePki, startKmip, type KmipServer } from '../../../fixtures/kmip-server.js';
 import { rejectsWithCode } from '../../../helpers/errors.js';
 
 const allocator = plainAllocator();
@@ -161,6 +162,22 @@ describe('kmip faults (fake TLS servers)', () => {
     } finally {
       await km.close();
       await fake.stop();
+    }
+  });
+
+  it('a client certificate from a CA the server does not trust is refused in the handshake (E_BACKEND_AUTH)', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'portcullis-kmip-foreign-'));
+    try {
+      const [foreign] = makePki(dir, ['portcullis']).clients;
+      const km = (await kmipBackend.create(kmipBackend.optionsSchema.parse({ ...kmip.options(), cert_file: foreign?.cert, key_file: foreign?.key }), { allocator })) as KmipKeyManager;
+      try {
+        await rejectsWithCode(km.get(a, '1'), 'E_BACKEND_AUTH');
+        assert.equal(km.client.stats().handshakes, 0);
+      } finally {
+        await km.close();
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 
