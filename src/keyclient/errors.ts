@@ -4,7 +4,7 @@ import { PortcullisError, type ErrorOptions, type ErrorRegistry } from '../error
  * Error contract of every KeyManager (Castellan's, made explicit):
  * - E_KEY_NOT_FOUND: no such object for this project. Objects of other
  *   projects look non-existent wherever the backend lets us decide (local,
- *   fixed); Barbican itself answers 403 for another project's secret, which
+ *   kmip, fixed); Barbican itself answers 403 for another project's secret, which
  *   we report as E_KEY_FORBIDDEN rather than guess.
  * - E_KEY_FORBIDDEN: the key manager refused this caller. Never retried,
  *   never served stale from a cache.

@@ -1,7 +1,8 @@
 /**
  * Interop with PyKMIP's own client (kmip.pie.client.ProxyKmipClient, run
  * under Debian's /usr/bin/python3 by servers/kmip_client.py), both ways,
- * through a real PyKMIP server: bytes must be identical.
+ * through a real PyKMIP server: bytes must be identical. Versions differ on
+ * purpose: the Python client speaks KMIP 1.2, portcullis negotiates 2.0.
  */
 import assert from 'node:assert/strict';
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
