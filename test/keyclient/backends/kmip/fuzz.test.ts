@@ -57,12 +57,12 @@ describe('TTLV decoder fuzzing', () => {
       fc.property(item, (original) => {
         assert.deepEqual(decodeTtlv(encodeTtlv(original), limits), original);
       }),
-      { numRuns: 1500 },
+      { numRuns: 10000 },
     );
   });
 
   it('arbitrary bytes decode or fail with E_KMIP_DECODE, nothing else', () => {
-    fc.assert(fc.property(fc.uint8Array({ maxLength: 512 }), (bytes) => decodeOrTypedError(Buffer.from(bytes))), { numRuns: 5000 });
+    fc.assert(fc.property(fc.uint8Array({ maxLength: 512 }), (bytes) => decodeOrTypedError(Buffer.from(bytes))), { numRuns: 20000 });
   });
 
   it('bytes that start like a message (0x42 tag, plausible type) decode or fail with E_KMIP_DECODE', () => {
@@ -75,7 +75,7 @@ describe('TTLV decoder fuzzing', () => {
         head.writeUInt32BE(length, 4);
         decodeOrTypedError(Buffer.concat([head, rest]));
       }),
-      { numRuns: 5000 },
+      { numRuns: 20000 },
     );
   });
 
@@ -98,7 +98,7 @@ describe('TTLV decoder fuzzing', () => {
         }
         decodeOrTypedError(bytes);
       }),
-      { numRuns: 3000 },
+      { numRuns: 10000 },
     );
   });
 
