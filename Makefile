@@ -3,21 +3,22 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 PREFIX ?= /usr/local
 
-# Debian packages the tests need: real Barbican, Keystone and the reference clients;
+# Debian packages the tests need: real Barbican, Keystone, PyKMIP and the reference clients;
 # a kernel, qemu and busybox for the dm-crypt VM; cryptsetup and friends; systemd and
 # systemd-container for systemd-analyze, systemd-socket-activate and systemd-nspawn (test/systemd).
 DEB_PACKAGES := python3-barbican barbican-common python3-keystone python3-keystoneclient \
-  python3-barbicanclient python3-castellan python3-os-brick python3-paste python3-pastedeploy openssl \
+  python3-barbicanclient python3-castellan python3-os-brick python3-paste python3-pastedeploy python3-pykmip openssl \
   qemu-system-x86 linux-image-amd64 busybox-static cryptsetup-bin dmsetup kmod e2fsprogs util-linux diffutils \
   systemd systemd-container
 
-.PHONY: help deps build test test-vm demo clean
+.PHONY: help deps build test test-vm demo kmip-dev clean
 
 help:
 	@echo "make demo   install what is missing, build, and attach an encrypted volume through portcullisd (local keystore)"
 	@echo "make test   install what is missing (Debian packages, npm ci), build, run every test"
 	@echo "make test-vm  only the privileged tests (*.vm.test.ts): dm-crypt in the qemu VM, or directly on a host with device-mapper"
 	@echo "make build  compile TypeScript to dist/ and the native addon"
+	@echo "make kmip-dev  a throwaway PyKMIP server on 127.0.0.1:5696 for examples/kmip.yaml (certificates in /tmp/portcullis-kmip/)"
 	@echo "make install [PREFIX=/usr/local] [DESTDIR=]  install the build, units, default config, man pages (see docs/install.md)"
 	@echo "make uninstall  remove what install put (not the config, not /var/lib/portcullis)"
 
@@ -56,6 +57,10 @@ test-vm: deps build
 # in the project's VM where this host has no device-mapper.
 demo: deps build
 	node dist/scripts/demo.js
+
+# A development KMIP server (PyKMIP) that examples/kmip.yaml works against as shipped; Ctrl-C stops it.
+kmip-dev:
+	scripts/kmip-dev-server
 
 clean:
 	rm -rf dist .cache

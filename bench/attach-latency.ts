@@ -6,7 +6,7 @@
  * figures (medians of ROUNDS and the daemon's own timings_ms); asserts nothing.
  * Run: make build && node dist/bench/attach-latency.js [ROUNDS]
  */
-import { barbicanBackend } from '../src/keyclient/backends/barbican.js';
+import { barbicanBackend } from '../src/keyclient/backends/barbican/backend.js';
 import { plainAllocator } from '../src/keyclient/secure-memory.js';
 import { startBarbican } from '../test/fixtures/barbican-server.js';
 import { daemonKernel } from '../test/daemon/vm-setup.js';

@@ -14,6 +14,7 @@ const keyManagerSchema = z
     backend: z.enum(backendNames as [BackendName, ...BackendName[]]).default('local'),
     local: backends.local.optionsSchema.optional(),
     barbican: backends.barbican.optionsSchema.optional(),
+    kmip: backends.kmip.optionsSchema.optional(),
     fixed: backends.fixed.optionsSchema.optional(),
   })
   .transform((km, ctx) => {

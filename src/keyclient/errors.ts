@@ -4,7 +4,7 @@ import { PortcullisError, type ErrorOptions, type ErrorRegistry } from '../error
  * Error contract of every KeyManager (Castellan's, made explicit):
  * - E_KEY_NOT_FOUND: no such object for this project. Objects of other
  *   projects look non-existent wherever the backend lets us decide (local,
- *   fixed); Barbican itself answers 403 for another project's secret, which
+ *   kmip, fixed); Barbican itself answers 403 for another project's secret, which
  *   we report as E_KEY_FORBIDDEN rather than guess.
  * - E_KEY_FORBIDDEN: the key manager refused this caller. Never retried,
  *   never served stale from a cache.
@@ -27,6 +27,7 @@ export const keyClientErrors = {
   E_KEYSTORE_INTEGRITY: 'A local keystore record failed authentication (edited, swapped or corrupted row).',
   E_KEYSTORE_KEK: 'The local keystore key-encryption key is missing, unreadable, too permissive or does not match the keystore.',
   E_KEYSTORE_FILE: 'The local keystore database file cannot be used (mode, ownership, corruption).',
+  E_KMIP_DECODE: 'A KMIP message is not valid TTLV (unknown type, wrong length, non-zero padding, too deep, or over the size limit).',
 } as const satisfies ErrorRegistry;
 
 export type KeyClientErrorCode = keyof typeof keyClientErrors;

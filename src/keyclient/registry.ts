@@ -1,7 +1,8 @@
 import type { BackendDefinition } from './backend.js';
-import { barbicanBackend } from './backends/barbican.js';
+import { barbicanBackend } from './backends/barbican/backend.js';
 import { fixedBackend } from './backends/fixed.js';
-import { localBackend } from './backends/local.js';
+import { kmipBackend } from './backends/kmip/backend.js';
+import { localBackend } from './backends/local/backend.js';
 
 /**
  * Config names → backends. Static on purpose: config can name a backend but
@@ -10,6 +11,7 @@ import { localBackend } from './backends/local.js';
 export const backends = {
   local: localBackend,
   barbican: barbicanBackend,
+  kmip: kmipBackend,
   fixed: fixedBackend,
 } as const satisfies Record<string, BackendDefinition>;
 

@@ -3,7 +3,7 @@
  * behind a recording pass-through proxy (every request the daemon makes is
  * counted), a direct client for making keys, and one portcullisd using it.
  */
-import { barbicanBackend } from '../../src/keyclient/backends/barbican.js';
+import { barbicanBackend } from '../../src/keyclient/backends/barbican/backend.js';
 import type { KeyManager } from '../../src/keyclient/key-manager.js';
 import { plainAllocator } from '../../src/keyclient/secure-memory.js';
 import { startBarbican, type BarbicanServer } from '../fixtures/barbican-server.js';

@@ -4,7 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { barbicanBackend } from '../../src/keyclient/backends/barbican.js';
+import { barbicanBackend } from '../../src/keyclient/backends/barbican/backend.js';
 import { cachingKeyManager, cacheOptionsSchema } from '../../src/keyclient/cache.js';
 import type { KeyManager } from '../../src/keyclient/key-manager.js';
 import { plainAllocator } from '../../src/keyclient/secure-memory.js';

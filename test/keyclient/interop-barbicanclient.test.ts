@@ -9,7 +9,7 @@ import { spawn } from 'node:child_process';
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
-import { barbicanBackend } from '../../src/keyclient/backends/barbican.js';
+import { barbicanBackend } from '../../src/keyclient/backends/barbican/backend.js';
 import type { KeyManager, RequestContext } from '../../src/keyclient/key-manager.js';
 import { objectOfType, type ObjectType } from '../../src/keyclient/objects/index.js';
 import { plainAllocator } from '../../src/keyclient/secure-memory.js';

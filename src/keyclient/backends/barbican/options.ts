@@ -1,7 +1,7 @@
 import { z } from 'zod';
-import { keyError } from '../errors.js';
-import type { KeystoneCredentials } from '../keystone.js';
-import { resolveSecrets, secretFields, seconds } from '../options.js';
+import { keyError } from '../../errors.js';
+import type { KeystoneCredentials } from './keystone.js';
+import { resolveSecrets, secretFields, seconds } from '../../options.js';
 
 /**
  * The barbican backend's options: Castellan's [barbican] options under

@@ -6,15 +6,15 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { barbicanBackend } from '../../../src/keyclient/backends/barbican.js';
-import type { KeyManager, RequestContext } from '../../../src/keyclient/key-manager.js';
-import { plainAllocator } from '../../../src/keyclient/secure-memory.js';
-import { startBarbican, type BarbicanServer } from '../../fixtures/barbican-server.js';
-import { startKeystone, type KeystoneServer } from '../../fixtures/keystone-server.js';
-import { startInterposer } from '../../fixtures/servers/fakes.js';
-import { freePort } from '../../fixtures/servers/process.js';
-import { rejectsWithCode } from '../../helpers/errors.js';
-import { keyManagerContract } from '../contract.js';
+import { barbicanBackend } from '../../../../src/keyclient/backends/barbican/backend.js';
+import type { KeyManager, RequestContext } from '../../../../src/keyclient/key-manager.js';
+import { plainAllocator } from '../../../../src/keyclient/secure-memory.js';
+import { startBarbican, type BarbicanServer } from '../../../fixtures/barbican-server.js';
+import { startKeystone, type KeystoneServer } from '../../../fixtures/keystone-server.js';
+import { startInterposer } from '../../../fixtures/servers/fakes.js';
+import { freePort } from '../../../fixtures/servers/process.js';
+import { rejectsWithCode } from '../../../helpers/errors.js';
+import { keyManagerContract } from '../../contract.js';
 
 const allocator = plainAllocator();
 let keystone: KeystoneServer;

@@ -1,12 +1,12 @@
-import { defineBackend, type BackendDeps } from '../backend.js';
-import { isTransient, keyError, type KeyClientError } from '../errors.js';
-import { createHttpClient, errorText, isUnavailableStatus, jsonBody, unavailableStatusError, type HttpRequest, type HttpResponse } from '../http.js';
-import type { KeyManager, RequestContext } from '../key-manager.js';
-import { createKeystoneSession, type KeystoneSession } from '../keystone.js';
-import { objectTypes, type ManagedObject } from '../objects/index.js';
-import { barbicanOptionsSchema, keystoneCredentials, type BarbicanOptions } from './barbican-options.js';
-import { pemToDer, storedAsPem } from './barbican-pem.js';
-import { keyOrder, keyPairOrder, objectFromMetadata, parseSecretMetadata, secretUuid, storeBody, uuidOfRef } from './barbican-wire.js';
+import { defineBackend, type BackendDeps } from '../../backend.js';
+import { isTransient, keyError, type KeyClientError } from '../../errors.js';
+import { createHttpClient, errorText, isUnavailableStatus, jsonBody, unavailableStatusError, type HttpRequest, type HttpResponse } from './http.js';
+import type { KeyManager, RequestContext } from '../../key-manager.js';
+import { createKeystoneSession, type KeystoneSession } from './keystone.js';
+import { objectTypes, type ManagedObject } from '../../objects/index.js';
+import { barbicanOptionsSchema, keystoneCredentials, type BarbicanOptions } from './options.js';
+import { pemToDer, storedAsPem } from './pem.js';
+import { keyOrder, keyPairOrder, objectFromMetadata, parseSecretMetadata, secretUuid, storeBody, uuidOfRef } from './wire.js';
 
 /**
  * OpenStack Barbican v1, Castellan's BarbicanKeyManager in TypeScript:
@@ -22,7 +22,7 @@ export const barbicanBackend = defineBackend({
   create: async (options, deps) => barbicanKeyManager(options, deps),
 });
 
-export type { BarbicanOptions } from './barbican-options.js';
+export type { BarbicanOptions } from './options.js';
 
 /** Printable ASCII without spaces: what may go into X-Project-Id and X-Auth-Token. */
 const headerSafe = /^[\x21-\x7e]{1,4096}$/;

@@ -2,10 +2,10 @@ import { randomUUID } from 'node:crypto';
 import { closeSync, mkdirSync, openSync, statSync } from 'node:fs';
 import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
-import { KeyClientError, keyError } from '../errors.js';
-import type { SecretBuffer, SecureAllocator } from '../secure-memory.js';
-import { accessProblem, errnoOf, syncDirectory } from './local-kek.js';
-import { associatedData, seal, unseal } from './local-sealing.js';
+import { KeyClientError, keyError } from '../../errors.js';
+import type { SecretBuffer, SecureAllocator } from '../../secure-memory.js';
+import { accessProblem, errnoOf, syncDirectory } from './kek.js';
+import { associatedData, seal, unseal } from './sealing.js';
 
 /** The local keystore's SQLite file: creation, modes, pragmas, schema, and binding to its KEK. */
 

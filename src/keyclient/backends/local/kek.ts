@@ -1,9 +1,9 @@
 import { randomFillSync, randomUUID } from 'node:crypto';
 import { closeSync, fstatSync, fsyncSync, linkSync, lstatSync, mkdirSync, openSync, readSync, unlinkSync, writeSync, type Stats } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { keyError, type KeyClientError } from '../errors.js';
-import type { SecretBuffer, SecureAllocator } from '../secure-memory.js';
-import { KEK_BYTES } from './local-sealing.js';
+import { keyError, type KeyClientError } from '../../errors.js';
+import type { SecretBuffer, SecureAllocator } from '../../secure-memory.js';
+import { KEK_BYTES } from './sealing.js';
 
 /**
  * The key-encryption key (KEK) of the local keystore: 32 bytes from a

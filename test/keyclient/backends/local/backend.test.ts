@@ -7,12 +7,12 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, describe, it } from 'node:test';
 import Database from 'better-sqlite3';
-import { localBackend } from '../../../src/keyclient/backends/local.js';
-import type { KeyManager } from '../../../src/keyclient/key-manager.js';
-import { objectOfType } from '../../../src/keyclient/objects/index.js';
-import { adoptSecret, plainAllocator, type SecureAllocator } from '../../../src/keyclient/secure-memory.js';
-import { rejectsWithCode } from '../../helpers/errors.js';
-import { keyManagerContract } from '../contract.js';
+import { localBackend } from '../../../../src/keyclient/backends/local/backend.js';
+import type { KeyManager } from '../../../../src/keyclient/key-manager.js';
+import { objectOfType } from '../../../../src/keyclient/objects/index.js';
+import { adoptSecret, plainAllocator, type SecureAllocator } from '../../../../src/keyclient/secure-memory.js';
+import { rejectsWithCode } from '../../../helpers/errors.js';
+import { keyManagerContract } from '../../contract.js';
 
 const root = mkdtempSync(join(tmpdir(), 'portcullis-local-'));
 after(() => rmSync(root, { recursive: true, force: true }));
@@ -345,7 +345,7 @@ interface Committed {
  * when all have exited, with what each reported and how it ended.
  */
 async function killWriters(ks: { path: string; kek_file: string }, count: number, n: number) {
-  const writer = fileURLToPath(new URL('../../fixtures/local-writer.js', import.meta.url));
+  const writer = fileURLToPath(new URL('../../../fixtures/local-writer.js', import.meta.url));
   const runs = Array.from({ length: count }, () => {
     const child = spawn(process.execPath, [writer, ks.path, ks.kek_file], { stdio: ['ignore', 'pipe', 'inherit'] });
     const committed: Committed[] = [];

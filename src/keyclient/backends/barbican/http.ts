@@ -2,9 +2,9 @@ import { readFileSync } from 'node:fs';
 import http, { type IncomingHttpHeaders, type IncomingMessage } from 'node:http';
 import https from 'node:https';
 import type { Socket } from 'node:net';
-import { describeCause } from '../errors.js';
-import { keyError, type KeyClientError } from './errors.js';
-import type { SecretBuffer, SecureAllocator } from './secure-memory.js';
+import { describeCause } from '../../../errors.js';
+import { keyError, type KeyClientError } from '../../errors.js';
+import type { SecretBuffer, SecureAllocator } from '../../secure-memory.js';
 
 /**
  * A small HTTP(S) client for the key-manager backends, on node:http/https

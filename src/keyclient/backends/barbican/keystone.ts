@@ -1,4 +1,4 @@
-import { keyError } from './errors.js';
+import { keyError } from '../../errors.js';
 import { errorText, isUnavailableStatus, jsonBody, unavailableStatusError, type HttpClient, type HttpRequest, type HttpResponse } from './http.js';
 
 /**

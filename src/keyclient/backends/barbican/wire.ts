@@ -1,7 +1,7 @@
-import { keyError } from '../errors.js';
-import { objectOfType, objectTypes, type ManagedObject, type ObjectMetadata, type ObjectType } from '../objects/index.js';
-import type { SecretBuffer } from '../secure-memory.js';
-import { base64Encode, derToPem, storedAsPem } from './barbican-pem.js';
+import { keyError } from '../../errors.js';
+import { objectOfType, objectTypes, type ManagedObject, type ObjectMetadata, type ObjectType } from '../../objects/index.js';
+import type { SecretBuffer } from '../../secure-memory.js';
+import { base64Encode, derToPem, storedAsPem } from './pem.js';
 
 /**
  * What goes over the wire to Barbican v1 and back: ids, secret metadata,

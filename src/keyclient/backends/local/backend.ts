@@ -2,14 +2,14 @@ import { generateKeyPair, randomFillSync, randomUUID } from 'node:crypto';
 import { promisify } from 'node:util';
 import type Database from 'better-sqlite3';
 import { z } from 'zod';
-import { defineBackend } from '../backend.js';
-import { keyError } from '../errors.js';
-import type { KeyManager, KeyPairIds, KeySpec, ListOptions, RequestContext } from '../key-manager.js';
-import { objectOfType, objectTypes, type ManagedObject, type ObjectType } from '../objects/index.js';
-import { adoptSecret, type SecretBuffer, type SecureAllocator } from '../secure-memory.js';
-import { bindKek, isInitialised, openKeystoreDb, RECORD_FORMAT, sqliteFailure } from './local-db.js';
-import { loadKek } from './local-kek.js';
-import { associatedData, seal, unseal } from './local-sealing.js';
+import { defineBackend } from '../../backend.js';
+import { keyError } from '../../errors.js';
+import type { KeyManager, KeyPairIds, KeySpec, ListOptions, RequestContext } from '../../key-manager.js';
+import { objectOfType, objectTypes, type ManagedObject, type ObjectType } from '../../objects/index.js';
+import { adoptSecret, type SecretBuffer, type SecureAllocator } from '../../secure-memory.js';
+import { bindKek, isInitialised, openKeystoreDb, RECORD_FORMAT, sqliteFailure } from './db.js';
+import { loadKek } from './kek.js';
+import { associatedData, seal, unseal } from './sealing.js';
 
 const optionsSchema = z.strictObject({
   /** SQLite file; created 0600 (its directory 0700); refused if its mode is wider than 0600. */
