@@ -110,6 +110,14 @@ describe('portcullis key (local keystore)', () => {
     assert.equal(portcullis(['key', 'get', FIXED_KEY_ID, '--project', 'p-dry']).status, 1, 'a dry run copies nothing');
   });
 
+  it('migrate keeps the id for every project, as docs/cli.md says: ids are per project', () => {
+    const rows = JSON.parse(ok(['key', 'migrate', '--from', 'fixed', '--to', 'local', '--project', 'p-two-a', '--project', 'p-two-b', '--json']).text) as Array<Record<string, unknown>>;
+    assert.deepEqual(rows.map((r) => [r['project'], r['target_id'], r['status']]), [['p-two-a', FIXED_KEY_ID, 'copied'], ['p-two-b', FIXED_KEY_ID, 'copied']]);
+    for (const project of ['p-two-a', 'p-two-b']) assert.equal(ok(['key', 'get', FIXED_KEY_ID, '--project', project]).text.trim(), fixedKey, project);
+    ok(['key', 'delete', FIXED_KEY_ID, '--project', 'p-two-a']);
+    assert.equal(ok(['key', 'get', FIXED_KEY_ID, '--project', 'p-two-b']).text.trim(), fixedKey, "deleting one project's copy leaves the other's");
+  });
+
   it('--backend fixed overrides the configured backend', () => {
     assert.equal(ok(['key', 'get', FIXED_KEY_ID, '--project', 'any', '--backend', 'fixed']).text.trim(), fixedKey);
   });

@@ -101,7 +101,7 @@ function localKeyManager(store: Store): KeyManager {
     'INSERT INTO objects (id, project, type, name, algorithm, bit_length, created, nonce, sealed) VALUES (@id, @project, @type, @name, @algorithm, @bit_length, @created, @nonce, @sealed)',
   );
   const selectOne = db.prepare('SELECT * FROM objects WHERE id = ? AND project = ?');
-  const idTaken = db.prepare('SELECT 1 FROM objects WHERE id = ?');
+  const idTaken = db.prepare('SELECT 1 FROM objects WHERE id = ? AND project = ?');
   const remove = db.prepare('DELETE FROM objects WHERE id = ? AND project = ?');
   const adFor = (row: RowMeta) =>
     associatedData([RECORD_FORMAT, store.keystoreId, row.id, row.project, row.type, row.name ?? undefined, row.algorithm ?? undefined, row.bit_length ?? undefined, row.created]);
@@ -122,7 +122,7 @@ function localKeyManager(store: Store): KeyManager {
       db.transaction(() =>
         objects.map(({ meta, secret }) => {
           const wanted = meta.wantedId;
-          const id = wanted !== undefined && UUID.test(wanted) && idTaken.get(wanted) === undefined ? wanted : randomUUID();
+          const id = wanted !== undefined && UUID.test(wanted) && idTaken.get(wanted, ctx.projectId) === undefined ? wanted : randomUUID();
           const row: RowMeta = {
             id,
             project: ctx.projectId,
@@ -200,7 +200,7 @@ function localKeyManager(store: Store): KeyManager {
         throw keyError('E_INVALID_ARGUMENT', `Cannot store ${obj.type} object ${obj.id ?? ''}: it carries no bytes (${obj.metadataOnly ? 'fetched metadata-only' : 'zeroized'})`);
       }
       // Sealed straight from the caller's buffer: no copy of the secret is made here.
-      // A free UUID is kept, so `key migrate` preserves the ids volumes refer to. A taken one gets a
+      // A UUID free in this project is kept, so `key migrate` preserves the ids volumes refer to. A taken one gets a
       // new id rather than an error: store() returns the id to use (as Castellan's does), and
       // refusing would fail a copy that every other backend accepts.
       const [id] = put(ctx, [{ meta: { type: obj.type, name: obj.name, algorithm: obj.algorithm, bitLength: obj.bitLength, wantedId: obj.id }, secret: obj.bytes() }]);

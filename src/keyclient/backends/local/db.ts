@@ -9,7 +9,8 @@ import { associatedData, seal, unseal } from './sealing.js';
 
 /** The local keystore's SQLite file: creation, modes, pragmas, schema, and binding to its KEK. */
 
-export const SCHEMA_VERSION = 1;
+/** 2: ids are unique per project (primary key (project, id)), so `key migrate` keeps an id in every project. */
+export const SCHEMA_VERSION = 2;
 /** Bound into every record's associated data; bump when the record layout changes. */
 export const RECORD_FORMAT = 'portcullis-local-v1';
 /**
@@ -19,11 +20,21 @@ export const RECORD_FORMAT = 'portcullis-local-v1';
  */
 const BUSY_TIMEOUT_MS = 1000;
 
+const OBJECTS_COLUMNS = `id TEXT NOT NULL, project TEXT NOT NULL, type TEXT NOT NULL, name TEXT, algorithm TEXT,
+    bit_length INTEGER, created TEXT NOT NULL, nonce BLOB NOT NULL, sealed BLOB NOT NULL, PRIMARY KEY (project, id)`;
+
 const SCHEMA = `
   CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
-  CREATE TABLE IF NOT EXISTS objects (
-    id TEXT PRIMARY KEY, project TEXT NOT NULL, type TEXT NOT NULL, name TEXT, algorithm TEXT,
-    bit_length INTEGER, created TEXT NOT NULL, nonce BLOB NOT NULL, sealed BLOB NOT NULL);
+  CREATE TABLE IF NOT EXISTS objects (${OBJECTS_COLUMNS});
+  CREATE INDEX IF NOT EXISTS objects_by_project ON objects (project, type, name);`;
+
+/** Version 1 had ids unique across projects; the rows are kept as they are (the sealing binds id and project, unchanged). */
+const FROM_VERSION_1 = `
+  CREATE TABLE objects_v2 (${OBJECTS_COLUMNS});
+  INSERT INTO objects_v2 (id, project, type, name, algorithm, bit_length, created, nonce, sealed)
+    SELECT id, project, type, name, algorithm, bit_length, created, nonce, sealed FROM objects;
+  DROP TABLE objects;
+  ALTER TABLE objects_v2 RENAME TO objects;
   CREATE INDEX IF NOT EXISTS objects_by_project ON objects (project, type, name);`;
 
 /**
@@ -48,8 +59,13 @@ export function openKeystoreDb(path: string): Database.Database {
     // Deleted records are overwritten, not just unlinked: part of crypto-erase.
     db.pragma('secure_delete = ON');
     db.transaction(() => {
+      const version = db.prepare("SELECT 1 FROM sqlite_master WHERE name = 'meta'").get() === undefined ? undefined : readMeta(db, 'schema_version');
+      if (version !== undefined && Number(version) === 1) {
+        db.exec(FROM_VERSION_1);
+        writeMeta(db, 'schema_version', SCHEMA_VERSION);
+        return;
+      }
       db.exec(SCHEMA);
-      const version = readMeta(db, 'schema_version');
       if (version === undefined) writeMeta(db, 'schema_version', SCHEMA_VERSION);
       else if (Number(version) !== SCHEMA_VERSION) {
         throw fileError(path, `has schema version ${String(version)}, this portcullis reads ${SCHEMA_VERSION}; refusing (use the portcullis that wrote it)`);
@@ -90,7 +106,7 @@ export function readMeta(db: Database.Database, key: string): Buffer | string | 
 }
 
 function writeMeta(db: Database.Database, key: string, value: Buffer | string | number): void {
-  db.prepare('INSERT INTO meta (key, value) VALUES (?, ?)').run(key, value);
+  db.prepare('INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)').run(key, value);
 }
 
 /**

@@ -282,11 +282,33 @@ describe('local keystore: operations', () => {
     const before = Buffer.from((await km.get(a, wanted)).bytes());
     const second = await km.store(a, make());
     assert.notEqual(second, wanted, 'an id in use is never overwritten');
+    // Ids are per project: `key migrate` keeps nova's one fixed key id in every project it copies.
     const third = await km.store({ projectId: 'project-b' }, make());
-    assert.notEqual(third, wanted, 'nor is one used by another project');
-    assert.deepEqual(Buffer.from((await km.get(a, wanted)).bytes()), before);
+    assert.equal(third, wanted, "another project's object under the same id is its own");
+    assert.deepEqual(Buffer.from((await km.get(a, wanted)).bytes()), before, "project a's object is untouched");
+    assert.notDeepEqual(Buffer.from((await km.get({ projectId: 'project-b' }, wanted)).bytes()), before);
     assert.notEqual(await km.store(a, objectOfType('opaque', { id: 'not-a-uuid' }, adoptSecret(allocator, Buffer.from('x')))), 'not-a-uuid');
     await km.close();
+  });
+
+  it('a keystore of schema version 1 (ids unique across projects) opens, is moved to version 2, and every key reads back', async () => {
+    const ks = keystore();
+    let km = await open(ks);
+    const id = await km.createKey(a, { algorithm: 'aes', length: 256 });
+    const bytes = Buffer.from((await km.get(a, id)).bytes());
+    await km.close();
+    // What portcullis 0.1 wrote: the same rows under `id TEXT PRIMARY KEY`, version 1.
+    tamper(ks.path, (db) => {
+      db.exec(`CREATE TABLE v1 (id TEXT PRIMARY KEY, project TEXT NOT NULL, type TEXT NOT NULL, name TEXT, algorithm TEXT,
+        bit_length INTEGER, created TEXT NOT NULL, nonce BLOB NOT NULL, sealed BLOB NOT NULL);
+        INSERT INTO v1 SELECT id, project, type, name, algorithm, bit_length, created, nonce, sealed FROM objects;
+        DROP TABLE objects; ALTER TABLE v1 RENAME TO objects; UPDATE meta SET value = 1 WHERE key = 'schema_version';`);
+    });
+    km = await open(ks);
+    assert.deepEqual(Buffer.from((await km.get(a, id)).bytes()), bytes);
+    assert.equal(await km.store({ projectId: 'project-b' }, objectOfType('symmetric', { id, algorithm: 'aes', bitLength: 256 }, adoptSecret(allocator, randomBytes(32)))), id);
+    await km.close();
+    tamper(ks.path, (db) => assert.equal(Number((db.prepare("SELECT value FROM meta WHERE key = 'schema_version'").get() as { value: number }).value), 2));
   });
 
   it('store() refuses a metadata-only object with E_INVALID_ARGUMENT', async () => {
