@@ -37,6 +37,7 @@ export interface MemlockLimit {
 /** The addon's exports, as native/src/addon.c registers them. */
 interface Addon {
   peerCredentials(fd: number): PeerCredentials;
+  peerGroups(fd: number): number[];
   setDumpable(flag: boolean): void;
   isDumpable(): boolean;
   secureAlloc(size: number): Buffer;
@@ -47,7 +48,7 @@ interface Addon {
 }
 
 const addonFunctions = [
-  'peerCredentials', 'setDumpable', 'isDumpable', 'secureAlloc', 'secureWipe', 'secureStats', 'memlockLimit', 'notify',
+  'peerCredentials', 'peerGroups', 'setDumpable', 'isDumpable', 'secureAlloc', 'secureWipe', 'secureStats', 'memlockLimit', 'notify',
 ] as const;
 
 /** Where node-gyp puts the addon, under the package root (found from this file, compiled into dist/ or not). */
@@ -109,6 +110,8 @@ function call<T>(run: (native: Addon) => T): T {
  * @throws TypeError, RangeError for a bad fd; NativeError E_NATIVE_CALL_FAILED (errno ENOTSOCK, ENOTCONN, EBADF).
  */
 export const peerCredentials = (fd: number): PeerCredentials => call((n) => n.peerCredentials(fd));
+/** The peer's supplementary groups, as the kernel recorded them at connect() (SO_PEERGROUPS). */
+export const peerGroups = (fd: number): number[] => call((n) => n.peerGroups(fd));
 
 /**
  * The file descriptor under a net.Socket, read from its libuv handle (Node has no public API for it).

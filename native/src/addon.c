@@ -10,6 +10,7 @@ static const struct {
   napi_callback fn;
 } exported[] = {
     {"peerCredentials", peer_credentials},
+    {"peerGroups", peer_groups},
     {"setDumpable", set_dumpable},
     {"isDumpable", is_dumpable},
     {"secureAlloc", secure_alloc},

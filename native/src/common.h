@@ -73,6 +73,7 @@ bool set_number(napi_env env, napi_value object, const char *key, double value);
 /* The exported functions, one per JS export (registered in addon.c). */
 /* process.c */
 napi_value peer_credentials(napi_env env, napi_callback_info info);
+napi_value peer_groups(napi_env env, napi_callback_info info);
 napi_value set_dumpable(napi_env env, napi_callback_info info);
 napi_value is_dumpable(napi_env env, napi_callback_info info);
 

@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <stdlib.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 
@@ -38,6 +39,56 @@ napi_value peer_credentials(napi_env env, napi_callback_info info) {
     return NULL;
   }
   return result;
+}
+
+#ifndef SO_PEERGROUPS
+#define SO_PEERGROUPS 59 /* Linux 4.13; older libc headers lack the name */
+#endif
+
+/*
+ * The peer's supplementary groups as the kernel recorded them at connect()
+ * (SO_PEERGROUPS). Not /proc/PID/status: by the time it is read, the pid may
+ * belong to another process.
+ */
+napi_value peer_groups(napi_env env, napi_callback_info info) {
+  napi_value argv[1], result;
+  int64_t fd;
+  gid_t small[64];
+  gid_t *groups = small;
+  socklen_t len = sizeof small;
+  uint32_t i, count;
+  if (!get_args(env, info, 1, argv, "peerGroups")) return NULL;
+  if (!arg_integer(env, argv[0], "peerGroups", "fd", 0, INT_MAX, &fd)) return NULL;
+  if (getsockopt((int)fd, SOL_SOCKET, SO_PEERGROUPS, groups, &len) != 0) {
+    /* ERANGE: more groups than fit; len now says how many bytes they need. */
+    if (errno != ERANGE) {
+      throw_errno(env, E_NATIVE_CALL_FAILED, "getsockopt", errno, NULL);
+      return NULL;
+    }
+    groups = malloc(len);
+    if (groups == NULL) {
+      throw_errno(env, E_NATIVE_CALL_FAILED, "malloc", ENOMEM, NULL);
+      return NULL;
+    }
+    if (getsockopt((int)fd, SOL_SOCKET, SO_PEERGROUPS, groups, &len) != 0) {
+      int err = errno;
+      free(groups);
+      throw_errno(env, E_NATIVE_CALL_FAILED, "getsockopt", err, NULL);
+      return NULL;
+    }
+  }
+  count = (uint32_t)(len / sizeof(gid_t));
+  if (napi_create_array_with_length(env, count, &result) != napi_ok) goto fail;
+  for (i = 0; i < count; i++) {
+    napi_value gid;
+    if (napi_create_uint32(env, groups[i], &gid) != napi_ok || napi_set_element(env, result, i, gid) != napi_ok) goto fail;
+  }
+  if (groups != small) free(groups);
+  return result;
+fail:
+  if (groups != small) free(groups);
+  throw_napi_failure(env, "napi_set_element");
+  return NULL;
 }
 
 /*

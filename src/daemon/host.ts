@@ -2,7 +2,7 @@
  * How portcullisd meets this host: cryptsetup run locally, peer credentials
  * and secure memory from native/, sd_notify.
  */
-import { isDumpable, notify, peerCredentials, setDumpable, socketFd } from '../../native/index.js';
+import { isDumpable, notify, peerCredentials, peerGroups, setDumpable, socketFd } from '../../native/index.js';
 import { lockedAllocator } from '../../native/secure-allocator.js';
 import { localRunner } from '../luks/runner.js';
 import type { MainDeps } from './main.js';
@@ -11,7 +11,10 @@ import type { MainDeps } from './main.js';
 export function productionDeps(): MainDeps {
   return {
     runner: localRunner(),
-    readPeer: (socket) => peerCredentials(socketFd(socket)),
+    readPeer: (socket) => {
+      const fd = socketFd(socket);
+      return { ...peerCredentials(fd), groups: peerGroups(fd) };
+    },
     allocator: lockedAllocator(),
     notify: (state) => void notify(state),
     hardenProcess() {

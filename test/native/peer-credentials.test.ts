@@ -4,7 +4,8 @@ import { createServer, connect, Socket, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { peerCredentials, socketFd, type PeerCredentials } from '../../native/index.js';
+import { spawn } from 'node:child_process';
+import { peerCredentials, peerGroups, socketFd, type PeerCredentials } from '../../native/index.js';
 import { NOBODY, report, runChild } from './helpers.js';
 
 /** A unix-socket server in its own directory that reports the credentials of each connection it accepts. */
@@ -59,6 +60,30 @@ describe('peerCredentials()', () => {
     const child = report(await runChild('connect', [peers.path], { asNobody: true }));
     assert.deepEqual(child, { pid: child.pid, uid: NOBODY, gid: NOBODY }, 'the child runs as nobody');
     assert.deepEqual(await accepted, child);
+  });
+
+  it("peerGroups() names the connecting process's supplementary groups, as the kernel recorded them at connect()", async () => {
+    await chmod(dir, 0o711);
+    const path = join(dir, 'groups.sock');
+    let seen: (groups: number[]) => void = () => undefined;
+    const groups = new Promise<number[]>((resolve) => (seen = resolve));
+    const server = createServer((socket) => {
+      seen(peerGroups(socketFd(socket)));
+      socket.on('error', () => undefined);
+      socket.end('ok');
+    });
+    await new Promise<void>((resolve) => server.listen(path, resolve));
+    await chmod(path, 0o666);
+    try {
+      // setpriv(1) gives the client groups that spawn() cannot: what `usermod -aG portcullis nova` gives nova.
+      const client = spawn('/usr/bin/setpriv', ['--reuid', String(NOBODY), '--regid', String(NOBODY), '--groups', '4242,4343', process.execPath, '-e',
+        `require('node:net').connect(${JSON.stringify(path)}).on('data', () => process.exit(0))`], { stdio: 'ignore' });
+      const exited = new Promise((resolve) => client.on('close', resolve));
+      assert.deepEqual([...(await groups)].sort(), [4242, 4343]);
+      await exited;
+    } finally {
+      await new Promise((resolve) => server.close(resolve));
+    }
   });
 
   it('peerCredentials() throws a TypeError for an fd that is not a number', () => {
