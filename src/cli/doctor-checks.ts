@@ -143,7 +143,7 @@ export function checkSocket(target: SocketTarget, config: Config | undefined): F
   return [finding('ok', 'socket', summary), ...found];
 }
 
-const daemonCheckNames: Record<string, string> = { cryptsetup: 'daemon: cryptsetup', dm_crypt: 'daemon: dm-crypt', key_manager: 'backend reachable' };
+const daemonCheckNames: Record<string, string> = { cryptsetup: 'daemon: cryptsetup', dm_crypt: 'daemon: dm-crypt', commands: 'daemon: command slots', key_manager: 'backend reachable' };
 
 /** The daemon's own view: GET /v1/health, including whether it reaches the key manager. */
 export async function checkDaemon(health: () => Promise<HealthAnswer>): Promise<Finding[]> {

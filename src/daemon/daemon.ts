@@ -52,8 +52,8 @@ export async function startDaemon(configPath: string, initial: Config, deps: Dae
   const log = createLogger(config.log, deps.logStream);
   const notify = deps.notify ?? (() => undefined);
   let keys: CachingKeyManager = await openCachedKeyManager(config, { allocator: deps.allocator });
-  const metrics = createMetrics(() => keys.stats());
   const runner = limitedRunner(deps.runner, config.limits.max_concurrent_commands);
+  const metrics = createMetrics(() => keys.stats(), () => ({ active: runner.active, stuck: runner.stuck }));
   const driver = createLuksDriver({ runner, allocator: deps.allocator, timeoutMs: config.limits.command_timeout_seconds * 1000 });
   const registry = volumeRegistry(config.runtime.volumes_file ?? join(dirname(config.socket.path), 'volumes.json'), log);
   const serviceDeps = {
@@ -67,7 +67,7 @@ export async function startDaemon(configPath: string, initial: Config, deps: Dae
   };
   const volumes = volumeService(serviceDeps);
   const ephemeral = ephemeralService(serviceDeps, volumes);
-  const health = healthService({ keys: () => keys, backend: () => config.key_manager.backend, driver, version: deps.version, startedAt, volumes: () => registry.size });
+  const health = healthService({ keys: () => keys, backend: () => config.key_manager.backend, driver, version: deps.version, startedAt, volumes: () => registry.size, commands: () => ({ limit: runner.limit, stuck: runner.stuck }) });
 
   const t = performance.now();
   const { adopted, foreign } = await volumes.adopt().catch((err: unknown) => {

@@ -7,7 +7,7 @@ const buckets = [0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60
 export type Metrics = ReturnType<typeof createMetrics>;
 
 /** The daemon's Prometheus metrics (GET /metrics). Cache figures are read from the cache at scrape time. */
-export function createMetrics(cacheStats: () => CacheStats | undefined) {
+export function createMetrics(cacheStats: () => CacheStats | undefined, commandStats: () => { active: number; stuck: number } = () => ({ active: 0, stuck: 0 })) {
   const registry = new Registry();
   const operations = new Counter({
     name: 'portcullis_operations_total',
@@ -48,6 +48,22 @@ export function createMetrics(cacheStats: () => CacheStats | undefined) {
   cacheCounter('portcullis_cache_negative_hits', 'Gets answered from a remembered not-found/forbidden.', 'negativeHits');
   cacheCounter('portcullis_cache_entries', 'Keys held in the cache now.', 'entries');
   cacheCounter('portcullis_cache_evictions', 'Entries dropped to make room (LRU).', 'evictions');
+  new Gauge({
+    name: 'portcullis_commands_active',
+    help: 'Privileged commands (cryptsetup, blkid, dmsetup) running now, stuck ones included.',
+    registers: [registry],
+    collect() {
+      this.set(commandStats().active);
+    },
+  });
+  new Gauge({
+    name: 'portcullis_commands_stuck',
+    help: 'Commands killed at their timeout that have not exited (uninterruptible I/O); each holds a command slot.',
+    registers: [registry],
+    collect() {
+      this.set(commandStats().stuck);
+    },
+  });
   new Gauge({
     name: 'portcullis_backend_fetch_seconds_sum',
     help: 'Total time spent fetching keys from the backend (the cache times every fetch).',

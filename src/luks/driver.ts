@@ -1,6 +1,6 @@
 import { assertBlank, describeSignature, probeSignature } from './blank.js';
 import { luksError, LuksError } from './errors.js';
-import { cryptTargetVersion, deviceBehindSymlink, holderCount, pointSymlink } from './mapping-host.js';
+import { cryptTargetVersion, deviceBehindSymlink, holderCount, pointSymlink, removeHalfCreated, tablelessDevice } from './mapping-host.js';
 import { exec, type ExecContext } from './exec.js';
 import { keyedLock } from '../util/keyed-lock.js';
 import { hexPassphrase, mangledHexPassphrase } from './passphrase.js';
@@ -48,6 +48,8 @@ export interface OpenResult {
   opened: boolean;
   /** True when only os-brick's old mangled passphrase opened it. */
   legacyPassphrase: boolean;
+  /** True when a table-less dm device of this name (an earlier open killed midway) was removed first. */
+  removedHalfCreated: boolean;
   /** The mapping as the kernel has it now (size, device); undefined only if it vanished at once. */
   status: MappingStatus | undefined;
   /** The LUKS UUID of the device; null for plain mappings. */
@@ -135,8 +137,13 @@ export function createLuksDriver(options: DriverOptions) {
   async function status(name: string): Promise<MappingStatus | undefined> {
     checkName(name);
     // Exit 4: no such active mapping. Not an error for a status query.
-    const result = await exec(ctx, ['cryptsetup', 'status', name], { ok: [4], what: `read the status of ${name}` });
-    return result.code === 0 ? parseStatus(name, result.stdout.toString('utf8')) : undefined;
+    const result = await exec(ctx, ['cryptsetup', 'status', name], { ok: [1, 4], what: `read the status of ${name}` });
+    if (result.code === 0) return parseStatus(name, result.stdout.toString('utf8'));
+    // Exit 1 with nothing said: a dm device without a table (an open killed midway) is no active mapping either.
+    if (result.code === 1 && (await tablelessDevice(ctx, name)) === undefined) {
+      throw luksError('E_CRYPTSETUP_PARAMS', `cryptsetup exited 1 trying to read the status of ${name}: ${result.stderr.toString('utf8').trim() || 'no reason given'}`, { details: { command: 'cryptsetup', exitCode: 1, stderr: result.stderr.toString('utf8').trim() } });
+    }
+    return undefined;
   }
 
   async function dumpOf(path: string): Promise<LuksDump> {
@@ -244,13 +251,12 @@ export function createLuksDriver(options: DriverOptions) {
               details: { name, device: path, existingDevice: existing.device },
             });
           }
-          return { name, mapperPath: await ensureNode(name), opened: false, legacyPassphrase: false, status: existing, uuid: await luksUuidOf(path, opts.type) };
+          return { name, mapperPath: await ensureNode(name), opened: false, legacyPassphrase: false, removedHalfCreated: false, status: existing, uuid: await luksUuidOf(path, opts.type) };
         }
         const flags: string[] = [];
         if (opts.readOnly === true) flags.push('--readonly');
         if (opts.allowDiscards === true) flags.push('--allow-discards');
         if (opts.perfNoWorkqueue !== false && (await supportsPerfFlags())) flags.push('--perf-no_read_workqueue', '--perf-no_write_workqueue');
-        let legacyPassphrase = false;
         if (opts.type === 'plain') {
           // A plain volume's ciphertext carries no signature. One that blkid recognises (a file system,
           // a LUKS header) is something else, which writing through a plain mapping would destroy.
@@ -260,32 +266,49 @@ export function createLuksDriver(options: DriverOptions) {
               details: { device: path, signature: found.kind, ...(found.offset === undefined ? {} : { offset: found.offset }) },
             });
           }
-          // os-brick's CryptsetupEncryptor command line, so plain volumes map identically.
-          const argv = ['cryptsetup', 'create', '--key-file=-', ...flags];
-          if (opts.cipher !== undefined) argv.push('--cipher', opts.cipher);
-          if (opts.keySize !== undefined) argv.push('--key-size', String(opts.keySize));
-          await withKey(key, (stdin) => exec(ctx, [...argv, name, path], { stdin, what: `open ${path} as plain mapping ${name}` }));
-        } else {
-          const argv = ['cryptsetup', 'luksOpen', '--key-file=-', ...flags, path, name];
-          try {
-            await withKey(key, (stdin) => exec(ctx, argv, { stdin, what: `open ${path} as ${name}` }));
-          } catch (err) {
-            if (!(err instanceof LuksError && err.code === 'E_WRONG_KEY')) throw err;
-            // Volumes formatted by older os-brick carry a mangled hex passphrase; os-brick retries with it, so must we.
-            const buffer = allocator.alloc(key.length * 2);
+        }
+        /** Maps it; true when only os-brick's old mangled passphrase opened it. */
+        const openOnce = async (): Promise<boolean> => {
+          if (opts.type === 'plain') {
+            // os-brick's CryptsetupEncryptor command line, so plain volumes map identically.
+            const argv = ['cryptsetup', 'create', '--key-file=-', ...flags];
+            if (opts.cipher !== undefined) argv.push('--cipher', opts.cipher);
+            if (opts.keySize !== undefined) argv.push('--key-size', String(opts.keySize));
+            await withKey(key, (stdin) => exec(ctx, [...argv, name, path], { stdin, what: `open ${path} as plain mapping ${name}` }));
+          } else {
+            const argv = ['cryptsetup', 'luksOpen', '--key-file=-', ...flags, path, name];
             try {
-              const mangled = mangledHexPassphrase(key, buffer.view());
-              if (mangled.length === key.length * 2) throw err; // identical to the proper hex: nothing else to try
-              await exec(ctx, argv, { stdin: mangled, what: `open ${path} as ${name} with os-brick's legacy passphrase` });
-              legacyPassphrase = true;
-            } finally {
-              buffer.wipe();
+              await withKey(key, (stdin) => exec(ctx, argv, { stdin, what: `open ${path} as ${name}` }));
+            } catch (err) {
+              if (!(err instanceof LuksError && err.code === 'E_WRONG_KEY')) throw err;
+              // Volumes formatted by older os-brick carry a mangled hex passphrase; os-brick retries with it, so must we.
+              const buffer = allocator.alloc(key.length * 2);
+              try {
+                const mangled = mangledHexPassphrase(key, buffer.view());
+                if (mangled.length === key.length * 2) throw err; // identical to the proper hex: nothing else to try
+                await exec(ctx, argv, { stdin: mangled, what: `open ${path} as ${name} with os-brick's legacy passphrase` });
+                return true;
+              } finally {
+                buffer.wipe();
+              }
             }
           }
+          return false;
+        };
+        let legacyPassphrase: boolean;
+        let removedHalfCreated = false;
+        try {
+          legacyPassphrase = await openOnce();
+        } catch (err) {
+          // "Already exists" for a name status() called absent: a dm device without a table, what an open
+          // killed midway leaves. Removed once, then the open runs again; anything else stands.
+          if (!(err instanceof LuksError && err.code === 'E_DEVICE_BUSY') || !(await removeHalfCreated(ctx, name))) throw err;
+          removedHalfCreated = true;
+          legacyPassphrase = await openOnce();
         }
         const mapperPath = await ensureNode(name);
         // Read here, with the device already resolved: the caller needs both and would spend a process per question.
-        return { name, mapperPath, opened: true, legacyPassphrase, status: await status(name), uuid: await luksUuidOf(path, opts.type) };
+        return { name, mapperPath, opened: true, legacyPassphrase, removedHalfCreated, status: await status(name), uuid: await luksUuidOf(path, opts.type) };
       });
     },
 

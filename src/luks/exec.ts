@@ -38,8 +38,9 @@ export async function exec(ctx: ExecContext, argv: readonly string[], options: E
     throw luksError('E_CRYPTSETUP_FAILED', `Could not run ${argv[0]} to ${options.what} (${code ?? String(err)})${hint}`, { cause: err, details: { command: argv[0] } });
   }
   if (result.timedOut === true) {
-    throw luksError('E_CRYPTSETUP_TIMEOUT', `${argv[0]} did not finish within ${ctx.timeoutMs} ms (${options.what}); killed it`, {
-      details: { command: argv[0], timeoutMs: ctx.timeoutMs },
+    const stuck = result.stuck === true ? '; it has not exited since (stuck in uninterruptible I/O: check the device and dmesg)' : '';
+    throw luksError('E_CRYPTSETUP_TIMEOUT', `${argv[0]} did not finish within ${ctx.timeoutMs} ms (${options.what}); killed it${stuck}`, {
+      details: { command: argv[0], timeoutMs: ctx.timeoutMs, stuck: result.stuck === true },
     });
   }
   if (result.code === 0 || (result.code !== null && options.ok?.includes(result.code))) return result;

@@ -45,3 +45,30 @@ export async function pointSymlink(ctx: ExecContext, link: string, name: string)
   const result = await exec(ctx, ['ln', '--symbolic', '--force', '--no-dereference', `/dev/mapper/${name}`, link], { ok: [1], what: `point ${link} at ${name}` });
   return result.code === 0 ? undefined : result.stderr.toString('utf8').trim();
 }
+
+/**
+ * A dm device of this name that exists without a live table, or undefined
+ * (no such device, or one with a table). `cryptsetup status` cannot read such
+ * a device (exit 1, nothing said).
+ */
+export async function tablelessDevice(ctx: ExecContext, name: string): Promise<{ uuid: string } | undefined> {
+  const info = await exec(ctx, ['dmsetup', 'info', '-c', '--noheadings', '--separator', '|', '-o', 'attr,uuid', name], { ok: [1], what: `inspect ${name}` });
+  if (info.code !== 0) return undefined;
+  const [attr = '', uuid = ''] = info.stdout.toString('utf8').trim().split('|');
+  // attr's first letter is L while a live table is loaded.
+  return attr.startsWith('L') ? undefined : { uuid };
+}
+
+/**
+ * Removes a table-less dm device of this name that cryptsetup made (its dm
+ * UUID starts with CRYPT-): what a luksOpen killed between creating the
+ * device and loading its table leaves, blocking every later open of the
+ * name. Anything with a table, or not cryptsetup's, stays.
+ * @returns whether it removed one
+ */
+export async function removeHalfCreated(ctx: ExecContext, name: string): Promise<boolean> {
+  const device = await tablelessDevice(ctx, name);
+  if (device === undefined || !device.uuid.startsWith('CRYPT-')) return false;
+  await exec(ctx, ['dmsetup', 'remove', name], { what: `remove the half-created mapping ${name}` });
+  return true;
+}

@@ -17,6 +17,8 @@ export interface RunResult {
   signal?: string | null;
   /** True when the runner killed the command at its timeout. */
   timedOut?: boolean;
+  /** True when the killed command had still not exited well after its timeout (a process in D state). */
+  stuck?: boolean;
   stdout: Buffer;
   stderr: Buffer;
 }

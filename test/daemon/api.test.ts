@@ -58,7 +58,7 @@ describe('portcullisd socket API on the local keystore', () => {
   it('GET /v1/health reports every check, and "failing" exactly when a host check fails', async () => {
     const answer = await daemon.call('GET', '/v1/health');
     const health = answer.body as { status: string; backend: string; checks: Record<string, { ok: boolean; detail: string }> };
-    assert.deepEqual(Object.keys(health.checks).sort(), ['cryptsetup', 'dm_crypt', 'key_manager']);
+    assert.deepEqual(Object.keys(health.checks).sort(), ['commands', 'cryptsetup', 'dm_crypt', 'key_manager']);
     assert.equal(health.backend, 'local');
     assert.equal(health.checks['key_manager']?.ok, true);
     const hostOk = health.checks['cryptsetup']?.ok === true && health.checks['dm_crypt']?.ok === true;

@@ -54,7 +54,7 @@ describe('an existing mapping answers an attach as idempotent only for the same 
   const body = (over: Record<string, unknown> = {}) => ({ device: dev, provider: 'luks2', key: { id: keyA }, project_id: 'tenant-a', format: 'if-blank', ...over });
 
   before(async () => {
-    dev = await kernel.loopDevice(16);
+    dev = await kernel.loopDevice(32); // LUKS2's default header alone takes 16 MiB
     keyA = createKey('tenant-a');
     ok(await daemon.call('PUT', '/v1/volumes/pd-own', body()));
   });
@@ -155,35 +155,35 @@ describe('plain never maps over a device that holds something else', () => {
 
 describe('erase acts only on what the record names', () => {
   it("a device no record of that disk names is refused (409 E_ERASE_REFUSED): another volume's LUKS header is intact", async () => {
-    const dev = await kernel.loopDevice(16);
+    const dev = await kernel.loopDevice(32);
     const key = createKey('tenant-a');
     ok(await daemon.call('PUT', '/v1/volumes/pd-victim', { device: dev, provider: 'luks2', key: { id: key }, project_id: 'tenant-a', format: 'if-blank' }));
     ok(await daemon.call('DELETE', '/v1/volumes/pd-victim'));
-    const header = await kernel.sha(dev, 16 * 1024 * 1024);
+    const header = await kernel.sha(dev, 32 * 1024 * 1024);
     const answer = await daemon.call('DELETE', '/v1/ephemeral/pdi-none/disk0?erase=true', { project_id: 'tenant-a', device: dev });
     assert.ok([404, 409].includes(answer.status), answer.text);
     assert.ok(['E_ERASE_REFUSED', 'E_VOLUME_NOT_FOUND'].includes(code(answer)), code(answer));
-    assert.equal(await kernel.sha(dev, 16 * 1024 * 1024), header);
+    assert.equal(await kernel.sha(dev, 32 * 1024 * 1024), header);
     ok(await daemon.call('PUT', '/v1/volumes/pd-victim', { device: dev, provider: 'luks2', key: { id: key }, project_id: 'tenant-a' }));
     ok(await daemon.call('DELETE', '/v1/volumes/pd-victim'));
   });
 
   it('a key the record did not create for that disk is never deleted (409 E_ERASE_REFUSED), and the disk is not erased', async () => {
-    const dev = await kernel.loopDevice(16);
+    const dev = await kernel.loopDevice(32);
     const attached = ok<{ key_id: string }>(await daemon.call('PUT', '/v1/ephemeral/pdi-k/disk0', { device: dev, project_id: 'tenant-a' }));
     const other = createKey('tenant-a');
     const answer = await daemon.call('DELETE', '/v1/ephemeral/pdi-k/disk0?erase=true', { project_id: 'tenant-a', key: { id: other } });
     assert.equal(answer.status, 409, answer.text);
     assert.equal(code(answer), 'E_ERASE_REFUSED');
-    assert.equal(keyCli('get', other, '--project', 'tenant-a', '--metadata-only').status, 0, 'the other key still exists');
+    assert.equal(keyCli('get', other, '--project', 'tenant-a', '--metadata-only', '--output', 'json').status, 0, 'the other key still exists');
     await kernel.sh('test -b /dev/mapper/ephemeral-pdi-k-disk0');
     const erased = ok<{ key_deleted: boolean; erased: boolean }>(await daemon.call('DELETE', '/v1/ephemeral/pdi-k/disk0?erase=true', { project_id: 'tenant-a' }));
     assert.deepEqual([erased.erased, erased.key_deleted], [true, true]);
-    assert.notEqual(keyCli('get', attached.key_id, '--project', 'tenant-a', '--metadata-only').status, 0, 'the instance key is gone');
+    assert.notEqual(keyCli('get', attached.key_id, '--project', 'tenant-a', '--metadata-only', '--output', 'json').status, 0, 'the instance key is gone');
   });
 
   it('another project cannot erase the disk (409 E_ERASE_REFUSED); the owner still can after a plain detach', async () => {
-    const dev = await kernel.loopDevice(16);
+    const dev = await kernel.loopDevice(32);
     ok(await daemon.call('PUT', '/v1/ephemeral/pdi-p/disk0', { device: dev, project_id: 'tenant-a' }));
     const stranger = await daemon.call('DELETE', '/v1/ephemeral/pdi-p/disk0?erase=true', { project_id: 'tenant-b' });
     assert.equal(code(stranger), 'E_ERASE_REFUSED');

@@ -34,7 +34,7 @@ after(async () => {
 
 describe('volumes with KMIP keys', () => {
   it('luks2: attach → write → detach → reattach (cache) → verify; with PyKMIP stopped the cached key attaches and an uncached one is 503 E_BACKEND_UNAVAILABLE', async () => {
-    const [dev, other] = [await kernel.loopDevice(16), await kernel.loopDevice(4)];
+    const [dev, other] = [await kernel.loopDevice(32), await kernel.loopDevice(4)]; // LUKS2's default header alone takes 16 MiB
     const key = await direct.createKey({ projectId: 'tenant-k' }, { algorithm: 'aes', length: 256 });
     const uncached = await direct.createKey({ projectId: 'tenant-k' }, { algorithm: 'aes', length: 256 });
     const body = { device: dev, provider: 'luks2', key: { id: key, backend: 'kmip' }, project_id: 'tenant-k', format: 'if-blank' };

@@ -24,6 +24,8 @@ export interface RouteInput {
   peer: Peer;
   /** The peer holds the admin role (sees foreign mappings). */
   admin: boolean;
+  /** Aborts at the request's deadline (limits.request_timeout_seconds). */
+  signal?: AbortSignal;
 }
 
 /** What a handler answers: JSON, or text (metrics), with a status. */
@@ -62,7 +64,7 @@ const param = (input: RouteInput, i: number): string => input.params[i] ?? '';
 export const routes: readonly Route[] = [
   {
     method: 'PUT', path: exact(`/v1/volumes/${NAME}`), role: 'agent', mutating: true, body: { schema: attachBodySchema },
-    handle: async (input, deps) => ok(await deps.volumes.attach(param(input, 0), input.body as z.output<typeof attachBodySchema>, input.peer)),
+    handle: async (input, deps) => ok(await deps.volumes.attach(param(input, 0), input.body as z.output<typeof attachBodySchema>, input.peer, input.signal)),
   },
   {
     method: 'DELETE', path: exact(`/v1/volumes/${NAME}`), role: 'agent', mutating: true,
@@ -82,7 +84,7 @@ export const routes: readonly Route[] = [
   },
   {
     method: 'PUT', path: exact(`/v1/ephemeral/${ID}/${ID}`), role: 'agent', mutating: true, body: { schema: ephemeralAttachBodySchema },
-    handle: async (input, deps) => ok(await deps.ephemeral.attach(param(input, 0), param(input, 1), input.body as z.output<typeof ephemeralAttachBodySchema>, input.peer)),
+    handle: async (input, deps) => ok(await deps.ephemeral.attach(param(input, 0), param(input, 1), input.body as z.output<typeof ephemeralAttachBodySchema>, input.peer, input.signal)),
   },
   {
     method: 'DELETE', path: exact(`/v1/ephemeral/${ID}/${ID}`), role: 'agent', mutating: true, body: { schema: ephemeralDetachBodySchema, optional: true },

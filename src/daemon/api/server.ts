@@ -93,7 +93,7 @@ export function createApiServer(deps: ApiDeps): ApiServer {
         body = parseBody(raw, route.body.schema);
       }
       const params = (route.path.exec(url.pathname) ?? []).slice(1);
-      const answer = await withTimeout(route.handle({ params, query: url.searchParams, body, peer, admin: held.has('admin') }, deps), deps.limits().request_timeout_seconds);
+      const answer = await withTimeout((signal) => route.handle({ params, query: url.searchParams, body, peer, admin: held.has('admin'), signal }, deps), deps.limits().request_timeout_seconds);
       send(res, answer);
     } catch (err) {
       sendError(res, err, deps.log, `${req.method ?? '?'} ${url.pathname}`);
@@ -153,13 +153,23 @@ function parseBody(raw: Buffer, schema: ZodType): unknown {
   return result.data;
 }
 
-async function withTimeout<T>(work: Promise<T>, seconds: number): Promise<T> {
+/**
+ * Races the handler against limits.request_timeout_seconds. At the deadline
+ * the caller gets E_REQUEST_TIMEOUT and `signal` aborts: the service checks
+ * it between steps, so the work stops at the next step instead of running on.
+ */
+async function withTimeout<T>(work: (signal: AbortSignal) => Promise<T>, seconds: number): Promise<T> {
+  const controller = new AbortController();
   let timer: NodeJS.Timeout | undefined;
   const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(daemonError('E_REQUEST_TIMEOUT', `The request did not finish within ${seconds} s (limits.request_timeout_seconds); it may still complete — check GET /v1/volumes`)), seconds * 1000);
+    timer = setTimeout(() => {
+      const err = daemonError('E_REQUEST_TIMEOUT', `The request did not finish within ${seconds} s (limits.request_timeout_seconds); it stops at its next step, and a step under way may still complete — check GET /v1/volumes`);
+      controller.abort(err);
+      reject(err);
+    }, seconds * 1000);
   });
   try {
-    return await Promise.race([work, timeout]);
+    return await Promise.race([work(controller.signal), timeout]);
   } finally {
     clearTimeout(timer);
   }

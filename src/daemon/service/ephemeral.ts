@@ -45,7 +45,7 @@ export function ephemeralService(deps: ServiceDeps, volumes: VolumeService) {
     return sorted[0]?.id;
   }
 
-  async function attach(instance: string, disk: string, body: EphemeralAttachBody, peer: Peer): Promise<AttachAnswer> {
+  async function attach(instance: string, disk: string, body: EphemeralAttachBody, peer: Peer, signal?: AbortSignal): Promise<AttachAnswer> {
     const started = performance.now();
     const name = ephemeralMappingName(instance, disk);
     const provider = resolveProvider(body.provider);
@@ -73,6 +73,7 @@ export function ephemeralService(deps: ServiceDeps, volumes: VolumeService) {
               details: { key_name: keyName, device: body.device },
             });
           }
+          signal?.throwIfAborted();
           keyId = await deps.keys().createKey(ctx, { algorithm: 'aes', length: body.key_size ?? deps.luks().key_size, name: keyName });
           created = true;
           deps.log.audit('key_access', { op: 'create', purpose: `ephemeral ${name}`, project_id: body.project_id, key_id: keyId, key_scope: body.key_scope, outcome: 'ok', peer_uid: peer.uid, peer_pid: peer.pid });
@@ -87,6 +88,7 @@ export function ephemeralService(deps: ServiceDeps, volumes: VolumeService) {
             fetched.object,
             timings,
             existing?.status,
+            signal,
           );
           const previous = deps.registry.get(name);
           // Only a key portcullis created for this disk may die with it; the mark survives detach and reattach.

@@ -10,6 +10,8 @@ export interface HealthDeps {
   version: string;
   startedAt: number;
   volumes(): number;
+  /** The privileged command slots: how many there are, and how many are stuck. */
+  commands(): { limit: number; stuck: number };
 }
 
 /** Host facts change rarely and cost a process each (seconds under emulation): ask at most this often. */
@@ -58,10 +60,17 @@ export function healthService(deps: HealthDeps) {
     const now = Date.now();
     if (host === undefined || now - host.at > HOST_CHECK_TTL_MS) host = { at: now, checks: hostChecks() };
     const [hostResults, backend] = await Promise.all([host.checks, backendCheck()]);
-    const checks: Record<string, HealthCheck> = { ...hostResults, key_manager: backend };
+    const { limit, stuck } = deps.commands();
+    const commands: HealthCheck =
+      stuck === 0
+        ? { ok: true, detail: `${limit} command slot(s), none stuck` }
+        : { ok: false, detail: `${stuck} of ${limit} command slot(s) held by commands stuck in the kernel past their timeout (uninterruptible I/O: check the devices and dmesg)` };
+    const checks: Record<string, HealthCheck> = { ...hostResults, commands, key_manager: backend };
     // A failed host check must be asked again next time, not remembered for 30 s.
     if (Object.values(hostResults).some((c) => !c.ok)) host = undefined;
-    const status = Object.values(hostResults).some((c) => !c.ok) ? 'failing' : backend.ok ? 'ok' : 'degraded';
+    // Every slot stuck: nothing can run. Some: attaches still work, slower.
+    const failing = Object.values(hostResults).some((c) => !c.ok) || stuck >= limit;
+    const status = failing ? 'failing' : backend.ok && commands.ok ? 'ok' : 'degraded';
     return {
       status,
       version: deps.version,

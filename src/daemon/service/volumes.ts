@@ -66,7 +66,7 @@ export function volumeService(deps: ServiceDeps) {
     deps.registry.set(name, { ...record, projectId: wish.projectId, keyId: wish.keyId });
   }
 
-  async function openWithKey(req: OpenRequest, key: ManagedObject, timings: AttachAnswer['timings_ms'], existing: MappingStatus | undefined): Promise<{ opened: boolean; formatted: boolean; keyslotUpgraded: boolean; status: MappingStatus | undefined; uuid: string | null }> {
+  async function openWithKey(req: OpenRequest, key: ManagedObject, timings: AttachAnswer['timings_ms'], existing: MappingStatus | undefined, signal?: AbortSignal): Promise<{ opened: boolean; formatted: boolean; keyslotUpgraded: boolean; status: MappingStatus | undefined; uuid: string | null }> {
     const luks = deps.luks();
     const isLuksType = req.provider === 'luks' || req.provider === 'luks2';
     let formatted = false;
@@ -76,6 +76,7 @@ export function volumeService(deps: ServiceDeps) {
           details: { device: req.device },
         });
       }
+      signal?.throwIfAborted();
       const t = performance.now();
       await driver.format(req.device, key.bytes(), {
         type: req.provider === 'luks' ? 'luks' : 'luks2',
@@ -86,6 +87,7 @@ export function volumeService(deps: ServiceDeps) {
       timings.format = elapsed(t);
       formatted = true;
     }
+    signal?.throwIfAborted();
     const t = performance.now();
     const opened = await driver.open(req.device, req.name, key.bytes(), {
       type: req.provider === 'luks2' ? 'luks2' : req.provider === 'plain' ? 'plain' : 'luks',
@@ -96,6 +98,7 @@ export function volumeService(deps: ServiceDeps) {
     });
     timings.open = elapsed(t);
     if (opened.legacyPassphrase) deps.log.warn('legacy os-brick passphrase opened the volume', { name: req.name, device: req.device });
+    if (opened.removedHalfCreated) deps.log.warn('removed a half-created mapping of this name (an earlier open was killed midway) before opening', { name: req.name, device: req.device });
     const keyslotUpgraded = isLuksType && opened.opened && !formatted && luks.upgrade_keyslots ? await upgradeKeyslot(req, key, opened.legacyPassphrase) : false;
     return { opened: opened.opened, formatted, keyslotUpgraded, status: opened.status, uuid: opened.uuid };
   }
@@ -117,7 +120,7 @@ export function volumeService(deps: ServiceDeps) {
     }
   }
 
-  async function attach(name: string, body: AttachBody, peer: Peer): Promise<AttachAnswer> {
+  async function attach(name: string, body: AttachBody, peer: Peer, signal?: AbortSignal): Promise<AttachAnswer> {
     const started = performance.now();
     const provider = resolveProvider(body.provider);
     checkBackend(deps, body.key.backend);
@@ -125,6 +128,8 @@ export function volumeService(deps: ServiceDeps) {
     let keySource: KeySource | null = null;
     try {
       const answer = await locks.with([`dev:${body.device}`, `map:${name}`], async (): Promise<AttachAnswer> => {
+        // Queued behind another request past this one's deadline: its caller has had E_REQUEST_TIMEOUT, do nothing.
+        signal?.throwIfAborted();
         if (provider === 'nop') {
           // os-brick's NoOpEncryptor: the volume is not encrypted; the agent uses the device itself.
           return { name, mapper_path: body.device, device: body.device, provider, luks_uuid: null, size_bytes: null, key_id: null, key_source: null, opened: false, formatted: false, keyslot_upgraded: false, timings_ms: timings };
@@ -140,7 +145,7 @@ export function volumeService(deps: ServiceDeps) {
           const existing = await existingFor(name, wish);
           const req: OpenRequest = { name, device, provider, format: body.format, cipher: body.cipher, keySize: body.key_size, readOnly: body.read_only, allowDiscards: body.allow_discards };
           if (existing !== undefined) await claimUnowned(name, existing, wish, key);
-          const result = await openWithKey(req, key, timings, existing?.status);
+          const result = await openWithKey(req, key, timings, existing?.status, signal);
           // An idempotent answer keeps the record it was checked against (and its origin).
           if (result.opened) deps.registry.set(name, { origin: 'attached', device: result.status?.device ?? device, projectId: body.project_id, keyId: body.key.id });
           if (body.symlink) await replaceSymlink(body.device, name);

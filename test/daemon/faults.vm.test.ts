@@ -1,0 +1,96 @@
+/**
+ * Commands that hang and opens that die midway, on a real kernel: a request
+ * always ends, a stuck command's slot is accounted for (health, metrics)
+ * rather than lost, and what a killed open leaves behind does not block the
+ * next attach of that name.
+ */
+import assert from 'node:assert/strict';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { after, before, describe, it } from 'node:test';
+import type { DaemonProcess } from '../fixtures/daemon.js';
+import { waitUntil } from '../helpers/wait.js';
+import { code, daemonKernel, ok, type DaemonKernel } from './vm-setup.js';
+
+const cli = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
+let kernel: DaemonKernel;
+let daemon: DaemonProcess;
+
+function createKey(project: string): string {
+  const run = spawnSync(process.execPath, [cli, '--config', daemon.configPath, 'key', 'create', '--project', project, '--length', '512'], { encoding: 'utf8' });
+  assert.equal(run.status, 0, run.stderr);
+  return run.stdout.trim();
+}
+
+interface Health {
+  status: string;
+  checks: Record<string, { ok: boolean; detail: string }>;
+}
+
+before(async () => {
+  kernel = await daemonKernel();
+  const dir = mkdtempSync(join(tmpdir(), 'portcullisd-faults-'));
+  daemon = await kernel.daemon({
+    dir,
+    config: {
+      key_manager: { backend: 'local', local: { path: `${dir}/keystore.db`, kek_file: `${dir}/kek` } },
+      limits: { command_timeout_seconds: 3, max_concurrent_commands: 4 },
+      log: { format: 'json' },
+    },
+  });
+});
+after(async () => {
+  // A suspended device would hang the cleanup's own commands: resume whatever is left.
+  await kernel?.sh('for d in $(dmsetup ls | cut -f1 | grep -E "^pd-susp"); do dmsetup resume $d; dmsetup remove $d; done; true').catch(() => undefined);
+  await kernel?.cleanup();
+});
+
+describe('a command stuck in the kernel', () => {
+  it('the attach answers 504 E_CRYPTSETUP_TIMEOUT (stuck); health and metrics count the held slot until the command exits', async () => {
+    const loop = await kernel.loopDevice(8);
+    // I/O to a suspended device waits, uninterruptibly, until it is resumed: SIGKILL cannot end it.
+    await kernel.sh(`dmsetup create pd-susp --table "0 $(blockdev --getsz ${loop}) linear ${loop} 0" && dmsetup mknodes pd-susp && test -b /dev/mapper/pd-susp && dmsetup suspend pd-susp`);
+    const answer = await daemon.call('PUT', '/v1/volumes/pd-on-susp', { device: '/dev/mapper/pd-susp', provider: 'luks2', key: { id: createKey('tenant-a') }, project_id: 'tenant-a' });
+    assert.equal(answer.status, 504, answer.text);
+    assert.equal(code(answer), 'E_CRYPTSETUP_TIMEOUT');
+    assert.equal((answer.body as { error: { details: { stuck?: boolean } } }).error.details.stuck, true);
+    const held = ok<Health>(await daemon.call('GET', '/v1/health'));
+    assert.equal(held.status, 'degraded');
+    assert.equal(held.checks['commands']?.ok, false);
+    assert.match(held.checks['commands']?.detail ?? '', /^1 of 4 command slot\(s\) held by commands stuck/);
+    assert.match((await daemon.call('GET', '/metrics')).text, /^portcullis_commands_stuck 1$/m);
+
+    await kernel.sh('dmsetup resume pd-susp');
+    await waitUntil('the stuck slot freed once the device resumed', async () => ok<Health>(await daemon.call('GET', '/v1/health')).checks['commands']?.ok === true, {
+      timeoutMs: 60_000,
+      intervalMs: 500,
+    });
+    assert.match((await daemon.call('GET', '/metrics')).text, /^portcullis_commands_stuck 0$/m);
+    await kernel.sh('! test -e /dev/mapper/pd-on-susp && dmsetup remove pd-susp');
+  });
+});
+
+describe('an open killed midway', () => {
+  it('a table-less dm device of the name (what cryptsetup leaves when killed between create and load) is removed, and the attach succeeds', async () => {
+    const dev = await kernel.loopDevice(32);
+    await kernel.sh('dmsetup create pd-half --notable -u CRYPT-LUKS2-00000000000000000000000000000000-pd-half');
+    const answer = ok<{ opened: boolean; formatted: boolean }>(
+      await daemon.call('PUT', '/v1/volumes/pd-half', { device: dev, provider: 'luks2', key: { id: createKey('tenant-a') }, project_id: 'tenant-a', format: 'if-blank' }),
+    );
+    assert.deepEqual([answer.opened, answer.formatted], [true, true]);
+    await kernel.sh('test "$(dmsetup table pd-half | cut -d" " -f3)" = crypt');
+    ok(await daemon.call('DELETE', '/v1/volumes/pd-half'));
+  });
+
+  it('a table-less device that cryptsetup did not make is left alone: the attach is refused, the device stays', async () => {
+    const dev = await kernel.loopDevice(8);
+    await kernel.sh('dmsetup create pd-half-other --notable -u OTHER-pd-half-other');
+    const answer = await daemon.call('PUT', '/v1/volumes/pd-half-other', { device: dev, provider: 'plain', key: { id: createKey('tenant-a') }, project_id: 'tenant-a' });
+    assert.equal(answer.status, 409, answer.text);
+    assert.equal(code(answer), 'E_DEVICE_BUSY');
+    await kernel.sh('dmsetup info pd-half-other >/dev/null && dmsetup remove pd-half-other');
+  });
+});
