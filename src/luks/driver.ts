@@ -4,86 +4,18 @@ import { cryptTargetVersion, deviceBehindSymlink, holderCount, pointSymlink, rem
 import { exec, type ExecContext } from './exec.js';
 import { keyedLock } from '../util/keyed-lock.js';
 import { hexPassphrase, mangledHexPassphrase } from './passphrase.js';
-import type { Provider } from './providers.js';
-import type { CommandRunner } from './runner.js';
-import { plainAllocator, type SecureAllocator } from '../keyclient/secure-memory.js';
+import { describeKdf, keyslotKdfs, satisfies } from './keyslots.js';
+import { DEFAULT_PBKDF, type DriverOptions, type FormatOptions, type KeyslotKdf, type KeyslotUpgrade, type LuksDump, type OpenOptions, type OpenResult, type Pbkdf } from './options.js';
+import { providerDefinition } from './providers/index.js';
+import { pbkdfArgs } from './providers/luks-header.js';
+import { plainAllocator } from '../keyclient/secure-memory.js';
 import { parseStatus, type MappingStatus } from './status.js';
 
 export type { MappingStatus } from './status.js';
+export { DEFAULT_PBKDF } from './options.js';
+export { keyslotKdfs } from './keyslots.js';
+export type { DriverOptions, FormatOptions, KeyslotKdf, KeyslotUpgrade, LuksDump, OpenOptions, OpenResult, Pbkdf } from './options.js';
 
-export interface Pbkdf {
-  type: 'pbkdf2' | 'argon2id' | 'argon2i' | 'default';
-  /** pbkdf2: --pbkdf-force-iterations; argon2: time cost (--pbkdf-force-iterations too). */
-  iterations?: number;
-  /** argon2 memory in KiB. */
-  memoryKiB?: number;
-}
-
-export interface FormatOptions {
-  type: 'luks' | 'luks2';
-  cipher?: string;
-  /** Bits, as cryptsetup --key-size. */
-  keySize?: number;
-  /** Default: pbkdf2 with 1000 iterations — keys are ≥ 256 random bits, a slow PBKDF buys nothing. */
-  pbkdf?: Pbkdf;
-  /** LUKS2 only. */
-  label?: string;
-}
-
-export interface OpenOptions {
-  type: Exclude<Provider, 'nop'>;
-  readOnly?: boolean;
-  allowDiscards?: boolean;
-  /** Use the kernel's no_read/no_write_workqueue flags when supported (default true). */
-  perfNoWorkqueue?: boolean;
-  /** plain only (LUKS reads them from its header). */
-  cipher?: string;
-  keySize?: number;
-}
-
-export interface OpenResult {
-  name: string;
-  mapperPath: string;
-  /** False when the mapping was already open for this device (idempotent open). */
-  opened: boolean;
-  /** True when only os-brick's old mangled passphrase opened it. */
-  legacyPassphrase: boolean;
-  /** True when a table-less dm device of this name (an earlier open killed midway) was removed first. */
-  removedHalfCreated: boolean;
-  /** The mapping as the kernel has it now (size, device); undefined only if it vanished at once. */
-  status: MappingStatus | undefined;
-  /** The LUKS UUID of the device; null for plain mappings. */
-  uuid: string | null;
-}
-
-export interface DriverOptions {
-  runner: CommandRunner;
-  /** Where the hex passphrase is built for cryptsetup's stdin; the daemon passes locked memory. @default plain memory */
-  allocator?: SecureAllocator;
-  /** Per command; default 120 s (a LUKS format with a default PBKDF can take seconds under emulation). */
-  timeoutMs?: number;
-}
-
-export type LuksDump = { version: 2; metadata: Record<string, unknown> } | { version: 1; text: string };
-
-/** One enabled keyslot's PBKDF, as the header says. */
-export interface KeyslotKdf {
-  slot: number;
-  type: string;
-  /** pbkdf2 iterations, or argon2 time cost. */
-  iterations: number;
-  /** argon2 memory in KiB; absent for pbkdf2. */
-  memoryKiB?: number;
-}
-
-export interface KeyslotUpgrade {
-  upgraded: boolean;
-  /** What the key's keyslot had before, e.g. "argon2id t=4 m=1048576"; null when nothing needed doing. */
-  from: string | null;
-  to: string;
-}
-
-export const DEFAULT_PBKDF: Pbkdf = { type: 'pbkdf2', iterations: 1000 };
 const NAME = /^[A-Za-z0-9][A-Za-z0-9_.+-]{0,126}$/;
 const DEVICE = /^\/dev\/[A-Za-z0-9_./:+@-]+$/;
 const MIN_KEY_BYTES = 16;
@@ -228,12 +160,9 @@ export function createLuksDriver(options: DriverOptions) {
       return locks.with([`dev:${path}`], async () => {
         if (await isLuks(path)) throw luksError('E_DEVICE_NOT_BLANK', `Device ${path} already holds a LUKS header; refusing to format`, { details: { device: path, signature: 'crypto_LUKS' } });
         await assertBlank(ctx, path);
-        const argv = ['cryptsetup', '--batch-mode', 'luksFormat', '--type', opts.type === 'luks' ? 'luks1' : 'luks2', '--key-file=-'];
-        if (opts.cipher !== undefined) argv.push('--cipher', opts.cipher);
-        if (opts.keySize !== undefined) argv.push('--key-size', String(opts.keySize));
-        argv.push(...pbkdfArgs(opts.pbkdf ?? DEFAULT_PBKDF, opts.type));
-        if (opts.label !== undefined && opts.type === 'luks2') argv.push('--label', opts.label);
-        argv.push(path);
+        const formatArgv = providerDefinition(opts.type).formatArgv;
+        if (formatArgv === undefined) throw luksError('E_LUKS_INVALID_ARGUMENT', `${opts.type} has no header to format`);
+        const argv = formatArgv(path, opts, DEFAULT_PBKDF);
         await withKey(key, (stdin) => exec(ctx, argv, { stdin, what: `format ${path} as ${opts.type}` }));
         return luksUuid(path);
       });
@@ -257,7 +186,7 @@ export function createLuksDriver(options: DriverOptions) {
         if (opts.readOnly === true) flags.push('--readonly');
         if (opts.allowDiscards === true) flags.push('--allow-discards');
         if (opts.perfNoWorkqueue !== false && (await supportsPerfFlags())) flags.push('--perf-no_read_workqueue', '--perf-no_write_workqueue');
-        if (opts.type === 'plain') {
+        if (!providerDefinition(opts.type).header) {
           // A plain volume's ciphertext carries no signature. One that blkid recognises (a file system,
           // a LUKS header) is something else, which writing through a plain mapping would destroy.
           const found = await probeSignature(ctx, path, 'map it as plain');
@@ -268,32 +197,25 @@ export function createLuksDriver(options: DriverOptions) {
           }
         }
         /** Maps it; true when only os-brick's old mangled passphrase opened it. */
+        const provider = providerDefinition(opts.type);
+        const argv = provider.openArgv(path, name, flags, opts);
         const openOnce = async (): Promise<boolean> => {
-          if (opts.type === 'plain') {
-            // os-brick's CryptsetupEncryptor command line, so plain volumes map identically.
-            const argv = ['cryptsetup', 'create', '--key-file=-', ...flags];
-            if (opts.cipher !== undefined) argv.push('--cipher', opts.cipher);
-            if (opts.keySize !== undefined) argv.push('--key-size', String(opts.keySize));
-            await withKey(key, (stdin) => exec(ctx, [...argv, name, path], { stdin, what: `open ${path} as plain mapping ${name}` }));
-          } else {
-            const argv = ['cryptsetup', 'luksOpen', '--key-file=-', ...flags, path, name];
+          try {
+            await withKey(key, (stdin) => exec(ctx, argv, { stdin, what: `open ${path} as ${opts.type} mapping ${name}` }));
+            return false;
+          } catch (err) {
+            if (!provider.header || !(err instanceof LuksError && err.code === 'E_WRONG_KEY')) throw err;
+            // Volumes formatted by older os-brick carry a mangled hex passphrase; os-brick retries with it, so must we.
+            const buffer = allocator.alloc(key.length * 2);
             try {
-              await withKey(key, (stdin) => exec(ctx, argv, { stdin, what: `open ${path} as ${name}` }));
-            } catch (err) {
-              if (!(err instanceof LuksError && err.code === 'E_WRONG_KEY')) throw err;
-              // Volumes formatted by older os-brick carry a mangled hex passphrase; os-brick retries with it, so must we.
-              const buffer = allocator.alloc(key.length * 2);
-              try {
-                const mangled = mangledHexPassphrase(key, buffer.view());
-                if (mangled.length === key.length * 2) throw err; // identical to the proper hex: nothing else to try
-                await exec(ctx, argv, { stdin: mangled, what: `open ${path} as ${name} with os-brick's legacy passphrase` });
-                return true;
-              } finally {
-                buffer.wipe();
-              }
+              const mangled = mangledHexPassphrase(key, buffer.view());
+              if (mangled.length === key.length * 2) throw err; // identical to the proper hex: nothing else to try
+              await exec(ctx, argv, { stdin: mangled, what: `open ${path} as ${name} with os-brick's legacy passphrase` });
+              return true;
+            } finally {
+              buffer.wipe();
             }
           }
-          return false;
         };
         let legacyPassphrase: boolean;
         let removedHalfCreated = false;
@@ -417,43 +339,4 @@ export function createLuksDriver(options: DriverOptions) {
       return statuses.filter((s): s is MappingStatus => s !== undefined);
     },
   };
-}
-
-function pbkdfArgs(pbkdf: Pbkdf, type: FormatOptions['type']): string[] {
-  if (pbkdf.type === 'default') return [];
-  if (type === 'luks' && pbkdf.type !== 'pbkdf2') {
-    throw luksError('E_LUKS_INVALID_ARGUMENT', `LUKS1 supports only the pbkdf2 PBKDF, not ${pbkdf.type}`);
-  }
-  const args = ['--pbkdf', pbkdf.type];
-  if (pbkdf.iterations !== undefined) args.push('--pbkdf-force-iterations', String(pbkdf.iterations));
-  if (pbkdf.memoryKiB !== undefined) args.push('--pbkdf-memory', String(pbkdf.memoryKiB));
-  return args;
-}
-
-/** Enabled keyslots and their PBKDF, from either header version. */
-export function keyslotKdfs(dump: LuksDump): KeyslotKdf[] {
-  if (dump.version === 1) {
-    // "Key Slot 0: ENABLED" followed by an indented "Iterations: N" line.
-    return [...dump.text.matchAll(/^Key Slot (\d+): ENABLED\s*\n\s*Iterations:\s*(\d+)/gm)].map((m) => ({ slot: Number(m[1]), type: 'pbkdf2', iterations: Number(m[2]) }));
-  }
-  const keyslots = (dump.metadata['keyslots'] ?? {}) as Record<string, { kdf?: { type?: string; iterations?: number; time?: number; memory?: number } }>;
-  return Object.entries(keyslots)
-    .map(([slot, k]) => {
-      const kdf = k.kdf ?? {};
-      const base = { slot: Number(slot), type: kdf.type ?? 'unknown', iterations: kdf.iterations ?? kdf.time ?? 0 };
-      return kdf.memory === undefined ? base : { ...base, memoryKiB: kdf.memory };
-    })
-    .sort((a, b) => a.slot - b.slot);
-}
-
-/** Whether a slot is at least as cheap to open as `pbkdf` asks. */
-function satisfies(slot: KeyslotKdf, pbkdf: Pbkdf): boolean {
-  if (slot.type !== pbkdf.type) return false;
-  if (pbkdf.iterations !== undefined && slot.iterations > pbkdf.iterations) return false;
-  return pbkdf.memoryKiB === undefined || (slot.memoryKiB ?? 0) <= pbkdf.memoryKiB;
-}
-
-function describeKdf(k: { type: string; iterations?: number | undefined; memoryKiB?: number | undefined }): string {
-  if (k.type === 'pbkdf2') return `pbkdf2 ${k.iterations === undefined ? '' : `${k.iterations} iterations`}`.trim();
-  return [k.type, k.iterations === undefined ? '' : `t=${k.iterations}`, k.memoryKiB === undefined ? '' : `m=${k.memoryKiB}`].filter((p) => p !== '').join(' ');
 }

@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { createLuksDriver } from '../../src/luks/driver.js';
 import { hexPassphrase, mangledHexPassphrase } from '../../src/luks/passphrase.js';
-import { resolveProvider } from '../../src/luks/providers.js';
+import { resolveProvider } from '../../src/luks/providers/index.js';
 import type { CommandRunner, RunOptions, RunResult } from '../../src/luks/runner.js';
 import { rejectsWithCode, throwsWithCode } from '../helpers/errors.js';
 

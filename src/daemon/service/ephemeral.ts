@@ -1,5 +1,5 @@
 import { performance } from 'node:perf_hooks';
-import { resolveProvider } from '../../luks/providers.js';
+import { resolveProvider } from '../../luks/providers/index.js';
 import { keyError } from '../../keyclient/errors.js';
 import type { RequestContext } from '../../keyclient/key-manager.js';
 import { daemonError } from '../errors.js';

@@ -1,6 +1,6 @@
 import type { MappingStatus } from '../../luks/driver.js';
 import { luksError } from '../../luks/errors.js';
-import type { Provider } from '../../luks/providers.js';
+import { providerDefinition, type Provider } from '../../luks/providers/index.js';
 import { daemonError } from '../errors.js';
 import type { VolumeRecord } from '../volume-registry.js';
 
@@ -21,9 +21,6 @@ export interface AttachWish {
   provider: Exclude<Provider, 'nop'>;
   readOnly: boolean;
 }
-
-/** `cryptsetup status` names the type LUKS1, LUKS2 or PLAIN. */
-const kernelType: Record<AttachWish['provider'], string> = { luks: 'LUKS1', luks2: 'LUKS2', plain: 'PLAIN' };
 
 /**
  * The record of an own mapping.
@@ -48,7 +45,7 @@ export function attachDifferences(record: VolumeRecord, status: MappingStatus, w
   const differs: string[] = [];
   if (record.projectId !== null && record.projectId !== wish.projectId) differs.push('project_id');
   if (record.keyId !== null && record.keyId !== wish.keyId) differs.push('key_id');
-  if (status.type !== undefined && status.type.toUpperCase() !== kernelType[wish.provider]) differs.push('provider');
+  if (status.type !== undefined && status.type.toUpperCase() !== providerDefinition(wish.provider).kernelType) differs.push('provider');
   if (status.readOnly !== wish.readOnly) differs.push('read_only');
   return differs;
 }

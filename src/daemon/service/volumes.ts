@@ -1,7 +1,7 @@
 import { performance } from 'node:perf_hooks';
 import type { MappingStatus } from '../../luks/driver.js';
 import { keyedLock } from '../../util/keyed-lock.js';
-import { resolveProvider, type Provider } from '../../luks/providers.js';
+import { resolveProvider, type Provider } from '../../luks/providers/index.js';
 import type { ManagedObject } from '../../keyclient/objects/index.js';
 import { luksError } from '../../luks/errors.js';
 import { daemonError } from '../errors.js';

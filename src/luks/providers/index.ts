@@ -1,4 +1,8 @@
-import { luksError } from './errors.js';
+import { luksError } from '../errors.js';
+import type { ProviderDefinition } from '../options.js';
+import { luks1 } from './luks1.js';
+import { luks2 } from './luks2.js';
+import { plain } from './plain.js';
 
 /** On-disk formats, as os-brick names them (plus nop: no encryption at all). */
 export type Provider = 'luks' | 'luks2' | 'plain' | 'nop';
@@ -41,3 +45,10 @@ export function resolveProvider(name: string): Provider {
 }
 
 export const providerNames = Object.keys(aliases);
+
+const definitions: Record<Exclude<Provider, 'nop'>, ProviderDefinition> = { luks: luks1, luks2, plain };
+
+/** How the driver formats and opens a provider's volumes. */
+export function providerDefinition(provider: Exclude<Provider, 'nop'>): ProviderDefinition {
+  return definitions[provider];
+}
