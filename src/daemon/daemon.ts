@@ -7,6 +7,7 @@ import type { CachingKeyManager } from '../keyclient/cache.js';
 import { openCachedKeyManager } from '../keyclient/open.js';
 import type { SecureAllocator } from '../keyclient/secure-memory.js';
 import { createLuksDriver } from '../luks/driver.js';
+import type { DeviceIdentifier } from '../luks/device-identity.js';
 import type { CommandRunner } from '../luks/runner.js';
 import type { PeerReader } from './api/peer.js';
 import { createApiServer } from './api/server.js';
@@ -23,6 +24,8 @@ import { startWatchdog } from './watchdog.js';
 export interface DaemonDeps {
   /** Where privileged commands run: this host, or the test VM (test/vm) through its channel. */
   runner: CommandRunner;
+  /** How devices are identified (major:minor): in-process where `runner` runs on this host; else through the runner. */
+  identifier?: DeviceIdentifier | undefined;
   readPeer: PeerReader;
   allocator: SecureAllocator;
   version: string;
@@ -54,7 +57,7 @@ export async function startDaemon(configPath: string, initial: Config, deps: Dae
   let keys: CachingKeyManager = await openCachedKeyManager(config, { allocator: deps.allocator });
   const runner = limitedRunner(deps.runner, config.limits.max_concurrent_commands);
   const metrics = createMetrics(() => keys.stats(), () => ({ active: runner.active, stuck: runner.stuck }));
-  const driver = createLuksDriver({ runner, allocator: deps.allocator, timeoutMs: config.limits.command_timeout_seconds * 1000 });
+  const driver = createLuksDriver({ runner, allocator: deps.allocator, timeoutMs: config.limits.command_timeout_seconds * 1000, ...(deps.identifier === undefined ? {} : { identifier: deps.identifier }) });
   const registry = volumeRegistry(config.runtime.volumes_file ?? join(dirname(config.socket.path), 'volumes.json'), log);
   const serviceDeps = {
     keys: () => keys,

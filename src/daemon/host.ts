@@ -4,13 +4,16 @@
  */
 import { isDumpable, notify, peerCredentials, peerGroups, setDumpable, socketFd } from '../../native/index.js';
 import { lockedAllocator } from '../../native/secure-allocator.js';
+import { localIdentifier } from '../luks/device-identity.js';
 import { localRunner } from '../luks/runner.js';
 import type { MainDeps } from './main.js';
 
-/** Everything but the runner, which tests replace with the VM's. */
+/** Everything but the runner and identifier, which tests replace with the VM's. */
 export function productionDeps(): MainDeps {
   return {
     runner: localRunner(),
+    // The devices are this host's: stat them in-process, no process spawned.
+    identifier: localIdentifier(),
     readPeer: (socket) => {
       const fd = socketFd(socket);
       return { ...peerCredentials(fd), groups: peerGroups(fd) };

@@ -7,6 +7,8 @@ export interface VolumeRecord {
   origin: 'attached' | 'adopted';
   /** The backing device as the kernel names it; how a saved record is matched to a mapping after a restart. */
   device?: string | undefined;
+  /** The device's major:minor when it was attached: what identifies it (a path can name another device later). */
+  rdev?: string | undefined;
   projectId: string | null;
   keyId: string | null;
   keyScope?: 'instance' | 'project';
@@ -33,8 +35,11 @@ export interface VolumeRegistry {
   delete(name: string): void;
   /** Records of mappings (detached ephemeral disks not counted). */
   readonly size: number;
-  /** At start: the saved record for a mapping the kernel has on `device`, if the file has one. */
-  saved(name: string, device: string | undefined): VolumeRecord | undefined;
+  /**
+   * At start: the saved record for a mapping the kernel has on `device`, if the file has one.
+   * `rdevOf` gives the live device's major:minor, compared with a saved one (paths only where none was saved).
+   */
+  saved(name: string, device: string | undefined, rdevOf: (path: string) => Promise<string | undefined>): Promise<VolumeRecord | undefined>;
 }
 
 const fileSchema = z.object({
@@ -46,6 +51,7 @@ const fileSchema = z.object({
       projectId: z.string().nullable(),
       keyId: z.string().nullable(),
       keyScope: z.enum(['instance', 'project']).optional(),
+      rdev: z.string().regex(/^\d+:\d+$/).optional(),
       keyCreated: z.boolean().optional(),
       detached: z.boolean().optional(),
     }),
@@ -92,17 +98,19 @@ export function volumeRegistry(file: string | undefined, log: Logger): VolumeReg
       for (const r of records.values()) if (r.detached !== true) n += 1;
       return n;
     },
-    saved(name, device) {
+    async saved(name, device, rdevOf) {
       const s = saved[name];
-      if (s === undefined || s.detached === true || device === undefined || s.device !== device) return undefined;
-      return { origin: 'adopted', device, projectId: s.projectId, keyId: s.keyId, ...optional(s) };
+      if (s === undefined || s.detached === true || device === undefined) return undefined;
+      const same = s.rdev === undefined ? s.device === device : (await rdevOf(device)) === s.rdev;
+      return same ? { origin: 'adopted', device, projectId: s.projectId, keyId: s.keyId, ...optional(s) } : undefined;
     },
   };
 }
 
 /** The optional fields, present only when set (the file stays small, old files stay valid). */
-function optional(r: { keyScope?: 'instance' | 'project' | undefined; keyCreated?: boolean | undefined; detached?: boolean | undefined }): Pick<VolumeRecord, 'keyScope' | 'keyCreated' | 'detached'> {
+function optional(r: { rdev?: string | undefined; keyScope?: 'instance' | 'project' | undefined; keyCreated?: boolean | undefined; detached?: boolean | undefined }): Pick<VolumeRecord, 'rdev' | 'keyScope' | 'keyCreated' | 'detached'> {
   return {
+    ...(r.rdev === undefined ? {} : { rdev: r.rdev }),
     ...(r.keyScope === undefined ? {} : { keyScope: r.keyScope }),
     ...(r.keyCreated === undefined ? {} : { keyCreated: r.keyCreated }),
     ...(r.detached === undefined ? {} : { detached: r.detached }),

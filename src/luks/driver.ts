@@ -1,6 +1,7 @@
 import { assertBlank, describeSignature, probeSignature } from './blank.js';
 import { luksError, LuksError } from './errors.js';
 import { cryptTargetVersion, deviceBehindSymlink, holderCount, pointSymlink, removeHalfCreated, tablelessDevice } from './mapping-host.js';
+import { runnerIdentifier, type DeviceIdentity } from './device-identity.js';
 import { exec, type ExecContext } from './exec.js';
 import { keyedLock } from '../util/keyed-lock.js';
 import { hexPassphrase, mangledHexPassphrase } from './passphrase.js';
@@ -12,6 +13,7 @@ import { plainAllocator } from '../keyclient/secure-memory.js';
 import { parseStatus, type MappingStatus } from './status.js';
 
 export type { MappingStatus } from './status.js';
+export type { DeviceIdentity } from './device-identity.js';
 export { DEFAULT_PBKDF } from './options.js';
 export { keyslotKdfs } from './keyslots.js';
 export type { DriverOptions, FormatOptions, KeyslotKdf, KeyslotUpgrade, LuksDump, OpenOptions, OpenResult, Pbkdf } from './options.js';
@@ -47,17 +49,38 @@ export function createLuksDriver(options: DriverOptions) {
     }
   };
 
-  /** Resolves symlinks (/dev/disk/by-id/...) where the device lives; checks it is a block device. */
-  async function resolveDevice(device: string): Promise<string> {
+  const identifier = options.identifier ?? runnerIdentifier(ctx);
+
+  /**
+   * The device's identity: its real path and major:minor where it lives. A
+   * caller that pinned it already (once per request) passes the identity.
+   */
+  async function resolveDevice(device: string | DeviceIdentity): Promise<DeviceIdentity> {
+    if (typeof device !== 'string') return device;
     if (!DEVICE.test(device) || device.includes('..')) {
       throw luksError('E_LUKS_INVALID_ARGUMENT', `Device path "${device}" is not a /dev path`, { details: { device } });
     }
-    const resolved = await exec(ctx, ['readlink', '-e', device], { ok: [1], what: `resolve ${device}` });
-    const path = resolved.stdout.toString('utf8').trim();
-    if (resolved.code !== 0 || path === '') throw luksError('E_DEVICE_NOT_FOUND', `Device ${device} does not exist`, { details: { device } });
-    const block = await exec(ctx, ['test', '-b', path], { ok: [1], what: `check ${path}` });
-    if (block.code !== 0) throw luksError('E_DEVICE_NOT_FOUND', `${device} (${path}) is not a block device`, { details: { device } });
-    return path;
+    return identifier.identify(device);
+  }
+
+  /**
+   * Right before a write: the pinned path must still be the pinned device. A
+   * node reused on hot-plug since the request pinned it is refused, not written.
+   * @throws E_DEVICE_CHANGED
+   */
+  async function recheck(pinned: DeviceIdentity, doing: string): Promise<void> {
+    const now = await identifier.rdevAt(pinned.path);
+    if (now === pinned.rdev) return;
+    throw luksError('E_DEVICE_CHANGED', `${pinned.path} is no longer device ${pinned.rdev} (now ${now ?? 'nothing'}): it was replaced while this request ran; refusing to ${doing}`, {
+      details: { device: pinned.path, pinned: pinned.rdev, now: now ?? null },
+    });
+  }
+
+  /** Whether the kernel's name for a mapping's backing device is the pinned device (/dev/mapper/x and /dev/dm-3 are one). */
+  async function sameDevice(kernelPath: string | undefined, pinned: DeviceIdentity): Promise<boolean> {
+    if (kernelPath === undefined) return false;
+    if (kernelPath === pinned.path) return true;
+    return (await identifier.rdevAt(kernelPath)) === pinned.rdev;
   }
 
   function checkName(name: string): void {
@@ -86,8 +109,8 @@ export function createLuksDriver(options: DriverOptions) {
     return { version: 1, text: text.stdout.toString('utf8') };
   }
 
-  async function isLuks(device: string): Promise<boolean> {
-    const path = await resolveDevice(device);
+  async function isLuks(device: string | DeviceIdentity): Promise<boolean> {
+    const { path } = await resolveDevice(device);
     const result = await exec(ctx, ['cryptsetup', 'isLuks', path], { ok: [1], what: `check ${path} for a LUKS header` });
     if (result.code === 0) return true;
     // cryptsetup answers exit 1 both for "not LUKS" and for a device it could not read —
@@ -137,17 +160,20 @@ export function createLuksDriver(options: DriverOptions) {
       return { version: `${match[1]}.${match[2]}.${match[3]}`, major: Number(match[1]), minor: Number(match[2]), patch: Number(match[3]) };
     },
 
-    async uuid(device: string): Promise<string> {
-      return luksUuid(await resolveDevice(device));
+    /** Pins a device for a request: its real path and major:minor. */
+    identify: (device: string): Promise<DeviceIdentity> => resolveDevice(device),
+
+    async uuid(device: string | DeviceIdentity): Promise<string> {
+      return luksUuid((await resolveDevice(device)).path);
     },
 
-    async dump(device: string): Promise<LuksDump> {
-      return dumpOf(await resolveDevice(device));
+    async dump(device: string | DeviceIdentity): Promise<LuksDump> {
+      return dumpOf((await resolveDevice(device)).path);
     },
 
     /** The PBKDF of every enabled keyslot. */
-    async keyslots(device: string): Promise<KeyslotKdf[]> {
-      return keyslotKdfs(await dumpOf(await resolveDevice(device)));
+    async keyslots(device: string | DeviceIdentity): Promise<KeyslotKdf[]> {
+      return keyslotKdfs(await dumpOf((await resolveDevice(device)).path));
     },
 
     /**
@@ -155,27 +181,30 @@ export function createLuksDriver(options: DriverOptions) {
      * LUKS, any blkid signature, non-zero data in its first MiB, or that
      * cannot be read.
      */
-    async format(device: string, key: Uint8Array, opts: FormatOptions): Promise<string> {
-      const path = await resolveDevice(device);
-      return locks.with([`dev:${path}`], async () => {
+    async format(device: string | DeviceIdentity, key: Uint8Array, opts: FormatOptions): Promise<string> {
+      const pinned = await resolveDevice(device);
+      const { path } = pinned;
+      return locks.with([`dev:${pinned.rdev}`], async () => {
         if (await isLuks(path)) throw luksError('E_DEVICE_NOT_BLANK', `Device ${path} already holds a LUKS header; refusing to format`, { details: { device: path, signature: 'crypto_LUKS' } });
         await assertBlank(ctx, path);
         const formatArgv = providerDefinition(opts.type).formatArgv;
         if (formatArgv === undefined) throw luksError('E_LUKS_INVALID_ARGUMENT', `${opts.type} has no header to format`);
         const argv = formatArgv(path, opts, DEFAULT_PBKDF);
+        await recheck(pinned, 'format it');
         await withKey(key, (stdin) => exec(ctx, argv, { stdin, what: `format ${path} as ${opts.type}` }));
         return luksUuid(path);
       });
     },
 
     /** Idempotent: an existing mapping of this name for this device is answered as is. */
-    async open(device: string, name: string, key: Uint8Array, opts: OpenOptions): Promise<OpenResult> {
+    async open(device: string | DeviceIdentity, name: string, key: Uint8Array, opts: OpenOptions): Promise<OpenResult> {
       checkName(name);
-      const path = await resolveDevice(device);
-      return locks.with([`dev:${path}`, `map:${name}`], async () => {
+      const pinned = await resolveDevice(device);
+      const { path } = pinned;
+      return locks.with([`dev:${pinned.rdev}`, `map:${name}`], async () => {
         const existing = await status(name);
         if (existing !== undefined) {
-          if (existing.device !== path) {
+          if (!(await sameDevice(existing.device, pinned))) {
             throw luksError('E_MAPPING_CONFLICT', `Mapping ${name} is already open for ${existing.device ?? 'another device'}, not ${path}`, {
               details: { name, device: path, existingDevice: existing.device },
             });
@@ -217,6 +246,7 @@ export function createLuksDriver(options: DriverOptions) {
             }
           }
         };
+        await recheck(pinned, 'open it');
         let legacyPassphrase: boolean;
         let removedHalfCreated = false;
         try {
@@ -243,14 +273,15 @@ export function createLuksDriver(options: DriverOptions) {
      * writes the new keyslot before it retires the old, so a crash midway
      * leaves a volume that still opens. A no-op when the slot is already fast.
      */
-    async upgradeKeyslot(device: string, key: Uint8Array, opts: { pbkdf?: Pbkdf; legacyPassphrase?: boolean } = {}): Promise<KeyslotUpgrade> {
+    async upgradeKeyslot(device: string | DeviceIdentity, key: Uint8Array, opts: { pbkdf?: Pbkdf; legacyPassphrase?: boolean } = {}): Promise<KeyslotUpgrade> {
       const pbkdf = opts.pbkdf ?? DEFAULT_PBKDF;
       const target = describeKdf(pbkdf);
       checkKeyLength(key);
       // cryptsetup's "default" means "benchmark this host": nothing to compare a slot against.
       if (pbkdf.type === 'default') return { upgraded: false, from: null, to: target };
-      const path = await resolveDevice(device);
-      return locks.with([`dev:${path}`], async () => {
+      const pinned = await resolveDevice(device);
+      const { path } = pinned;
+      return locks.with([`dev:${pinned.rdev}`], async () => {
         const header = await dumpOf(path);
         const slots = keyslotKdfs(header);
         const slow = slots.filter((s) => !satisfies(s, pbkdf));
@@ -287,8 +318,8 @@ export function createLuksDriver(options: DriverOptions) {
      * Whether `key` opens a keyslot of the LUKS device, without mapping anything
      * (one PBKDF run): how an attach proves it owns a mapping no record names.
      */
-    async verifyKey(device: string, key: Uint8Array): Promise<boolean> {
-      const path = await resolveDevice(device);
+    async verifyKey(device: string | DeviceIdentity, key: Uint8Array): Promise<boolean> {
+      const { path } = await resolveDevice(device);
       const result = await withKey(key, (stdin) => exec(ctx, ['cryptsetup', 'open', '--test-passphrase', '--key-file=-', path], { stdin, ok: [2], what: `test a key against ${path}` }));
       return result.code === 0;
     },
@@ -312,9 +343,12 @@ export function createLuksDriver(options: DriverOptions) {
     },
 
     /** Crypto-erase: wipes every keyslot; the data can never be decrypted again. */
-    async eraseKeyslots(device: string): Promise<void> {
-      const path = await resolveDevice(device);
-      await locks.with([`dev:${path}`], () => exec(ctx, ['cryptsetup', '--batch-mode', 'luksErase', path], { what: `erase the keyslots of ${path}` }));
+    async eraseKeyslots(device: string | DeviceIdentity): Promise<void> {
+      const pinned = await resolveDevice(device);
+      await locks.with([`dev:${pinned.rdev}`], async () => {
+        await recheck(pinned, 'erase its keyslots');
+        await exec(ctx, ['cryptsetup', '--batch-mode', 'luksErase', pinned.path], { what: `erase the keyslots of ${pinned.path}` });
+      });
     },
 
     /** Holders of the mapping (a mounted file system, a guest). */

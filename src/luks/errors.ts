@@ -14,6 +14,7 @@ export const luksErrors = {
   E_CRYPTSETUP_FAILED: 'cryptsetup failed for another reason (its message is in details.stderr).',
   E_CRYPTSETUP_TIMEOUT: 'cryptsetup (or blkid/dmsetup) did not finish in time and was killed.',
   E_DEVICE_NOT_FOUND: 'The block device does not exist.',
+  E_DEVICE_CHANGED: 'The device path now names another device (major:minor) than when the request pinned it, e.g. a node reused on hot-plug; nothing was written.',
   E_DEVICE_NOT_BLANK: 'Refused to format: the device holds a signature or non-zero data.',
   E_DEVICE_NOT_PLAIN: 'Refused a plain mapping: the device holds a LUKS header or a file system signature, so it is not a plain-encrypted volume and writing through the mapping would destroy it.',
   E_DEVICE_UNREADABLE: 'The device could not be read to decide whether it is blank; refusing to format.',

@@ -2,6 +2,7 @@ import type { CommandRunner } from './runner.js';
 import type { SecureAllocator } from '../keyclient/secure-memory.js';
 import type { MappingStatus } from './status.js';
 import type { Provider } from './providers/index.js';
+import type { DeviceIdentifier } from './device-identity.js';
 
 /** The LUKS driver's inputs and answers, and what a provider (src/luks/providers/) defines. */
 
@@ -56,6 +57,8 @@ export interface DriverOptions {
   allocator?: SecureAllocator;
   /** Per command; default 120 s (a LUKS format with a default PBKDF can take seconds under emulation). */
   timeoutMs?: number;
+  /** How devices are identified: in-process where the commands run on this host (production), else through the runner. @default through the runner */
+  identifier?: DeviceIdentifier;
 }
 
 export type LuksDump = { version: 2; metadata: Record<string, unknown> } | { version: 1; text: string };

@@ -92,6 +92,22 @@ describe('an existing mapping answers an attach as idempotent only for the same 
   });
 });
 
+describe('a device is its major:minor, not a path', () => {
+  it('a retry naming the same dm-backed device by another path (a multipath or LVM alias) is idempotent, not a conflict', async () => {
+    const loop = await kernel.loopDevice(32);
+    await kernel.sh(`dmsetup create pd-lin --table "0 $(blockdev --getsz ${loop}) linear ${loop} 0" && dmsetup mknodes pd-lin`);
+    // A second node for the same major:minor, as /dev/dm-N or a by-id link is for /dev/mapper/NAME.
+    await kernel.sh('set -- $(stat -c "%t %T" /dev/mapper/pd-lin) && mknod /dev/pd-lin-alias b $(printf "%d %d" 0x$1 0x$2)');
+    const key = createKey('tenant-a');
+    const body = (device: string) => ({ device, provider: 'luks2', key: { id: key }, project_id: 'tenant-a', format: 'if-blank' });
+    assert.equal(ok<{ opened: boolean }>(await daemon.call('PUT', '/v1/volumes/pd-on-lin', body('/dev/mapper/pd-lin'))).opened, true);
+    const retry = ok<{ opened: boolean }>(await daemon.call('PUT', '/v1/volumes/pd-on-lin', body('/dev/pd-lin-alias')));
+    assert.equal(retry.opened, false);
+    ok(await daemon.call('DELETE', '/v1/volumes/pd-on-lin'));
+    await kernel.sh('rm /dev/pd-lin-alias && dmsetup remove pd-lin');
+  });
+});
+
 describe('crypt mappings portcullis did not make are foreign', () => {
   let dev: string;
   before(async () => {

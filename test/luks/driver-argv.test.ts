@@ -39,6 +39,7 @@ const key = Buffer.from('000102030405060708090a0b0c0d0e0f101112131415161718191a1
 const keyHex = key.toString('hex');
 const blankDevice: Array<[string, Answer]> = [
   ['readlink -e /dev/vdb', { stdout: '/dev/vdb\n' }],
+  ['stat -c %t:%T|%F /dev/vdb', { stdout: 'fd:10|block special file\n' }],
   ['cryptsetup isLuks', { code: 1, stdout: 'Command failed with code -1 (wrong or missing parameters).\n' }],
   ['dd if=/dev/vdb', { code: 0 }],
   ['blkid -p', { code: 2 }],
@@ -135,6 +136,33 @@ describe('createLuksDriver() command lines', () => {
     assert.ok(!same.calls.some((c) => c.argv[1] === 'luksOpen'));
     const other = scriptedRunner([...active('/dev/vdc'), ...blankDevice]);
     await rejectsWithCode(createLuksDriver({ runner: other }).open('/dev/vdb', 'v', key, { type: 'luks' }), 'E_MAPPING_CONFLICT');
+  });
+
+  it('open() is idempotent when the kernel names the same major:minor another way (/dev/dm-3 for /dev/mapper/mpatha)', async () => {
+    const runner = scriptedRunner([
+      ['cryptsetup status', { stdout: '/dev/mapper/v is active.\n  type:    LUKS1\n  device:  /dev/dm-3\n  mode:    read/write\n' }],
+      ['readlink -e /dev/mapper/mpatha', { stdout: '/dev/mapper/mpatha\n' }],
+      ['stat -c %t:%T|%F /dev/mapper/mpatha', { stdout: 'fd:3|block special file\n' }],
+      ['stat -c %t:%T|%F /dev/dm-3', { stdout: 'fd:3|block special file\n' }],
+      ['test -b', { code: 0 }],
+      ...blankDevice,
+    ]);
+    assert.equal((await createLuksDriver({ runner }).open('/dev/mapper/mpatha', 'v', key, { type: 'luks' })).opened, false);
+  });
+
+  it('format() and open() refuse a device path that names another major:minor than the request pinned (E_DEVICE_CHANGED), and write nothing', async () => {
+    for (const step of ['format', 'open'] as const) {
+      let stats = 0;
+      // The first stat pins 253:16; by the next, hot-plug has given the path to another device.
+      const runner = scriptedRunner([['stat -c %t:%T|%F /dev/vdb', () => ({ stdout: (stats++ === 0 ? 'fd:10' : 'fd:11') + '|block special file\n' })], ...blankDevice]);
+      const driver = createLuksDriver({ runner });
+      const pinned = await driver.identify('/dev/vdb');
+      assert.equal(pinned.rdev, '253:16');
+      const attempt = step === 'format' ? driver.format(pinned, key, { type: 'luks2' }) : driver.open(pinned, 'v', key, { type: 'luks2' });
+      const err = await rejectsWithCode(attempt, 'E_DEVICE_CHANGED');
+      assert.match(err.message, /\/dev\/vdb is no longer device 253:16 \(now 253:17\)/);
+      assert.deepEqual(commands(runner).filter((argv) => ['luksFormat', 'luksOpen'].includes(argv[1] ?? '') || argv.includes('luksFormat')), [], `${step}: nothing written`);
+    }
   });
 
   it('open() falls back to os-brick\'s old mangled passphrase after a wrong key, as os-brick does', async () => {

@@ -60,58 +60,62 @@ export function ephemeralService(deps: ServiceDeps, volumes: VolumeService) {
       // The project lock keeps two first attaches of one project from creating two project keys.
       const lockKeys = [`dev:${body.device}`, `map:${name}`, `ephemeral-key:${body.project_id}:${keyName}`];
       const answer = await volumes.locks.with(lockKeys, async (): Promise<AttachAnswer> => {
-        const t = performance.now();
-        keyId ??= await findKey(ctx, keyName);
-        const wish = { projectId: body.project_id, keyId: keyId ?? '', provider, readOnly: body.read_only };
-        const existing = await volumes.existingFor(name, wish);
-        let created = false;
-        if (keyId === undefined) {
-          const isLuksType = provider === 'luks' || provider === 'luks2';
-          if (isLuksType && (await deps.driver.isLuks(body.device))) {
-            // A formatted disk whose key is gone was erased: a fresh key would only fail to open it.
-            throw keyError('E_KEY_NOT_FOUND', `No key named ${keyName} in project ${body.project_id} for the already formatted disk ${body.device} (was it erased?)`, {
-              details: { key_name: keyName, device: body.device },
-            });
+        const pinned = await deps.driver.identify(body.device);
+        // The path lock serialises requests naming the disk one way; this one, every way.
+        return volumes.locks.with([`rdev:${pinned.rdev}`], async (): Promise<AttachAnswer> => {
+          const t = performance.now();
+          keyId ??= await findKey(ctx, keyName);
+          const wish = { projectId: body.project_id, keyId: keyId ?? '', provider, readOnly: body.read_only };
+          const existing = await volumes.existingFor(name, wish);
+          let created = false;
+          if (keyId === undefined) {
+            const isLuksType = provider === 'luks' || provider === 'luks2';
+            if (isLuksType && (await deps.driver.isLuks(pinned))) {
+              // A formatted disk whose key is gone was erased: a fresh key would only fail to open it.
+              throw keyError('E_KEY_NOT_FOUND', `No key named ${keyName} in project ${body.project_id} for the already formatted disk ${body.device} (was it erased?)`, {
+                details: { key_name: keyName, device: body.device },
+              });
+            }
+            signal?.throwIfAborted();
+            keyId = await deps.keys().createKey(ctx, { algorithm: 'aes', length: body.key_size ?? deps.luks().key_size, name: keyName });
+            created = true;
+            deps.log.audit('key_access', { op: 'create', purpose: `ephemeral ${name}`, project_id: body.project_id, key_id: keyId, key_scope: body.key_scope, outcome: 'ok', peer_uid: peer.uid, peer_pid: peer.pid });
           }
-          signal?.throwIfAborted();
-          keyId = await deps.keys().createKey(ctx, { algorithm: 'aes', length: body.key_size ?? deps.luks().key_size, name: keyName });
-          created = true;
-          deps.log.audit('key_access', { op: 'create', purpose: `ephemeral ${name}`, project_id: body.project_id, key_id: keyId, key_scope: body.key_scope, outcome: 'ok', peer_uid: peer.uid, peer_pid: peer.pid });
-        }
-        const fetched = await fetchKey(deps, ctx, keyId, peer, `ephemeral attach ${name}`);
-        source = created ? 'created' : fetched.source;
-        timings.key = elapsed(t);
-        try {
-          if (existing !== undefined) await volumes.claimUnowned(name, existing, { ...wish, keyId }, fetched.object);
-          const result = await volumes.openWithKey(
-            { name, device: body.device, provider, format: 'if-blank', cipher: body.cipher, keySize: body.key_size, readOnly: body.read_only, allowDiscards: body.allow_discards },
-            fetched.object,
-            timings,
-            existing?.status,
-            signal,
-          );
-          const previous = deps.registry.get(name);
-          // Only a key portcullis created for this disk may die with it; the mark survives detach and reattach.
-          const keyCreated = created || (previous?.keyCreated === true && previous.keyId === keyId && previous.projectId === body.project_id);
-          deps.registry.set(name, { origin: previous?.origin ?? 'attached', device: result.status?.device ?? body.device, projectId: body.project_id, keyId, keyScope: body.key_scope, ...(keyCreated ? { keyCreated } : {}) });
-          return {
-            name,
-            mapper_path: `/dev/mapper/${name}`,
-            device: result.status?.device ?? body.device,
-            provider,
-            luks_uuid: result.uuid,
-            size_bytes: result.status?.sizeSectors === undefined ? null : result.status.sizeSectors * 512,
-            key_id: keyId,
-            key_source: source,
-            opened: result.opened,
-            formatted: result.formatted,
-            keyslot_upgraded: result.keyslotUpgraded,
-            key_scope: body.key_scope,
-            timings_ms: timings,
-          };
-        } finally {
-          fetched.object.zeroize();
-        }
+          const fetched = await fetchKey(deps, ctx, keyId, peer, `ephemeral attach ${name}`);
+          source = created ? 'created' : fetched.source;
+          timings.key = elapsed(t);
+          try {
+            if (existing !== undefined) await volumes.claimUnowned(name, existing, { ...wish, keyId }, fetched.object);
+            const result = await volumes.openWithKey(
+              { name, device: pinned, provider, format: 'if-blank', cipher: body.cipher, keySize: body.key_size, readOnly: body.read_only, allowDiscards: body.allow_discards },
+              fetched.object,
+              timings,
+              existing?.status,
+              signal,
+            );
+            const previous = deps.registry.get(name);
+            // Only a key portcullis created for this disk may die with it; the mark survives detach and reattach.
+            const keyCreated = created || (previous?.keyCreated === true && previous.keyId === keyId && previous.projectId === body.project_id);
+            deps.registry.set(name, { origin: previous?.origin ?? 'attached', device: pinned.path, rdev: pinned.rdev, projectId: body.project_id, keyId, keyScope: body.key_scope, ...(keyCreated ? { keyCreated } : {}) });
+            return {
+              name,
+              mapper_path: `/dev/mapper/${name}`,
+              device: result.status?.device ?? pinned.path,
+              provider,
+              luks_uuid: result.uuid,
+              size_bytes: result.status?.sizeSectors === undefined ? null : result.status.sizeSectors * 512,
+              key_id: keyId,
+              key_source: source,
+              opened: result.opened,
+              formatted: result.formatted,
+              keyslot_upgraded: result.keyslotUpgraded,
+              key_scope: body.key_scope,
+              timings_ms: timings,
+            };
+          } finally {
+            fetched.object.zeroize();
+          }
+        });
       });
       answer.timings_ms.total = elapsed(started);
       volumes.finished('attach', name, 'ok', started, { ephemeral: true, project_id: body.project_id, key_id: keyId ?? null, key_scope: body.key_scope, key_source: source, device: body.device, formatted: answer.formatted, timings_ms: answer.timings_ms });
@@ -141,9 +145,13 @@ export function ephemeralService(deps: ServiceDeps, volumes: VolumeService) {
     if (record !== undefined && record.keyScope === undefined) {
       throw daemonError('E_ERASE_REFUSED', `Refusing to erase ${name}: it is a volume, not an ephemeral disk; nothing was erased`, { details: { name } });
     }
-    const target = eraseTarget(name, record, { projectId: body.project_id, device: body.device, keyId: body.key?.id });
+    // A device named in the body counts only as the recorded one; one that is not there is not it.
+    const named = body.device === undefined ? undefined : await deps.driver.identify(body.device).catch(() => ({ path: body.device ?? '', rdev: 'none' }));
+    const target = eraseTarget(name, record, { projectId: body.project_id, device: named, keyId: body.key?.id });
     const ctx = keyContext(body.project_id, body.auth?.token);
-    return volumes.locks.with([`dev:${target.device}`, `map:${name}`], async () => {
+    const path = typeof target.device === 'string' ? target.device : target.device.path;
+    const lockKeys = [`dev:${path}`, `map:${name}`, ...(typeof target.device === 'string' ? [] : [`rdev:${target.device.rdev}`])];
+    return volumes.locks.with(lockKeys, async () => {
       if (deps.registry.get(name) !== record) {
         throw daemonError('E_ERASE_REFUSED', `Ephemeral disk ${name} changed while this erase waited for it; nothing was erased, retry`, { details: { name } });
       }

@@ -1,4 +1,4 @@
-import type { MappingStatus } from '../../luks/driver.js';
+import type { DeviceIdentity, MappingStatus } from '../../luks/driver.js';
 import { luksError } from '../../luks/errors.js';
 import { providerDefinition, type Provider } from '../../luks/providers/index.js';
 import { daemonError } from '../errors.js';
@@ -64,7 +64,8 @@ export function assertSameAttach(name: string, record: VolumeRecord, status: Map
 
 /** What an erase may act on, from the record alone: never from the request body. */
 export interface EraseTarget {
-  device: string;
+  /** The recorded device, with its recorded major:minor when the record has one (checked again before the erase). */
+  device: string | DeviceIdentity;
   /** The instance key portcullis created for this disk, the only key an erase deletes. */
   keyId: string | undefined;
 }
@@ -73,7 +74,7 @@ export interface EraseTarget {
  * @throws E_VOLUME_NOT_FOUND when no record names the disk; E_ERASE_REFUSED when the
  * request's project, device or key is not the one the record names
  */
-export function eraseTarget(name: string, record: VolumeRecord | undefined, request: { projectId: string; device?: string | undefined; keyId?: string | undefined }): EraseTarget {
+export function eraseTarget(name: string, record: VolumeRecord | undefined, request: { projectId: string; device?: DeviceIdentity | undefined; keyId?: string | undefined }): EraseTarget {
   if (record === undefined || record.device === undefined) {
     throw daemonError('E_VOLUME_NOT_FOUND', `No ephemeral disk ${name} is recorded here (never attached through this daemon, or already erased); nothing was erased`, {
       details: { name },
@@ -82,12 +83,16 @@ export function eraseTarget(name: string, record: VolumeRecord | undefined, requ
   const refuse = (what: string, details: Record<string, unknown>) =>
     daemonError('E_ERASE_REFUSED', `Refusing to erase ${name}: ${what}; nothing was erased`, { details: { name, ...details } });
   if (record.projectId !== request.projectId) throw refuse(`it was attached for another project than ${request.projectId}`, { project_id: request.projectId });
-  if (request.device !== undefined && request.device !== record.device) {
-    throw refuse(`the request names device ${request.device}, but the disk is ${record.device}`, { device: request.device, recorded_device: record.device });
+  // One device, however named: major:minor where the record has it, else the path.
+  if (request.device !== undefined && (record.rdev === undefined ? request.device.path !== record.device : request.device.rdev !== record.rdev)) {
+    throw refuse(`the request names device ${request.device.path} (${request.device.rdev}), but the disk is ${record.device}${record.rdev === undefined ? '' : ` (${record.rdev})`}`, {
+      device: request.device.path,
+      recorded_device: record.device,
+    });
   }
   const instanceKey = record.keyScope === 'instance' && record.keyCreated === true && record.keyId !== null ? record.keyId : undefined;
   if (request.keyId !== undefined && request.keyId !== instanceKey) {
     throw refuse(`key ${request.keyId} is not the instance key portcullis created for this disk`, { key_id: request.keyId });
   }
-  return { device: record.device, keyId: instanceKey };
+  return { device: record.rdev === undefined ? record.device : { path: record.device, rdev: record.rdev }, keyId: instanceKey };
 }

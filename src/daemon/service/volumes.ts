@@ -1,5 +1,5 @@
 import { performance } from 'node:perf_hooks';
-import type { MappingStatus } from '../../luks/driver.js';
+import type { DeviceIdentity, MappingStatus } from '../../luks/driver.js';
 import { keyedLock } from '../../util/keyed-lock.js';
 import { resolveProvider, type Provider } from '../../luks/providers/index.js';
 import type { ManagedObject } from '../../keyclient/objects/index.js';
@@ -14,7 +14,8 @@ import type { VolumeRecord } from '../volume-registry.js';
 /** What an attach needs once the key is known; shared by volumes and ephemeral disks. */
 export interface OpenRequest {
   name: string;
-  device: string;
+  /** Pinned once per request: every step acts on this major:minor, checked again before a write. */
+  device: DeviceIdentity;
   provider: Provider;
   format: 'never' | 'if-blank';
   cipher?: string | undefined;
@@ -72,8 +73,8 @@ export function volumeService(deps: ServiceDeps) {
     let formatted = false;
     if (isLuksType && existing === undefined && !(await driver.isLuks(req.device))) {
       if (req.format !== 'if-blank') {
-        throw luksError('E_DEVICE_WRONG', `Device ${req.device} holds no LUKS header and format is "never"; pass format "if-blank" to format a blank device`, {
-          details: { device: req.device },
+        throw luksError('E_DEVICE_WRONG', `Device ${req.device.path} holds no LUKS header and format is "never"; pass format "if-blank" to format a blank device`, {
+          details: { device: req.device.path },
         });
       }
       signal?.throwIfAborted();
@@ -97,8 +98,8 @@ export function volumeService(deps: ServiceDeps) {
       ...(req.provider === 'plain' ? { cipher: req.cipher ?? luks.cipher, keySize: req.keySize ?? luks.key_size } : {}),
     });
     timings.open = elapsed(t);
-    if (opened.legacyPassphrase) deps.log.warn('legacy os-brick passphrase opened the volume', { name: req.name, device: req.device });
-    if (opened.removedHalfCreated) deps.log.warn('removed a half-created mapping of this name (an earlier open was killed midway) before opening', { name: req.name, device: req.device });
+    if (opened.legacyPassphrase) deps.log.warn('legacy os-brick passphrase opened the volume', { name: req.name, device: req.device.path });
+    if (opened.removedHalfCreated) deps.log.warn('removed a half-created mapping of this name (an earlier open was killed midway) before opening', { name: req.name, device: req.device.path });
     const keyslotUpgraded = isLuksType && opened.opened && !formatted && luks.upgrade_keyslots ? await upgradeKeyslot(req, key, opened.legacyPassphrase) : false;
     return { opened: opened.opened, formatted, keyslotUpgraded, status: opened.status, uuid: opened.uuid };
   }
@@ -112,10 +113,10 @@ export function volumeService(deps: ServiceDeps) {
     const luks = deps.luks();
     try {
       const result = await driver.upgradeKeyslot(req.device, key.bytes(), { pbkdf: { type: luks.pbkdf, iterations: luks.pbkdf_iterations }, legacyPassphrase });
-      if (result.upgraded) deps.log.info('keyslot rewritten to the fast PBKDF', { name: req.name, device: req.device, from: result.from, to: result.to });
+      if (result.upgraded) deps.log.info('keyslot rewritten to the fast PBKDF', { name: req.name, device: req.device.path, from: result.from, to: result.to });
       return result.upgraded;
     } catch (err) {
-      deps.log.warn('keyslot upgrade failed; the volume is attached and unchanged', { name: req.name, device: req.device, error: codeOf(err) });
+      deps.log.warn('keyslot upgrade failed; the volume is attached and unchanged', { name: req.name, device: req.device.path, error: codeOf(err) });
       return false;
     }
   }
@@ -141,18 +142,23 @@ export function volumeService(deps: ServiceDeps) {
         keySource = source;
         timings.key = elapsed(t);
         try {
-          const wish: AttachWish = { projectId: body.project_id, keyId: body.key.id, provider, readOnly: body.read_only };
-          const existing = await existingFor(name, wish);
-          const req: OpenRequest = { name, device, provider, format: body.format, cipher: body.cipher, keySize: body.key_size, readOnly: body.read_only, allowDiscards: body.allow_discards };
-          if (existing !== undefined) await claimUnowned(name, existing, wish, key);
-          const result = await openWithKey(req, key, timings, existing?.status, signal);
-          // An idempotent answer keeps the record it was checked against (and its origin).
-          if (result.opened) deps.registry.set(name, { origin: 'attached', device: result.status?.device ?? device, projectId: body.project_id, keyId: body.key.id });
+          const pinned = await driver.identify(device);
+          // The path lock serialises requests naming the device one way; this one, every way (/dev/mapper/x, /dev/dm-3).
+          const result = await locks.with([`rdev:${pinned.rdev}`], async () => {
+            const wish: AttachWish = { projectId: body.project_id, keyId: body.key.id, provider, readOnly: body.read_only };
+            const existing = await existingFor(name, wish);
+            const req: OpenRequest = { name, device: pinned, provider, format: body.format, cipher: body.cipher, keySize: body.key_size, readOnly: body.read_only, allowDiscards: body.allow_discards };
+            if (existing !== undefined) await claimUnowned(name, existing, wish, key);
+            const opened = await openWithKey(req, key, timings, existing?.status, signal);
+            // An idempotent answer keeps the record it was checked against (and its origin).
+            if (opened.opened) deps.registry.set(name, { origin: 'attached', device: pinned.path, rdev: pinned.rdev, projectId: body.project_id, keyId: body.key.id });
+            return opened;
+          });
           if (body.symlink) await replaceSymlink(body.device, name);
           return {
             name,
             mapper_path: `/dev/mapper/${name}`,
-            device: result.status?.device ?? device,
+            device: result.status?.device ?? pinned.path,
             provider,
             luks_uuid: result.uuid,
             size_bytes: sizeOf(result.status),
@@ -313,7 +319,7 @@ export function volumeService(deps: ServiceDeps) {
       const mappings = await driver.list();
       let adopted = 0;
       for (const m of mappings) {
-        const saved = deps.registry.has(m.name) ? undefined : deps.registry.saved(m.name, m.device);
+        const saved = deps.registry.has(m.name) ? undefined : await deps.registry.saved(m.name, m.device, (path) => driver.identify(path).then((d) => d.rdev, () => undefined));
         if (saved !== undefined) {
           deps.registry.set(m.name, saved);
           adopted += 1;
