@@ -202,6 +202,10 @@ describe('resize, deferred detach, symlinks', () => {
     // Still there while held: the kernel removes it when the last holder lets go.
     await kernel.sh('dmsetup info pd-deferred >/dev/null && umount /tmp/pd-deferred');
     await kernel.sh('! dmsetup info pd-deferred >/dev/null 2>&1');
+    // Its record goes with it: the daemon counts no volume the kernel no longer has.
+    const own = ok<{ volumes: Array<{ name: string; origin: string }> }>(await daemon.call('GET', '/v1/volumes')).volumes.filter((v) => v.origin !== 'foreign');
+    assert.ok(!own.some((v) => v.name === 'pd-deferred'));
+    assert.equal(ok<{ volumes: number }>(await daemon.call('GET', '/v1/health')).volumes, own.length, 'health counts only live mappings');
   });
 
   it('symlink: true points the attachment symlink at the mapping, and attaching through it again is idempotent', async () => {

@@ -12,7 +12,7 @@ import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, it } from 'node:test';
 import type { DaemonProcess } from '../fixtures/daemon.js';
-import { waitUntil } from '../helpers/wait.js';
+import { waitForMatch, waitUntil } from '../helpers/wait.js';
 import { code, daemonKernel, ok, type DaemonKernel } from './vm-setup.js';
 
 const cli = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
@@ -70,6 +70,40 @@ describe('a command stuck in the kernel', () => {
     });
     assert.match((await daemon.call('GET', '/metrics')).text, /^portcullis_commands_stuck 0$/m);
     await kernel.sh('! test -e /dev/mapper/pd-on-susp && dmsetup remove pd-susp');
+  });
+});
+
+describe('a request past its deadline', () => {
+  it('stops at its next step: queued behind a stuck attach of the same name, it answers 504 E_REQUEST_TIMEOUT and later formats and maps nothing', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'portcullisd-deadline-'));
+    const impatient = await kernel.daemon({
+      dir,
+      config: {
+        key_manager: { backend: 'local', local: { path: `${dir}/keystore.db`, kek_file: `${dir}/kek` } },
+        limits: { command_timeout_seconds: 3, request_timeout_seconds: 2 },
+        log: { format: 'json' },
+      },
+    });
+    const keyRun = spawnSync(process.execPath, [cli, '--config', impatient.configPath, 'key', 'create', '--project', 'tenant-a'], { encoding: 'utf8' });
+    assert.equal(keyRun.status, 0, keyRun.stderr);
+    const key = keyRun.stdout.trim();
+    const [loop, blank] = [await kernel.loopDevice(8), await kernel.loopDevice(32)];
+    await kernel.sh(`dmsetup create pd-susp2 --table "0 $(blockdev --getsz ${loop}) linear ${loop} 0" && dmsetup mknodes pd-susp2 && dmsetup suspend pd-susp2`);
+    const body = (device: string) => ({ device, provider: 'luks2', key: { id: key }, project_id: 'tenant-a', format: 'if-blank' });
+    // The first holds the name's lock while its command hangs; the second waits for that lock past its deadline.
+    const first = impatient.call('PUT', '/v1/volumes/pd-late', body('/dev/mapper/pd-susp2'));
+    // Commands run only inside the locked section: one running means the first holds the name.
+    await waitForMatch('the first attach running a command', async () => (await impatient.call('GET', '/metrics')).text, /^portcullis_commands_active [1-9]/m, { timeoutMs: 30_000 });
+    const second = await impatient.call('PUT', '/v1/volumes/pd-late', body(blank));
+    assert.equal(code(second), 'E_REQUEST_TIMEOUT');
+    assert.equal(code(await first), 'E_REQUEST_TIMEOUT');
+    await kernel.sh('dmsetup resume pd-susp2');
+    // Both attaches end (the first with its killed command); the second must have stopped at the lock.
+    const ended = () => impatient.log().split('\n').filter((l) => l.includes('"message":"attach"') && l.includes('"name":"pd-late"'));
+    await waitUntil('both attaches of pd-late logged their end', () => ended().length >= 2, { timeoutMs: 60_000, intervalMs: 250, describe: () => impatient.log() });
+    assert.ok(ended().some((l) => l.includes('"outcome":"E_REQUEST_TIMEOUT"')), ended().join('\n'));
+    await kernel.sh(`! cryptsetup isLuks ${blank} && ! test -e /dev/mapper/pd-late && dmsetup remove pd-susp2`);
+    await impatient.stop();
   });
 });
 

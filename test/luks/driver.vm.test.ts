@@ -53,7 +53,7 @@ for (const type of ['luks', 'luks2'] as const) {
     it('open() maps it, status() and list() report it, a second open() is idempotent', async () => {
       const opened = await driver.open(dev, `t-${type}`, key, { type });
       const { status: answered, ...rest } = opened;
-      assert.deepEqual(rest, { name: `t-${type}`, mapperPath: `/dev/mapper/t-${type}`, opened: true, legacyPassphrase: false, uuid });
+      assert.deepEqual(rest, { name: `t-${type}`, mapperPath: `/dev/mapper/t-${type}`, opened: true, legacyPassphrase: false, removedHalfCreated: false, uuid });
       await sh(`test -b /dev/mapper/t-${type}`);
       const status = await driver.status(`t-${type}`);
       assert.deepEqual(answered, status, 'open() answers the status the kernel reports');
