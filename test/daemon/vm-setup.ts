@@ -5,10 +5,12 @@
  * the harness broker.
  */
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { startDaemonProcess, type Answer, type DaemonProcess, type StartOptions } from '../fixtures/daemon.js';
 import { privilegedRunner, serveRunner, type Broker, type PrivilegedRunner } from '../vm/index.js';
 
@@ -91,4 +93,25 @@ export function ok<T>(answer: Answer): T {
 /** The error code of an error answer. */
 export function code(answer: Answer): string {
   return (answer.body as { error?: { code: string } }).error?.code ?? `(status ${answer.status})`;
+}
+
+const cli = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
+
+/** A portcullisd on the embedded local keystore, in a fresh directory, logging JSON at debug level with an audit file. */
+export function localKeystoreDaemon(kernel: DaemonKernel): Promise<DaemonProcess> {
+  const dir = mkdtempSync(join(tmpdir(), 'portcullisd-e2e-'));
+  return kernel.daemon({
+    dir,
+    config: {
+      key_manager: { backend: 'local', local: { path: `${dir}/keystore.db`, kek_file: `${dir}/kek` } },
+      log: { format: 'json', level: 'debug', audit_file: `${dir}/audit.log` },
+    },
+  });
+}
+
+/** A key in the daemon's own keystore, created the way an operator would: with the CLI. */
+export function createKeyIn(daemon: DaemonProcess, project: string, length = 512): string {
+  const run = spawnSync(process.execPath, [cli, '--config', daemon.configPath, 'key', 'create', '--project', project, '--length', String(length)], { encoding: 'utf8' });
+  assert.equal(run.status, 0, run.stderr);
+  return run.stdout.trim();
 }
