@@ -11,7 +11,7 @@ import { privilegedRunner } from '../test/vm/index.js';
 
 const rounds = Number(process.argv[2] ?? 3);
 const runner = await privilegedRunner();
-const driver = createLuksDriver({ runner });
+const driver = createLuksDriver({ ops: runner.ops });
 
 async function sh(script: string): Promise<string> {
   const r = await runner.run(['sh', '-c', script], { timeoutMs: 300_000 });

@@ -7,8 +7,7 @@ import type { CachingKeyManager } from '../keyclient/cache.js';
 import { openCachedKeyManager } from '../keyclient/open.js';
 import type { SecureAllocator } from '../keyclient/secure-memory.js';
 import { createLuksDriver } from '../luks/driver.js';
-import type { DeviceIdentifier } from '../luks/device-identity.js';
-import type { CommandRunner } from '../luks/runner.js';
+import type { DeviceOps } from '../luks/device-ops.js';
 import type { PeerReader } from './api/peer.js';
 import { createApiServer } from './api/server.js';
 import { admission, limitedRunner } from './limits.js';
@@ -22,10 +21,8 @@ import { listenSocket, type Listening } from './socket.js';
 import { startWatchdog } from './watchdog.js';
 
 export interface DaemonDeps {
-  /** Where privileged commands run: this host, or the test VM (test/vm) through its channel. */
-  runner: CommandRunner;
-  /** How devices are identified (major:minor): in-process where `runner` runs on this host; else through the runner. */
-  identifier?: DeviceIdentifier | undefined;
+  /** The privileged device operations: in-process on this host, or the test VM's guest agent (test/vm) through its channel. */
+  ops: DeviceOps;
   readPeer: PeerReader;
   allocator: SecureAllocator;
   version: string;
@@ -55,9 +52,11 @@ export async function startDaemon(configPath: string, initial: Config, deps: Dae
   const log = createLogger(config.log, deps.logStream);
   const notify = deps.notify ?? (() => undefined);
   let keys: CachingKeyManager = await openCachedKeyManager(config, { allocator: deps.allocator });
-  const runner = limitedRunner(deps.runner, config.limits.max_concurrent_commands);
+  const runner = limitedRunner(deps.ops, config.limits.max_concurrent_commands);
   const metrics = createMetrics(() => keys.stats(), () => ({ active: runner.active, stuck: runner.stuck }));
-  const driver = createLuksDriver({ runner, allocator: deps.allocator, timeoutMs: config.limits.command_timeout_seconds * 1000, ...(deps.identifier === undefined ? {} : { identifier: deps.identifier }) });
+  // Only commands count against the limit: the in-process questions cost no process.
+  const ops: DeviceOps = { ...deps.ops, run: (argv, options) => runner.run(argv, options) };
+  const driver = createLuksDriver({ ops, allocator: deps.allocator, timeoutMs: config.limits.command_timeout_seconds * 1000 });
   const registry = volumeRegistry(config.runtime.volumes_file ?? join(dirname(config.socket.path), 'volumes.json'), log);
   const serviceDeps = {
     keys: () => keys,

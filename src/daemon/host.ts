@@ -4,16 +4,14 @@
  */
 import { isDumpable, notify, peerCredentials, peerGroups, setDumpable, socketFd } from '../../native/index.js';
 import { lockedAllocator } from '../../native/secure-allocator.js';
-import { localIdentifier } from '../luks/device-identity.js';
-import { localRunner } from '../luks/runner.js';
+import { localDeviceOps } from '../luks/device-ops.js';
 import type { MainDeps } from './main.js';
 
-/** Everything but the runner and identifier, which tests replace with the VM's. */
+/** Everything but the device operations, which tests replace with the VM guest agent's. */
 export function productionDeps(): MainDeps {
   return {
-    runner: localRunner(),
-    // The devices are this host's: stat them in-process, no process spawned.
-    identifier: localIdentifier(),
+    // The devices are this host's: every question the kernel answers directly is asked in-process.
+    ops: localDeviceOps(),
     readPeer: (socket) => {
       const fd = socketFd(socket);
       return { ...peerCredentials(fd), groups: peerGroups(fd) };

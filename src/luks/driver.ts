@@ -1,7 +1,9 @@
 import { assertBlank, describeSignature, probeSignature } from './blank.js';
 import { luksError, LuksError } from './errors.js';
-import { cryptTargetVersion, deviceBehindSymlink, holderCount, pointSymlink, removeHalfCreated, tablelessDevice } from './mapping-host.js';
-import { runnerIdentifier, type DeviceIdentity } from './device-identity.js';
+import { cryptTargetVersion, deviceBehindSymlink, holderCount, pointSymlink, removeHalfCreated } from './mapping-host.js';
+import { identifyDevice, rdevAt, type DeviceIdentity } from './device-identity.js';
+import { readLuksHeader, type LuksHeader } from './header.js';
+import { dmState } from './sysfs-mapping.js';
 import { exec, type ExecContext } from './exec.js';
 import { keyedLock } from '../util/keyed-lock.js';
 import { hexPassphrase, mangledHexPassphrase } from './passphrase.js';
@@ -14,6 +16,7 @@ import { parseStatus, type MappingStatus } from './status.js';
 
 export type { MappingStatus } from './status.js';
 export type { DeviceIdentity } from './device-identity.js';
+export type { DeviceOps } from './device-ops.js';
 export { DEFAULT_PBKDF } from './options.js';
 export { keyslotKdfs } from './keyslots.js';
 export type { DriverOptions, FormatOptions, KeyslotKdf, KeyslotUpgrade, LuksDump, OpenOptions, OpenResult, Pbkdf } from './options.js';
@@ -29,12 +32,16 @@ function checkKeyLength(key: Uint8Array): void {
 export type LuksDriver = ReturnType<typeof createLuksDriver>;
 
 /**
- * cryptsetup through child_process (via a CommandRunner). The key always
- * goes to cryptsetup on stdin with --key-file=-; never argv, environment,
- * logs or temp files. One lock per device path and per mapping name.
+ * cryptsetup for what only it can do (format, open, close, resize, erase),
+ * and the device operations for every question the kernel answers directly
+ * (identity, LUKS header, mapping state): a cached re-attach spawns one
+ * process. The key always goes to cryptsetup on stdin with --key-file=-;
+ * never argv, environment, logs or temp files. One lock per device and per
+ * mapping name.
  */
 export function createLuksDriver(options: DriverOptions) {
-  const ctx: ExecContext = { runner: options.runner, timeoutMs: options.timeoutMs ?? 120_000 };
+  const { ops } = options;
+  const ctx: ExecContext = { runner: ops, timeoutMs: options.timeoutMs ?? 120_000 };
   const locks = keyedLock();
   const allocator = options.allocator ?? plainAllocator();
   let perfFlags: Promise<boolean> | undefined;
@@ -49,8 +56,6 @@ export function createLuksDriver(options: DriverOptions) {
     }
   };
 
-  const identifier = options.identifier ?? runnerIdentifier(ctx);
-
   /**
    * The device's identity: its real path and major:minor where it lives. A
    * caller that pinned it already (once per request) passes the identity.
@@ -60,7 +65,7 @@ export function createLuksDriver(options: DriverOptions) {
     if (!DEVICE.test(device) || device.includes('..')) {
       throw luksError('E_LUKS_INVALID_ARGUMENT', `Device path "${device}" is not a /dev path`, { details: { device } });
     }
-    return identifier.identify(device);
+    return identifyDevice(ops, device);
   }
 
   /**
@@ -69,7 +74,7 @@ export function createLuksDriver(options: DriverOptions) {
    * @throws E_DEVICE_CHANGED
    */
   async function recheck(pinned: DeviceIdentity, doing: string): Promise<void> {
-    const now = await identifier.rdevAt(pinned.path);
+    const now = await rdevAt(ops, pinned.path);
     if (now === pinned.rdev) return;
     throw luksError('E_DEVICE_CHANGED', `${pinned.path} is no longer device ${pinned.rdev} (now ${now ?? 'nothing'}): it was replaced while this request ran; refusing to ${doing}`, {
       details: { device: pinned.path, pinned: pinned.rdev, now: now ?? null },
@@ -77,10 +82,11 @@ export function createLuksDriver(options: DriverOptions) {
   }
 
   /** Whether the kernel's name for a mapping's backing device is the pinned device (/dev/mapper/x and /dev/dm-3 are one). */
-  async function sameDevice(kernelPath: string | undefined, pinned: DeviceIdentity): Promise<boolean> {
-    if (kernelPath === undefined) return false;
-    if (kernelPath === pinned.path) return true;
-    return (await identifier.rdevAt(kernelPath)) === pinned.rdev;
+  async function sameDevice(existing: MappingStatus, pinned: DeviceIdentity): Promise<boolean> {
+    if (existing.deviceRdev !== undefined) return existing.deviceRdev === pinned.rdev;
+    if (existing.device === undefined) return false;
+    if (existing.device === pinned.path) return true;
+    return (await rdevAt(ops, existing.device)) === pinned.rdev;
   }
 
   function checkName(name: string): void {
@@ -89,37 +95,47 @@ export function createLuksDriver(options: DriverOptions) {
     }
   }
 
+  /** The mapping's state from sysfs, no process: undefined when absent or left without a table. */
   async function status(name: string): Promise<MappingStatus | undefined> {
+    checkName(name);
+    const state = await dmState(ops, name);
+    return state.kind === 'live' ? state.status : undefined;
+  }
+
+  /** `cryptsetup status`: what sysfs does not say (cipher, key size, in use), for the admin views. */
+  async function describe(name: string): Promise<MappingStatus | undefined> {
     checkName(name);
     // Exit 4: no such active mapping. Not an error for a status query.
     const result = await exec(ctx, ['cryptsetup', 'status', name], { ok: [1, 4], what: `read the status of ${name}` });
-    if (result.code === 0) return parseStatus(name, result.stdout.toString('utf8'));
+    if (result.code === 0) {
+      const full = parseStatus(name, result.stdout.toString('utf8'));
+      const quick = await status(name);
+      return quick?.deviceRdev === undefined ? full : { ...full, deviceRdev: quick.deviceRdev };
+    }
     // Exit 1 with nothing said: a dm device without a table (an open killed midway) is no active mapping either.
-    if (result.code === 1 && (await tablelessDevice(ctx, name)) === undefined) {
+    if (result.code === 1 && (await dmState(ops, name)).kind !== 'tableless') {
       throw luksError('E_CRYPTSETUP_PARAMS', `cryptsetup exited 1 trying to read the status of ${name}: ${result.stderr.toString('utf8').trim() || 'no reason given'}`, { details: { command: 'cryptsetup', exitCode: 1, stderr: result.stderr.toString('utf8').trim() } });
     }
     return undefined;
   }
 
+  /** The LUKS header, read in-process. */
+  const headerOf = (path: string): Promise<LuksHeader | undefined> => readLuksHeader(ops, path);
+
   async function dumpOf(path: string): Promise<LuksDump> {
-    const json = await exec(ctx, ['cryptsetup', 'luksDump', '--dump-json-metadata', path], { ok: [1], what: `dump the LUKS2 metadata of ${path}` });
-    if (json.code === 0) return { version: 2, metadata: JSON.parse(json.stdout.toString('utf8')) as Record<string, unknown> };
-    // LUKS1 has no JSON metadata; its text dump (no key material without --dump-volume-key) is all there is.
-    const text = await exec(ctx, ['cryptsetup', 'luksDump', path], { what: `dump the LUKS header of ${path}` });
-    return { version: 1, text: text.stdout.toString('utf8') };
+    const header = await headerOf(path);
+    if (header === undefined) throw luksError('E_DEVICE_WRONG', `Device ${path} holds no LUKS header`, { details: { device: path } });
+    return header.dump;
   }
 
+  /**
+   * Whether the device starts with a LUKS header. A read error is never a
+   * "no": os-brick formats when isLuks fails for any reason, destroying data.
+   * @throws E_DEVICE_UNREADABLE, E_LUKS_HEADER
+   */
   async function isLuks(device: string | DeviceIdentity): Promise<boolean> {
     const { path } = await resolveDevice(device);
-    const result = await exec(ctx, ['cryptsetup', 'isLuks', path], { ok: [1], what: `check ${path} for a LUKS header` });
-    if (result.code === 0) return true;
-    // cryptsetup answers exit 1 both for "not LUKS" and for a device it could not read —
-    // os-brick then formats, destroying data. A "no" counts only once the header area reads.
-    const read = await exec(ctx, ['dd', `if=${path}`, 'of=/dev/null', 'bs=4096', 'count=1', 'status=none'], { ok: [1], what: `read the header area of ${path}` });
-    if (read.code === 0) return false;
-    throw luksError('E_DEVICE_UNREADABLE', `Cannot tell whether ${path} holds a LUKS header: reading it failed (${read.stderr.toString('utf8').trim()})`, {
-      details: { device: path },
-    });
+    return (await headerOf(path)) !== undefined;
   }
 
   async function supportsPerfFlags(): Promise<boolean> {
@@ -135,7 +151,9 @@ export function createLuksDriver(options: DriverOptions) {
   }
 
   async function luksUuid(path: string): Promise<string> {
-    return (await exec(ctx, ['cryptsetup', 'luksUUID', path], { what: `read the LUKS UUID of ${path}` })).stdout.toString('utf8').trim();
+    const header = await headerOf(path);
+    if (header === undefined) throw luksError('E_DEVICE_WRONG', `Device ${path} holds no LUKS header, so it has no LUKS UUID`, { details: { device: path } });
+    return header.uuid;
   }
 
   const luksUuidOf = (path: string, type: OpenOptions['type']): Promise<string | null> => (type === 'plain' ? Promise.resolve(null) : luksUuid(path));
@@ -144,13 +162,13 @@ export function createLuksDriver(options: DriverOptions) {
     const mapperPath = `/dev/mapper/${name}`;
     // Without udev, libdevmapper creates the node itself before cryptsetup returns; mknodes
     // repairs a missing one synchronously. No waiting, no polling.
-    const present = await exec(ctx, ['test', '-b', mapperPath], { ok: [1], what: `check ${mapperPath}` });
-    if (present.code !== 0) await exec(ctx, ['dmsetup', 'mknodes', name], { what: `create ${mapperPath}` });
+    if ((await rdevAt(ops, mapperPath)) === undefined) await exec(ctx, ['dmsetup', 'mknodes', name], { what: `create ${mapperPath}` });
     return mapperPath;
   }
 
   return {
     status,
+    describe,
     isLuks,
 
     async version(): Promise<{ version: string; major: number; minor: number; patch: number }> {
@@ -186,7 +204,7 @@ export function createLuksDriver(options: DriverOptions) {
       const { path } = pinned;
       return locks.with([`dev:${pinned.rdev}`], async () => {
         if (await isLuks(path)) throw luksError('E_DEVICE_NOT_BLANK', `Device ${path} already holds a LUKS header; refusing to format`, { details: { device: path, signature: 'crypto_LUKS' } });
-        await assertBlank(ctx, path);
+        await assertBlank(ctx, ops, path);
         const formatArgv = providerDefinition(opts.type).formatArgv;
         if (formatArgv === undefined) throw luksError('E_LUKS_INVALID_ARGUMENT', `${opts.type} has no header to format`);
         const argv = formatArgv(path, opts, DEFAULT_PBKDF);
@@ -204,7 +222,7 @@ export function createLuksDriver(options: DriverOptions) {
       return locks.with([`dev:${pinned.rdev}`, `map:${name}`], async () => {
         const existing = await status(name);
         if (existing !== undefined) {
-          if (!(await sameDevice(existing.device, pinned))) {
+          if (!(await sameDevice(existing, pinned))) {
             throw luksError('E_MAPPING_CONFLICT', `Mapping ${name} is already open for ${existing.device ?? 'another device'}, not ${path}`, {
               details: { name, device: path, existingDevice: existing.device },
             });
@@ -254,7 +272,7 @@ export function createLuksDriver(options: DriverOptions) {
         } catch (err) {
           // "Already exists" for a name status() called absent: a dm device without a table, what an open
           // killed midway leaves. Removed once, then the open runs again; anything else stands.
-          if (!(err instanceof LuksError && err.code === 'E_DEVICE_BUSY') || !(await removeHalfCreated(ctx, name))) throw err;
+          if (!(err instanceof LuksError && err.code === 'E_DEVICE_BUSY') || !(await removeHalfCreated(ctx, ops, name))) throw err;
           removedHalfCreated = true;
           legacyPassphrase = await openOnce();
         }
@@ -324,13 +342,19 @@ export function createLuksDriver(options: DriverOptions) {
       return result.code === 0;
     },
 
-    /** Closing an absent mapping is success: detach must be idempotent, and "already gone" is the goal. */
-    async close(name: string, opts: { deferred?: boolean } = {}): Promise<{ closed: boolean }> {
+    /**
+     * Closing an absent mapping is success: detach must be idempotent, and
+     * "already gone" is the goal. cryptsetup itself refuses a mapping in use
+     * (exit 5, E_DEVICE_BUSY), so no holder count is asked first. `pending`:
+     * a deferred close left the mapping to the kernel until its last holder goes.
+     */
+    async close(name: string, opts: { deferred?: boolean } = {}): Promise<{ closed: boolean; pending: boolean }> {
       checkName(name);
       return locks.with([`map:${name}`], async () => {
         const argv = ['cryptsetup', 'close', ...(opts.deferred === true ? ['--deferred'] : []), name];
         const result = await exec(ctx, argv, { ok: [4], what: `close ${name}` });
-        return { closed: result.code === 0 };
+        const pending = result.code === 0 && opts.deferred === true && (await dmState(ops, name)).kind === 'live';
+        return { closed: result.code === 0, pending };
       });
     },
 
@@ -356,9 +380,9 @@ export function createLuksDriver(options: DriverOptions) {
     /** dm-crypt's version, or undefined when the kernel has no crypt target. */
     cryptTarget: (): Promise<string | undefined> => cryptTargetVersion(ctx),
     /** The real device behind os-brick's attachment symlink, when it already points at mapping `name`. */
-    deviceBehindSymlink: async (name: string, link: string): Promise<string> => deviceBehindSymlink(ctx, await status(name), link),
+    deviceBehindSymlink: async (name: string, link: string): Promise<string> => deviceBehindSymlink(ops, await status(name), link),
     /** Points os-brick's attachment symlink at the mapping; returns why not, or undefined. */
-    pointSymlink: (link: string, name: string): Promise<string | undefined> => (checkName(name), pointSymlink(ctx, link, name)),
+    pointSymlink: (link: string, name: string): Promise<string | undefined> => (checkName(name), pointSymlink(ops, link, name)),
 
     /** Every crypt mapping the kernel has, whoever made it. */
     async list(): Promise<MappingStatus[]> {
@@ -369,7 +393,7 @@ export function createLuksDriver(options: DriverOptions) {
         .split('\n')
         .map((line) => line.split(/\s+/)[0] ?? '')
         .filter((n) => n !== '' && n !== 'No');
-      const statuses = await Promise.all(names.filter((n) => NAME.test(n)).map((n) => status(n)));
+      const statuses = await Promise.all(names.filter((n) => NAME.test(n)).map((n) => describe(n)));
       return statuses.filter((s): s is MappingStatus => s !== undefined);
     },
   };

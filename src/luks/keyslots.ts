@@ -2,10 +2,7 @@ import type { KeyslotKdf, LuksDump, Pbkdf } from './options.js';
 
 /** Enabled keyslots and their PBKDF, from either header version. */
 export function keyslotKdfs(dump: LuksDump): KeyslotKdf[] {
-  if (dump.version === 1) {
-    // "Key Slot 0: ENABLED" followed by an indented "Iterations: N" line.
-    return [...dump.text.matchAll(/^Key Slot (\d+): ENABLED\s*\n\s*Iterations:\s*(\d+)/gm)].map((m) => ({ slot: Number(m[1]), type: 'pbkdf2', iterations: Number(m[2]) }));
-  }
+  if (dump.version === 1) return dump.keyslots;
   const keyslots = (dump.metadata['keyslots'] ?? {}) as Record<string, { kdf?: { type?: string; iterations?: number; time?: number; memory?: number } }>;
   return Object.entries(keyslots)
     .map(([slot, k]) => {

@@ -1,4 +1,6 @@
 import { exec, type ExecContext } from './exec.js';
+import type { DeviceOps } from './device-ops.js';
+import { dmState } from './sysfs-mapping.js';
 import type { MappingStatus } from './status.js';
 
 /**
@@ -7,7 +9,7 @@ import type { MappingStatus } from './status.js';
  * symlink. Here, so that only src/luks touches devices and mappings.
  */
 
-/** How many holders (a mounted file system, a guest) keep the mapping open. */
+/** How many holders (a mounted file system, a guest) keep the mapping open. The open count is not in sysfs: one dmsetup. */
 export async function holderCount(ctx: ExecContext, name: string): Promise<number> {
   const info = await exec(ctx, ['dmsetup', 'info', '-c', '--noheadings', '-o', 'open', name], { ok: [1], what: `count the holders of ${name}` });
   const count = Number.parseInt(info.stdout.toString('utf8').trim(), 10);
@@ -26,37 +28,20 @@ export async function cryptTargetVersion(ctx: ExecContext): Promise<string | und
  * second attach then finds the link pointing at our mapping already: the
  * real device is the mapping's backing device.
  */
-export async function deviceBehindSymlink(ctx: ExecContext, status: MappingStatus | undefined, link: string): Promise<string> {
+export async function deviceBehindSymlink(ops: DeviceOps, status: MappingStatus | undefined, link: string): Promise<string> {
   if (status?.device === undefined) return link;
   // Both resolved the same way (/dev/mapper/X may itself be a link to /dev/dm-N): only our own mapping counts.
-  const real = await exec(ctx, ['readlink', '-f', link, status.mapperPath], { ok: [1], what: `resolve ${link}` });
-  const [linkTarget, mappingTarget] = real.stdout.toString('utf8').trim().split('\n');
-  return linkTarget !== undefined && linkTarget === mappingTarget ? status.device : link;
+  const [linkTarget, mappingTarget] = await Promise.all([ops.stat(link), ops.stat(status.mapperPath)]);
+  return linkTarget !== undefined && linkTarget.path === mappingTarget?.path ? status.device : link;
 }
 
 /**
  * Points os-brick's attachment symlink at the mapping.
  * @returns why it did not, or undefined when it did
  */
-export async function pointSymlink(ctx: ExecContext, link: string, name: string): Promise<string | undefined> {
-  // Only ever a symlink: `ln --force` over a device node would replace the node itself.
-  const isLink = await exec(ctx, ['test', '-L', link], { ok: [1], what: `check that ${link} is a symlink` });
-  if (isLink.code !== 0) return 'the device path is not a symlink';
-  const result = await exec(ctx, ['ln', '--symbolic', '--force', '--no-dereference', `/dev/mapper/${name}`, link], { ok: [1], what: `point ${link} at ${name}` });
-  return result.code === 0 ? undefined : result.stderr.toString('utf8').trim();
-}
-
-/**
- * A dm device of this name that exists without a live table, or undefined
- * (no such device, or one with a table). `cryptsetup status` cannot read such
- * a device (exit 1, nothing said).
- */
-export async function tablelessDevice(ctx: ExecContext, name: string): Promise<{ uuid: string } | undefined> {
-  const info = await exec(ctx, ['dmsetup', 'info', '-c', '--noheadings', '--separator', '|', '-o', 'attr,uuid', name], { ok: [1], what: `inspect ${name}` });
-  if (info.code !== 0) return undefined;
-  const [attr = '', uuid = ''] = info.stdout.toString('utf8').trim().split('|');
-  // attr's first letter is L while a live table is loaded.
-  return attr.startsWith('L') ? undefined : { uuid };
+export function pointSymlink(ops: DeviceOps, link: string, name: string): Promise<string | undefined> {
+  // Only ever a symlink: replacing a device node would destroy the node itself.
+  return ops.replaceSymlink(link, `/dev/mapper/${name}`);
 }
 
 /**
@@ -66,9 +51,9 @@ export async function tablelessDevice(ctx: ExecContext, name: string): Promise<{
  * name. Anything with a table, or not cryptsetup's, stays.
  * @returns whether it removed one
  */
-export async function removeHalfCreated(ctx: ExecContext, name: string): Promise<boolean> {
-  const device = await tablelessDevice(ctx, name);
-  if (device === undefined || !device.uuid.startsWith('CRYPT-')) return false;
+export async function removeHalfCreated(ctx: ExecContext, ops: DeviceOps, name: string): Promise<boolean> {
+  const state = await dmState(ops, name);
+  if (state.kind !== 'tableless' || !state.uuid.startsWith('CRYPT-')) return false;
   await exec(ctx, ['dmsetup', 'remove', name], { what: `remove the half-created mapping ${name}` });
   return true;
 }

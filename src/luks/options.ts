@@ -1,8 +1,7 @@
-import type { CommandRunner } from './runner.js';
+import type { DeviceOps } from './device-ops.js';
 import type { SecureAllocator } from '../keyclient/secure-memory.js';
 import type { MappingStatus } from './status.js';
 import type { Provider } from './providers/index.js';
-import type { DeviceIdentifier } from './device-identity.js';
 
 /** The LUKS driver's inputs and answers, and what a provider (src/luks/providers/) defines. */
 
@@ -52,16 +51,16 @@ export interface OpenResult {
 }
 
 export interface DriverOptions {
-  runner: CommandRunner;
+  /** The privileged operations: in-process on the host (localDeviceOps), the guest agent's in the test VM. */
+  ops: DeviceOps;
   /** Where the hex passphrase is built for cryptsetup's stdin; the daemon passes locked memory. @default plain memory */
   allocator?: SecureAllocator;
   /** Per command; default 120 s (a LUKS format with a default PBKDF can take seconds under emulation). */
   timeoutMs?: number;
-  /** How devices are identified: in-process where the commands run on this host (production), else through the runner. @default through the runner */
-  identifier?: DeviceIdentifier;
 }
 
-export type LuksDump = { version: 2; metadata: Record<string, unknown> } | { version: 1; text: string };
+/** A LUKS header's contents: LUKS2's JSON metadata, or LUKS1's keyslots from its binary header. */
+export type LuksDump = { version: 2; metadata: Record<string, unknown> } | { version: 1; keyslots: KeyslotKdf[] };
 
 /** One enabled keyslot's PBKDF, as the header says. */
 export interface KeyslotKdf {

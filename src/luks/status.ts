@@ -8,6 +8,10 @@ export interface MappingStatus {
   keySizeBits?: number;
   /** The backing device. */
   device?: string;
+  /** The backing device's major:minor, where the kernel said it (sysfs). */
+  deviceRdev?: string;
+  /** I/O to the mapping is suspended (dmsetup suspend): anything that reads it hangs. */
+  suspended?: boolean;
   /** Backing file, when the device is a loop device. */
   loop?: string;
   offsetSectors?: number;

@@ -12,7 +12,7 @@ import { describe, it } from 'node:test';
 import { loadConfigFile } from '../../src/config/load.js';
 import { startDaemon } from '../../src/daemon/daemon.js';
 import { plainAllocator } from '../../src/keyclient/secure-memory.js';
-import { localRunner } from '../../src/luks/runner.js';
+import { localDeviceOps } from '../../src/luks/device-ops.js';
 
 describe('startDaemon() reload()', () => {
   it('two reloads at once run one after the other: one new key manager for the new config, not two (one of them leaked)', async () => {
@@ -24,7 +24,7 @@ describe('startDaemon() reload()', () => {
     let log = '';
     stream.on('data', (c: Buffer) => (log += c.toString()));
     const daemon = await startDaemon(file, loadConfigFile(file).config, {
-      runner: localRunner(),
+      ops: localDeviceOps(),
       readPeer: () => ({ pid: process.pid, uid: 0, gid: 0 }),
       allocator: plainAllocator(),
       version: 'test',

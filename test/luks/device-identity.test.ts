@@ -3,7 +3,8 @@ import { existsSync, mkdtempSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { formatRdev, localIdentifier } from '../../src/luks/device-identity.js';
+import { formatRdev, identifyDevice, rdevAt } from '../../src/luks/device-identity.js';
+import { localDeviceOps } from '../../src/luks/device-ops.js';
 import { rejectsWithCode } from '../helpers/errors.js';
 
 /** glibc's makedev(): the inverse of what formatRdev() decodes. */
@@ -18,24 +19,23 @@ describe('formatRdev()', () => {
   });
 });
 
-describe('localIdentifier()', () => {
+describe('identifyDevice() through the in-process device operations', () => {
   const loop = existsSync('/dev/loop0') ? false : 'needs /dev/loop0';
+  const ops = localDeviceOps();
 
-  it('identify() answers the real path and major:minor, through a symlink as directly', { skip: loop }, async () => {
+  it('answers the real path and major:minor, through a symlink as directly', { skip: loop }, async () => {
     const link = join(mkdtempSync(join(tmpdir(), 'portcullis-ident-')), 'by-id-link');
     symlinkSync('/dev/loop0', link);
-    const ids = localIdentifier();
-    assert.deepEqual(await ids.identify('/dev/loop0'), { path: '/dev/loop0', rdev: '7:0' });
-    assert.deepEqual(await ids.identify(link), { path: '/dev/loop0', rdev: '7:0' });
-    assert.equal(await ids.rdevAt('/dev/loop0'), '7:0');
+    assert.deepEqual(await identifyDevice(ops, '/dev/loop0'), { path: '/dev/loop0', rdev: '7:0' });
+    assert.deepEqual(await identifyDevice(ops, link), { path: '/dev/loop0', rdev: '7:0' });
+    assert.equal(await rdevAt(ops, '/dev/loop0'), '7:0');
   });
 
-  it('identify() refuses what is not a block device, or not there, with E_DEVICE_NOT_FOUND; rdevAt() answers undefined', async () => {
-    const ids = localIdentifier();
-    const notBlock = await rejectsWithCode(ids.identify('/dev/null'), 'E_DEVICE_NOT_FOUND');
+  it('refuses what is not a block device, or not there, with E_DEVICE_NOT_FOUND; rdevAt() answers undefined', async () => {
+    const notBlock = await rejectsWithCode(identifyDevice(ops, '/dev/null'), 'E_DEVICE_NOT_FOUND');
     assert.match(notBlock.message, /\/dev\/null \(\/dev\/null\) is not a block device/);
-    await rejectsWithCode(ids.identify('/dev/portcullis-no-such-device'), 'E_DEVICE_NOT_FOUND');
-    assert.equal(await ids.rdevAt('/dev/null'), undefined);
-    assert.equal(await ids.rdevAt('/dev/portcullis-no-such-device'), undefined);
+    await rejectsWithCode(identifyDevice(ops, '/dev/portcullis-no-such-device'), 'E_DEVICE_NOT_FOUND');
+    assert.equal(await rdevAt(ops, '/dev/null'), undefined);
+    assert.equal(await rdevAt(ops, '/dev/portcullis-no-such-device'), undefined);
   });
 });

@@ -25,7 +25,7 @@ export interface LuksKernel {
 
 export async function luksKernel(): Promise<LuksKernel> {
   const runner = await privilegedRunner();
-  const driver = createLuksDriver({ runner });
+  const driver = createLuksDriver({ ops: runner.ops });
   const loops: string[] = [];
   const sh = async (script: string, stdin?: Buffer): Promise<string> => {
     const result = await runner.run(['sh', '-c', script], { ...(stdin === undefined ? {} : { stdin }), timeoutMs: 120_000 });

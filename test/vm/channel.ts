@@ -1,7 +1,7 @@
 import type { Readable, Writable } from 'node:stream';
 import { VmError, isVmErrorCode } from './errors.js';
-import { FrameDecoder, encodeFrame, type ErrorHeader, type Frame, type RunHeader } from './protocol.js';
-import { normalizeRun, type CommandRunner, type RunOptions, type RunResult } from './runner.js';
+import { FrameDecoder, encodeFrame, type ErrorHeader, type Frame, type OpHeader, type RunHeader } from './protocol.js';
+import { normalizeRun, type CommandRunner, type OpAnswer, type RunOptions, type RunResult } from './runner.js';
 
 /**
  * Extra time the client waits beyond a command's own timeout before it gives
@@ -11,8 +11,11 @@ import { normalizeRun, type CommandRunner, type RunOptions, type RunResult } fro
  */
 const PEER_GRACE_MS = 30_000;
 
+/** A device operation answers from memory or one read: past this the peer is stuck. */
+const OP_TIMEOUT_MS = 60_000;
+
 interface Pending {
-  resolve: (result: RunResult) => void;
+  resolve: (result: RunResult | OpAnswer) => void;
   reject: (err: Error) => void;
   timer: NodeJS.Timeout;
 }
@@ -102,8 +105,22 @@ export class ChannelClient implements CommandRunner {
         this.pending.delete(id);
         reject(new VmError('E_VM_CHANNEL', `${this.where} did not answer for ${JSON.stringify(run.argv[0])} within ${run.timeoutMs + PEER_GRACE_MS} ms`));
       }, run.timeoutMs + PEER_GRACE_MS);
-      this.pending.set(id, { resolve, reject, timer });
+      this.pending.set(id, { resolve: resolve as (r: RunResult | OpAnswer) => void, reject, timer });
       this.output.write(encodeFrame(header, run.stdin));
+    });
+  }
+
+  op(name: string, args: unknown[]): Promise<OpAnswer> {
+    if (this.closed !== undefined) return Promise.reject(this.closed);
+    const id = this.nextId++;
+    const header: OpHeader = { type: 'op', id, op: name, args };
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.pending.delete(id);
+        reject(new VmError('E_VM_CHANNEL', `${this.where} did not answer the device operation ${name} within ${OP_TIMEOUT_MS} ms`));
+      }, OP_TIMEOUT_MS);
+      this.pending.set(id, { resolve: resolve as (r: RunResult | OpAnswer) => void, reject, timer });
+      this.output.write(encodeFrame(header));
     });
   }
 
@@ -115,7 +132,7 @@ export class ChannelClient implements CommandRunner {
 
   private receive(frame: Frame): void {
     const { header } = frame;
-    if (header.type !== 'result' && header.type !== 'error') return;
+    if (header.type !== 'result' && header.type !== 'error' && header.type !== 'opResult') return;
     const entry = this.pending.get(header.id);
     if (entry === undefined) return; // Answer to a run we already gave up on.
     this.pending.delete(header.id);
@@ -125,6 +142,10 @@ export class ChannelClient implements CommandRunner {
       const details: Record<string, unknown> = { remoteCode: header.code, where: this.where };
       if (header.errno !== undefined) details.errno = header.errno;
       entry.reject(new VmError(code, header.message, { details }));
+      return;
+    }
+    if (header.type === 'opResult') {
+      entry.resolve({ json: header.json, body: frame.body });
       return;
     }
     if (header.stdoutBytes > frame.body.length) {
@@ -174,6 +195,10 @@ export function serveChannel(runner: CommandRunner, input: Readable, output: Wri
         return;
       }
       for (const { header, body } of frames) {
+        if (header.type === 'op') {
+          serveOp(runner, header, output);
+          continue;
+        }
         if (header.type !== 'run') continue;
         const options: RunOptions = { stdin: body, timeoutMs: header.timeoutMs, maxOutputBytes: header.maxOutputBytes };
         if (header.cwd !== undefined) options.cwd = header.cwd;
@@ -200,4 +225,21 @@ export function serveChannel(runner: CommandRunner, input: Readable, output: Wri
     input.on('close', finish);
     input.on('error', finish);
   });
+}
+
+/** Answers one device operation through the runner's op(), in the channel's frames. */
+function serveOp(runner: CommandRunner, header: OpHeader, output: Writable): void {
+  const answer = runner.op === undefined ? Promise.reject(new VmError('E_OP_FAILED', `${runner.where} serves no device operations`)) : runner.op(header.op, header.args);
+  answer.then(
+    (a) => {
+      if (output.writable) output.write(encodeFrame({ type: 'opResult', id: header.id, json: a.json, binary: a.body.length > 0 }, a.body));
+    },
+    (err: unknown) => {
+      const code = err instanceof VmError ? err.code : 'E_OP_FAILED';
+      const errno = err instanceof VmError ? err.details.errno : (err as NodeJS.ErrnoException).code;
+      const frame: ErrorHeader = { type: 'error', id: header.id, code, message: err instanceof Error ? err.message : String(err) };
+      if (typeof errno === 'string') frame.errno = errno;
+      if (output.writable) output.write(encodeFrame(frame));
+    },
+  );
 }

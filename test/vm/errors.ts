@@ -11,6 +11,7 @@ export const vmErrors = {
   E_VM_BOOT: 'The VM did not come up: qemu failed, the guest init failed, or the boot timed out.',
   E_VM_CHANNEL: 'The command channel broke: the VM died, the peer closed, or a frame was malformed.',
   E_VM_STOPPED: 'The VM (or channel) was already stopped when a command was sent.',
+  E_OP_FAILED: 'A device operation failed on the peer; details.errno names the operating-system error.',
   E_VM_TIMEOUT: 'A whole console run did not finish within its timeout; the VM was killed.',
 } as const;
 

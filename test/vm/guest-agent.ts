@@ -4,12 +4,14 @@
  * privileged commands in the guest kernel. Exits when the host hangs up,
  * which makes init power the VM off.
  *
- * Kept free of anything but node: built-ins: under TCG every module loaded
- * costs start-up time.
+ * Kept to node: built-ins and the small device-operations module: under TCG
+ * every module loaded costs start-up time.
  */
 import { createReadStream, createWriteStream, openSync, readFileSync, readdirSync } from 'node:fs';
 import { release } from 'node:os';
+import { localDeviceOps } from '../../src/luks/device-ops.js';
 import { serveChannel } from './channel.js';
+import { serveDeviceOps } from './device-ops.js';
 import { LocalRunner } from './local-runner.js';
 import { CHANNEL_PORT_NAME } from './protocol.js';
 
@@ -27,5 +29,8 @@ const path = findPort(CHANNEL_PORT_NAME);
 const fd = openSync(path, 'r+');
 const input = createReadStream('', { fd, autoClose: false, highWaterMark: 256 * 1024 });
 const output = createWriteStream('', { fd, autoClose: false });
-await serveChannel(new LocalRunner(`vm ${release()}`), input, output);
+const runner = new LocalRunner(`vm ${release()}`);
+// Device questions are answered by the production code, in this process, from the guest's kernel.
+const op = serveDeviceOps(localDeviceOps(runner));
+await serveChannel({ where: runner.where, run: (argv, options) => runner.run(argv, options), op }, input, output);
 process.exit(0);

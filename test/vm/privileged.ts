@@ -1,7 +1,9 @@
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import { localDeviceOps, type DeviceOps } from '../../src/luks/device-ops.js';
 import { connectRunner } from './broker.js';
+import { remoteDeviceOps } from './device-ops.js';
 import { VmError } from './errors.js';
 import { GUEST_SCRATCH } from './guest-init.js';
 import { LocalRunner } from './local-runner.js';
@@ -20,6 +22,8 @@ export interface PrivilegedRunner extends CommandRunner {
   readonly mode: PrivilegedMode;
   /** A writable directory beside that kernel for loop-device backing files. */
   readonly scratchDir: string;
+  /** The device operations beside that kernel: in-process in direct mode, the guest agent's in the VM. */
+  readonly ops: DeviceOps;
   /** The VM this process booted for itself (mode "vm"), for tests of the VM's own life cycle. */
   readonly vm: Vm | undefined;
   /** Releases what this process started (its own VM); a shared VM stays up for the suite. Safe to call twice. */
@@ -65,8 +69,10 @@ function wrap(mode: PrivilegedMode, runner: CommandRunner, scratchDir: string, s
     mode,
     scratchDir,
     vm,
+    ops: mode === 'direct' ? localDeviceOps(runner) : remoteDeviceOps(runner),
     where: runner.where,
     run: (argv: readonly string[], options?: RunOptions): Promise<RunResult> => runner.run(argv, options),
+    ...(runner.op === undefined ? {} : { op: (name: string, args: unknown[]) => (runner.op as NonNullable<CommandRunner['op']>)(name, args) }),
     stop: () => (stopping ??= stop()),
   };
 }

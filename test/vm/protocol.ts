@@ -41,7 +41,26 @@ export interface ErrorHeader {
   /** For E_RUN_SPAWN: the errno name (ENOENT, EACCES), so callers can say "not installed". */
   errno?: string;
 }
-export type Header = HelloHeader | RunHeader | ResultHeader | ErrorHeader;
+/**
+ * A device operation (src/luks/device-ops.ts: stat, read, readFiles, list,
+ * replaceSymlink) run by the peer in-process, so the harness serves the
+ * production implementation from the guest's kernel. Answered by an
+ * OpResultHeader, or an ErrorHeader with code E_OP_FAILED and the errno.
+ */
+export interface OpHeader {
+  type: 'op';
+  id: number;
+  op: string;
+  args: unknown[];
+}
+/** Body: the answer's bytes when it is binary (a read), else empty. */
+export interface OpResultHeader {
+  type: 'opResult';
+  id: number;
+  json: unknown;
+  binary: boolean;
+}
+export type Header = HelloHeader | RunHeader | ResultHeader | ErrorHeader | OpHeader | OpResultHeader;
 export interface Frame {
   header: Header;
   body: Buffer;
@@ -148,6 +167,12 @@ export function parseHeader(text: string): Header {
       if (v.signal !== null && typeof v.signal !== 'string') bad('result signal is not a string or null');
       if (typeof v.timedOut !== 'boolean') bad('result timedOut is not a boolean');
       return { type: 'result', id: v.id, code: v.code as number | null, signal: v.signal, timedOut: v.timedOut, stdoutBytes: v.stdoutBytes };
+    case 'op':
+      if (!isId(v.id) || typeof v.op !== 'string' || !Array.isArray(v.args)) bad('op without id, op or args');
+      return { type: 'op', id: v.id, op: v.op, args: v.args as unknown[] };
+    case 'opResult':
+      if (!isId(v.id) || typeof v.binary !== 'boolean') bad('opResult without id or binary');
+      return { type: 'opResult', id: v.id, json: v.json, binary: v.binary };
     case 'error':
       if (!isId(v.id) || typeof v.code !== 'string' || typeof v.message !== 'string') bad('error without id, code or message');
       if (v.errno !== undefined && typeof v.errno !== 'string') bad('error errno is not a string');

@@ -44,6 +44,18 @@ export interface CommandRunner {
    *   E_RUN_ARGUMENT, and for remote runners E_VM_CHANNEL / E_VM_STOPPED.
    */
   run(argv: readonly string[], options?: RunOptions): Promise<RunResult>;
+  /**
+   * Runs a device operation beside the commands (the guest agent serves
+   * src/luks/device-ops.ts); absent where the runner serves commands only.
+   * @throws VmError E_OP_FAILED (details.errno), E_VM_CHANNEL, E_VM_STOPPED
+   */
+  op?(name: string, args: unknown[]): Promise<OpAnswer>;
+}
+
+/** A device operation's answer: JSON, or bytes for a read. */
+export interface OpAnswer {
+  json: unknown;
+  body: Buffer;
 }
 
 export const DEFAULT_TIMEOUT_MS = 60_000;

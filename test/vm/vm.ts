@@ -9,7 +9,7 @@ import { VmError } from './errors.js';
 import { GUEST_FAIL_MARK, GUEST_SCRATCH } from './guest-init.js';
 import { CHANNEL_PORT_NAME } from './protocol.js';
 import { ConsoleTail, prepareBoot, shQuote, spawnQemu, writeGuestScript, type MachineOptions } from './qemu.js';
-import type { CommandRunner, RunOptions, RunResult } from './runner.js';
+import type { CommandRunner, OpAnswer, RunOptions, RunResult } from './runner.js';
 
 export interface VmOptions extends MachineOptions {
   /** From qemu's start until the guest agent says hello. TCG on a busy 2-core machine is slow. @default 180000 */
@@ -148,6 +148,10 @@ class RunningVm implements Vm {
 
   run(argv: readonly string[], options?: RunOptions): Promise<RunResult> {
     return this.client.run(argv, options);
+  }
+
+  op(name: string, args: unknown[]): Promise<OpAnswer> {
+    return this.client.op(name, args);
   }
 
   stop(): Promise<void> {

@@ -201,16 +201,17 @@ export function volumeService(deps: ServiceDeps) {
       return { name, closed: false, deferred: false, timings_ms: { total: 0 } };
     }
     ownRecord(name, deps.registry.get(name), 'detach');
-    const open = await driver.holders(name);
-    if (open > 0 && !options.deferred) {
-      throw daemonError('E_VOLUME_BUSY', `Volume ${name} is held open by ${open} holder(s) (mounted, or in use by a guest); refusing to detach. Release it first, or detach with ?deferred=true`, {
-        details: { name, holders: open },
+    // cryptsetup refuses a mapping in use itself: one process for the detach, the holder count only for the refusal.
+    const closed = await driver.close(name, { deferred: options.deferred }).catch(async (err: unknown) => {
+      if (codeOf(err) !== 'E_DEVICE_BUSY') throw err;
+      const open = await driver.holders(name).catch(() => undefined);
+      throw daemonError('E_VOLUME_BUSY', `Volume ${name} is held open${open === undefined ? '' : ` by ${open} holder(s)`} (mounted, or in use by a guest); refusing to detach. Release it first, or detach with ?deferred=true`, {
+        details: { name, ...(open === undefined ? {} : { holders: open }) },
       });
-    }
-    await driver.close(name, { deferred: options.deferred });
+    });
     // A deferred close keeps the record until the kernel removes the mapping; list() prunes it then.
-    if (!options.deferred || open === 0) deps.registry.delete(name);
-    return { name, closed: true, deferred: options.deferred && open > 0, timings_ms: { total: 0 } };
+    if (!closed.pending) deps.registry.delete(name);
+    return { name, closed: true, deferred: closed.pending, timings_ms: { total: 0 } };
   }
 
   async function detach(name: string, options: { deferred: boolean }): Promise<DetachAnswer> {
@@ -282,7 +283,7 @@ export function volumeService(deps: ServiceDeps) {
   const visible = (name: string, admin: boolean) => admin || (deps.registry.has(name) && deps.registry.get(name)?.detached !== true);
 
   async function volume(name: string, view: { admin: boolean } = { admin: true }): Promise<VolumeAnswer> {
-    const status = await driver.status(name);
+    const status = await driver.describe(name);
     if (status === undefined || !visible(name, view.admin)) throw notFound(name);
     return answerOf(status);
   }

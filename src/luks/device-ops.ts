@@ -1,0 +1,130 @@
+import { lstat, open, readdir, readFile, realpath, rename, stat, symlink, unlink } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { dirname, join } from 'node:path';
+import { localRunner, type CommandRunner, type RunOptions, type RunResult } from './runner.js';
+
+/**
+ * The privileged operations src/luks asks of the host, and nothing more:
+ * stat a device, read bytes of it, read sysfs, run a command with stdin,
+ * and point os-brick's attachment symlink. In production they run in this
+ * process (no process spawned for a question the kernel answers through a
+ * syscall); in tests the VM's guest agent serves the same implementation,
+ * so the harness exercises the production code path. This is also the
+ * privilege-separation seam (os-brick's privsep): keep it narrow and typed.
+ *
+ * Operating-system failures reject with an error carrying the errno name in
+ * `code` (EIO, EACCES), the way node:fs does, whichever side ran them.
+ */
+export interface DeviceOps {
+  /** Runs argv (no shell); the key, if any, only ever in `stdin`. */
+  run(argv: readonly string[], options?: RunOptions): Promise<RunResult>;
+  /** realpath and stat of `path`; undefined when nothing is there. */
+  stat(path: string): Promise<DeviceStat | undefined>;
+  /** Up to `length` bytes at `offset` (fewer at the end of the device). */
+  read(path: string, offset: number, length: number): Promise<Buffer>;
+  /** Small text files (sysfs attributes), each trimmed; undefined for one that cannot be read. One round trip for many. */
+  readFiles(paths: readonly string[]): Promise<Array<string | undefined>>;
+  /** A directory's entries (a sysfs directory); undefined when it does not exist. */
+  list(dir: string): Promise<string[] | undefined>;
+  /**
+   * Points the symlink `link` at `target`, atomically (a new link renamed
+   * over the old). Only ever a symlink: a device node there is left alone.
+   * @returns why it did not, or undefined when it did
+   */
+  replaceSymlink(link: string, target: string): Promise<string | undefined>;
+}
+
+export interface DeviceStat {
+  /** Symlinks resolved. */
+  path: string;
+  block: boolean;
+  /** "major:minor" of a device node; null for anything else. */
+  rdev: string | null;
+  /** `path` as given was itself a symlink. */
+  symlink: boolean;
+}
+
+/** Linux's dev_t encoding (glibc's gnu_dev_major/minor): 12 bits of major, 20 of minor, split. */
+export function formatRdev(rdev: bigint): string {
+  const major = ((rdev >> 8n) & 0xfffn) | ((rdev >> 32n) & ~0xfffn);
+  const minor = (rdev & 0xffn) | ((rdev >> 12n) & ~0xffn);
+  return `${major}:${minor}`;
+}
+
+const missing = (err: unknown): boolean => {
+  const code = (err as NodeJS.ErrnoException).code;
+  return code === 'ENOENT' || code === 'ENOTDIR' || code === 'ENODEV' || code === 'ENXIO';
+};
+
+/** Reads at most this much in one call: a header, the first MiB for the blank check. */
+export const MAX_READ_BYTES = 16 * 1024 * 1024;
+
+/** The operations on this host, in-process; commands through `runner`. */
+export function localDeviceOps(runner: CommandRunner = localRunner()): DeviceOps {
+  return {
+    run: (argv, options) => runner.run(argv, options),
+
+    async stat(path) {
+      const link = await lstat(path).catch((err: unknown) => {
+        if (missing(err)) return undefined;
+        throw err;
+      });
+      if (link === undefined) return undefined;
+      let real: string;
+      try {
+        real = await realpath(path);
+      } catch (err) {
+        if (missing(err)) return undefined; // a dangling symlink
+        throw err;
+      }
+      const st = await stat(real, { bigint: true });
+      const block = st.isBlockDevice();
+      return { path: real, block, rdev: block || st.isCharacterDevice() ? formatRdev(st.rdev) : null, symlink: link.isSymbolicLink() };
+    },
+
+    async read(path, offset, length) {
+      if (!Number.isSafeInteger(offset) || offset < 0 || !Number.isSafeInteger(length) || length < 0 || length > MAX_READ_BYTES) {
+        throw Object.assign(new Error(`read of ${length} bytes at ${offset} is out of range`), { code: 'EINVAL' });
+      }
+      const handle = await open(path, 'r');
+      try {
+        const buffer = Buffer.alloc(length);
+        let got = 0;
+        while (got < length) {
+          const { bytesRead } = await handle.read(buffer, got, length - got, offset + got);
+          if (bytesRead === 0) break;
+          got += bytesRead;
+        }
+        return buffer.subarray(0, got);
+      } finally {
+        await handle.close();
+      }
+    },
+
+    readFiles(paths) {
+      return Promise.all(paths.map((p) => readFile(p, 'utf8').then((text) => text.trim(), () => undefined)));
+    },
+
+    async list(dir) {
+      return readdir(dir).catch((err: unknown) => {
+        if (missing(err)) return undefined;
+        throw err;
+      });
+    },
+
+    async replaceSymlink(link, target) {
+      const st = await lstat(link).catch(() => undefined);
+      if (st === undefined) return 'the device path does not exist';
+      if (!st.isSymbolicLink()) return 'the device path is not a symlink';
+      const temp = join(dirname(link), `.portcullis-${randomBytes(6).toString('hex')}`);
+      try {
+        await symlink(target, temp);
+        await rename(temp, link);
+        return undefined;
+      } catch (err) {
+        await unlink(temp).catch(() => undefined);
+        return (err as Error).message;
+      }
+    },
+  };
+}
