@@ -1,6 +1,7 @@
 import { luksError } from './errors.js';
 import { exec, type ExecContext } from './exec.js';
 import type { DeviceOps } from './device-ops.js';
+import { readFailure } from './header.js';
 
 const ONE_MIB = 1024 * 1024;
 const ZEROS = Buffer.alloc(ONE_MIB);
@@ -24,8 +25,7 @@ export async function assertBlank(ctx: ExecContext, ops: DeviceOps, device: stri
   try {
     head = await ops.read(device, 0, ONE_MIB);
   } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code ?? String(err);
-    throw luksError('E_DEVICE_UNREADABLE', `Cannot read the first MiB of ${device} (${code}); refusing to format`, { cause: err, details: { device } });
+    throw luksError('E_DEVICE_UNREADABLE', `Cannot read the first MiB of ${device} (${readFailure(err)}); refusing to format`, { cause: err, details: { device } });
   }
   if (head.length < ONE_MIB) {
     throw luksError('E_DEVICE_NOT_BLANK', `Device ${device} is smaller than 1 MiB; refusing to format`, { details: { device } });

@@ -13,7 +13,9 @@ import { localRunner, type CommandRunner, type RunOptions, type RunResult } from
  * privilege-separation seam (os-brick's privsep): keep it narrow and typed.
  *
  * Operating-system failures reject with an error carrying the errno name in
- * `code` (EIO, EACCES), the way node:fs does, whichever side ran them.
+ * `code` (EIO, EACCES), the way node:fs does, whichever side ran them; a
+ * read refused because its I/O would hang says DEVICE_SUSPENDED or
+ * READ_TIMEOUT there.
  */
 export interface DeviceOps {
   /** Runs argv (no shell); the key, if any, only ever in `stdin`. */
@@ -59,8 +61,50 @@ const missing = (err: unknown): boolean => {
 /** Reads at most this much in one call: a header, the first MiB for the blank check. */
 export const MAX_READ_BYTES = 16 * 1024 * 1024;
 
+export interface LocalOpsOptions {
+  /** A device read that has not finished by then is answered READ_TIMEOUT (it may go on in the kernel). @default 10000 */
+  readTimeoutMs?: number;
+  /**
+   * Device reads in flight at once. A read of a device whose I/O hangs (a
+   * multipath device queueing with no path) holds a libuv pool thread until
+   * the kernel lets go; capping reads below the pool's 4 threads keeps the
+   * rest of the daemon's file I/O alive whatever the devices do. @default 2
+   */
+  maxReads?: number;
+}
+
+const opError = (code: string, message: string) => Object.assign(new Error(message), { code });
+
 /** The operations on this host, in-process; commands through `runner`. */
-export function localDeviceOps(runner: CommandRunner = localRunner()): DeviceOps {
+export function localDeviceOps(runner: CommandRunner = localRunner(), options: LocalOpsOptions = {}): DeviceOps {
+  const readTimeoutMs = options.readTimeoutMs ?? 10_000;
+  const maxReads = options.maxReads ?? 2;
+  let reading = 0;
+
+  /** I/O to a suspended dm device waits until it is resumed: never start one (sysfs says, without touching the device). */
+  async function refuseSuspended(path: string): Promise<void> {
+    const st = await stat(path, { bigint: true });
+    if (!st.isBlockDevice()) return;
+    const suspended = await readFile(`/sys/dev/block/${formatRdev(st.rdev)}/dm/suspended`, 'utf8').catch(() => '0');
+    if (suspended.trim() === '1') throw opError('DEVICE_SUSPENDED', `${path} is a suspended device-mapper device: its I/O would hang until \`dmsetup resume\``);
+  }
+
+  async function readAt(path: string, offset: number, length: number): Promise<Buffer> {
+    const handle = await open(path, 'r');
+    try {
+      const buffer = Buffer.alloc(length);
+      let got = 0;
+      while (got < length) {
+        const { bytesRead } = await handle.read(buffer, got, length - got, offset + got);
+        if (bytesRead === 0) break;
+        got += bytesRead;
+      }
+      return buffer.subarray(0, got);
+    } finally {
+      await handle.close();
+    }
+  }
+
   return {
     run: (argv, options) => runner.run(argv, options),
 
@@ -84,20 +128,22 @@ export function localDeviceOps(runner: CommandRunner = localRunner()): DeviceOps
 
     async read(path, offset, length) {
       if (!Number.isSafeInteger(offset) || offset < 0 || !Number.isSafeInteger(length) || length < 0 || length > MAX_READ_BYTES) {
-        throw Object.assign(new Error(`read of ${length} bytes at ${offset} is out of range`), { code: 'EINVAL' });
+        throw opError('EINVAL', `read of ${length} bytes at ${offset} is out of range`);
       }
-      const handle = await open(path, 'r');
+      await refuseSuspended(path);
+      if (reading >= maxReads) throw opError('READ_TIMEOUT', `${maxReads} earlier read(s) of devices have not finished (hung I/O); not starting another`);
+      reading += 1;
+      // The slot is released when the read really ends, not at the timeout: a hung read keeps holding its thread.
+      const attempt = readAt(path, offset, length).finally(() => (reading -= 1));
+      let timer: NodeJS.Timeout | undefined;
+      const timeout = new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(opError('READ_TIMEOUT', `reading ${path} did not finish within ${readTimeoutMs} ms (hung I/O)`)), readTimeoutMs);
+      });
       try {
-        const buffer = Buffer.alloc(length);
-        let got = 0;
-        while (got < length) {
-          const { bytesRead } = await handle.read(buffer, got, length - got, offset + got);
-          if (bytesRead === 0) break;
-          got += bytesRead;
-        }
-        return buffer.subarray(0, got);
+        return await Promise.race([attempt, timeout]);
       } finally {
-        await handle.close();
+        clearTimeout(timer);
+        attempt.catch(() => undefined);
       }
     },
 

@@ -1,6 +1,6 @@
 import { assertBlank, describeSignature, probeSignature } from './blank.js';
 import { luksError, LuksError } from './errors.js';
-import { cryptTargetVersion, deviceBehindSymlink, holderCount, pointSymlink, removeHalfCreated } from './mapping-host.js';
+import { cryptTargetVersion, deviceBehindSymlink, holderCount, pointSymlink, removeHalfCreated, tablelessDevice } from './mapping-host.js';
 import { identifyDevice, rdevAt, type DeviceIdentity } from './device-identity.js';
 import { readLuksHeader, type LuksHeader } from './header.js';
 import { dmState } from './sysfs-mapping.js';
@@ -113,7 +113,7 @@ export function createLuksDriver(options: DriverOptions) {
       return quick?.deviceRdev === undefined ? full : { ...full, deviceRdev: quick.deviceRdev };
     }
     // Exit 1 with nothing said: a dm device without a table (an open killed midway) is no active mapping either.
-    if (result.code === 1 && (await dmState(ops, name)).kind !== 'tableless') {
+    if (result.code === 1 && (await tablelessDevice(ctx, name)) === undefined) {
       throw luksError('E_CRYPTSETUP_PARAMS', `cryptsetup exited 1 trying to read the status of ${name}: ${result.stderr.toString('utf8').trim() || 'no reason given'}`, { details: { command: 'cryptsetup', exitCode: 1, stderr: result.stderr.toString('utf8').trim() } });
     }
     return undefined;
@@ -272,7 +272,7 @@ export function createLuksDriver(options: DriverOptions) {
         } catch (err) {
           // "Already exists" for a name status() called absent: a dm device without a table, what an open
           // killed midway leaves. Removed once, then the open runs again; anything else stands.
-          if (!(err instanceof LuksError && err.code === 'E_DEVICE_BUSY') || !(await removeHalfCreated(ctx, ops, name))) throw err;
+          if (!(err instanceof LuksError && err.code === 'E_DEVICE_BUSY') || !(await removeHalfCreated(ctx, name))) throw err;
           removedHalfCreated = true;
           legacyPassphrase = await openOnce();
         }

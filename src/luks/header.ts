@@ -74,10 +74,16 @@ async function readOrFail(ops: DeviceOps, path: string, offset: number, length: 
   try {
     return await ops.read(path, offset, length);
   } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code ?? String(err);
-    throw luksError('E_DEVICE_UNREADABLE', `Cannot read the header area of ${path} (${code}); refusing to decide whether it holds LUKS`, { cause: err, details: { device: path } });
+    throw luksError('E_DEVICE_UNREADABLE', `Cannot read the header area of ${path} (${readFailure(err)}); refusing to decide whether it holds LUKS`, { cause: err, details: { device: path } });
   }
 }
 
 const damaged = (path: string, why: string) =>
   luksError('E_LUKS_HEADER', `The LUKS header of ${path} is damaged (${why}); refusing to use it. Restore it from a header backup (cryptsetup luksHeaderRestore)`, { details: { device: path } });
+
+/** errno for an OS error; the whole reason for a read refused because its I/O would hang. */
+export function readFailure(err: unknown): string {
+  const code = (err as NodeJS.ErrnoException).code;
+  if (code === 'DEVICE_SUSPENDED' || code === 'READ_TIMEOUT') return (err as Error).message;
+  return code ?? String(err);
+}

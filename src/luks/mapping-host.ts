@@ -1,6 +1,5 @@
 import { exec, type ExecContext } from './exec.js';
 import type { DeviceOps } from './device-ops.js';
-import { dmState } from './sysfs-mapping.js';
 import type { MappingStatus } from './status.js';
 
 /**
@@ -45,15 +44,30 @@ export function pointSymlink(ops: DeviceOps, link: string, name: string): Promis
 }
 
 /**
+ * A dm device of this name that exists without a live table, or undefined
+ * (no such device, or one with a table). Asked of dmsetup, not sysfs: the
+ * kernel registers a dm device's disk only once a table is loaded, so such a
+ * device is not under /sys/block. Only on the error path (an open that found
+ * the name taken).
+ */
+export async function tablelessDevice(ctx: ExecContext, name: string): Promise<{ uuid: string } | undefined> {
+  const info = await exec(ctx, ['dmsetup', 'info', '-c', '--noheadings', '--separator', '|', '-o', 'attr,uuid', name], { ok: [1], what: `inspect ${name}` });
+  if (info.code !== 0) return undefined;
+  const [attr = '', uuid = ''] = info.stdout.toString('utf8').trim().split('|');
+  // attr's first letter is L while a live table is loaded.
+  return attr.startsWith('L') ? undefined : { uuid };
+}
+
+/**
  * Removes a table-less dm device of this name that cryptsetup made (its dm
  * UUID starts with CRYPT-): what a luksOpen killed between creating the
  * device and loading its table leaves, blocking every later open of the
  * name. Anything with a table, or not cryptsetup's, stays.
  * @returns whether it removed one
  */
-export async function removeHalfCreated(ctx: ExecContext, ops: DeviceOps, name: string): Promise<boolean> {
-  const state = await dmState(ops, name);
-  if (state.kind !== 'tableless' || !state.uuid.startsWith('CRYPT-')) return false;
+export async function removeHalfCreated(ctx: ExecContext, name: string): Promise<boolean> {
+  const device = await tablelessDevice(ctx, name);
+  if (device === undefined || !device.uuid.startsWith('CRYPT-')) return false;
   await exec(ctx, ['dmsetup', 'remove', name], { what: `remove the half-created mapping ${name}` });
   return true;
 }

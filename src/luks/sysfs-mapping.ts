@@ -12,7 +12,7 @@ import type { MappingStatus } from './status.js';
  */
 export type DmState =
   | { kind: 'absent' }
-  /** A dm device of the name without a live table: what an open killed midway leaves. */
+  /** A dm device of the name without a live table (one whose table was cleared; a never-loaded one is not in sysfs at all). */
   | { kind: 'tableless'; uuid: string }
   | { kind: 'live'; status: MappingStatus; uuid: string };
 

@@ -49,11 +49,20 @@ after(async () => {
 });
 
 describe('a command stuck in the kernel', () => {
-  it('the attach answers 504 E_CRYPTSETUP_TIMEOUT (stuck); health and metrics count the held slot until the command exits', async () => {
+  it('a LUKS attach on a suspended device is refused at once (422 E_DEVICE_UNREADABLE naming the suspension): the daemon never starts I/O that would hang in-process', async () => {
     const loop = await kernel.loopDevice(8);
     // I/O to a suspended device waits, uninterruptibly, until it is resumed: SIGKILL cannot end it.
     await kernel.sh(`dmsetup create pd-susp --table "0 $(blockdev --getsz ${loop}) linear ${loop} 0" && dmsetup mknodes pd-susp && test -b /dev/mapper/pd-susp && dmsetup suspend pd-susp`);
     const answer = await daemon.call('PUT', '/v1/volumes/pd-on-susp', { device: '/dev/mapper/pd-susp', provider: 'luks2', key: { id: createKey('tenant-a') }, project_id: 'tenant-a' });
+    assert.equal(answer.status, 422, answer.text);
+    assert.equal(code(answer), 'E_DEVICE_UNREADABLE');
+    assert.match(answer.text, /suspended device-mapper device/);
+    assert.equal(ok<Health>(await daemon.call('GET', '/v1/health')).checks['commands']?.ok, true, 'nothing held');
+  });
+
+  it('the attach answers 504 E_CRYPTSETUP_TIMEOUT (stuck); health and metrics count the held slot until the command exits', async () => {
+    // plain: the signature probe (blkid, a process) is its first touch of the device, and it hangs there.
+    const answer = await daemon.call('PUT', '/v1/volumes/pd-on-susp', { device: '/dev/mapper/pd-susp', provider: 'plain', key: { id: createKey('tenant-a') }, project_id: 'tenant-a' });
     assert.equal(answer.status, 504, answer.text);
     assert.equal(code(answer), 'E_CRYPTSETUP_TIMEOUT');
     assert.equal((answer.body as { error: { details: { stuck?: boolean } } }).error.details.stuck, true);
@@ -89,12 +98,12 @@ describe('a request past its deadline', () => {
     const key = keyRun.stdout.trim();
     const [loop, blank] = [await kernel.loopDevice(8), await kernel.loopDevice(32)];
     await kernel.sh(`dmsetup create pd-susp2 --table "0 $(blockdev --getsz ${loop}) linear ${loop} 0" && dmsetup mknodes pd-susp2 && dmsetup suspend pd-susp2`);
-    const body = (device: string) => ({ device, provider: 'luks2', key: { id: key }, project_id: 'tenant-a', format: 'if-blank' });
-    // The first holds the name's lock while its command hangs; the second waits for that lock past its deadline.
-    const first = impatient.call('PUT', '/v1/volumes/pd-late', body('/dev/mapper/pd-susp2'));
+    const body = (device: string, provider: string) => ({ device, provider, key: { id: key }, project_id: 'tenant-a', format: 'if-blank' });
+    // The first holds the name's lock while its command (blkid, plain's first touch of the device) hangs; the second waits for that lock past its deadline.
+    const first = impatient.call('PUT', '/v1/volumes/pd-late', body('/dev/mapper/pd-susp2', 'plain'));
     // Commands run only inside the locked section: one running means the first holds the name.
     await waitForMatch('the first attach running a command', async () => (await impatient.call('GET', '/metrics')).text, /^portcullis_commands_active [1-9]/m, { timeoutMs: 30_000 });
-    const second = await impatient.call('PUT', '/v1/volumes/pd-late', body(blank));
+    const second = await impatient.call('PUT', '/v1/volumes/pd-late', body(blank, 'luks2'));
     assert.equal(code(second), 'E_REQUEST_TIMEOUT');
     assert.equal(code(await first), 'E_REQUEST_TIMEOUT');
     await kernel.sh('dmsetup resume pd-susp2');

@@ -13,6 +13,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startDaemonProcess, type Answer, type DaemonProcess, type StartOptions } from '../fixtures/daemon.js';
 import { privilegedRunner, serveRunner, type Broker, type PrivilegedRunner } from '../vm/index.js';
+import type { CommandRunner } from '../vm/runner.js';
 
 export interface DaemonKernel {
   runner: PrivilegedRunner;
@@ -24,7 +25,8 @@ export interface DaemonKernel {
   loopDevices(count: number, mib?: number): Promise<string[]>;
   /** sha256 of the first `bytes` of a device. */
   sha(dev: string, bytes?: number): Promise<string>;
-  daemon(options: StartOptions): Promise<DaemonProcess>;
+  /** A daemon whose commands and device operations go through `through` (a counting runner) to this kernel, when given. */
+  daemon(options: StartOptions, through?: CommandRunner): Promise<DaemonProcess>;
   /** Stops daemons, closes mappings, detaches loops, stops an own VM. Safe to call twice. */
   cleanup(): Promise<void>;
 }
@@ -48,6 +50,7 @@ export async function daemonKernel(): Promise<DaemonKernel> {
   const scratch = await sh(`mktemp -d ${runner.scratchDir}/daemon.XXXXXX`);
   const loops: string[] = [];
   const daemons: DaemonProcess[] = [];
+  const brokers: Broker[] = [];
   let cleaning: Promise<void> | undefined;
   return {
     runner,
@@ -66,8 +69,14 @@ export async function daemonKernel(): Promise<DaemonKernel> {
       return devs;
     },
     sha: (dev, bytes = 1024 * 1024) => sh(`head -c ${bytes} ${dev} | sha256sum | cut -d' ' -f1`),
-    async daemon(options) {
-      const d = await startDaemonProcess({ ...options, ...(vmSocket === undefined ? {} : { vmSocket }), readyTimeoutMs: 180_000 });
+    async daemon(options, through) {
+      let socket = vmSocket;
+      if (through !== undefined) {
+        const own = await serveRunner(through, join(mkdtempSync(join(tmpdir(), 'portcullis-broker-')), 'vm.sock'));
+        brokers.push(own);
+        socket = own.socketPath;
+      }
+      const d = await startDaemonProcess({ ...options, ...(socket === undefined ? {} : { vmSocket: socket }), readyTimeoutMs: 180_000 });
       daemons.push(d);
       return d;
     },
@@ -76,6 +85,7 @@ export async function daemonKernel(): Promise<DaemonKernel> {
         for (const d of daemons) await d.stop().catch(() => undefined);
         // Leave the kernel as we found it: our mappings (named pd-*, ephemeral-pd*) first, then our loops.
         await runner.run(['sh', '-c', `for m in $(dmsetup ls --target crypt | cut -f1 | grep -E '^(pd-|ephemeral-pd)'); do umount /dev/mapper/$m 2>/dev/null; cryptsetup close $m; done; for l in ${loops.join(' ')}; do losetup -d $l; done; rm -rf ${scratch}`], { timeoutMs: 300_000 }).catch(() => undefined);
+        for (const b of brokers) await b.close();
         await broker?.close();
         await runner.stop();
       })();
@@ -98,15 +108,18 @@ export function code(answer: Answer): string {
 const cli = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
 
 /** A portcullisd on the embedded local keystore, in a fresh directory, logging JSON at debug level with an audit file. */
-export function localKeystoreDaemon(kernel: DaemonKernel): Promise<DaemonProcess> {
+export function localKeystoreDaemon(kernel: DaemonKernel, through?: CommandRunner): Promise<DaemonProcess> {
   const dir = mkdtempSync(join(tmpdir(), 'portcullisd-e2e-'));
-  return kernel.daemon({
-    dir,
-    config: {
-      key_manager: { backend: 'local', local: { path: `${dir}/keystore.db`, kek_file: `${dir}/kek` } },
-      log: { format: 'json', level: 'debug', audit_file: `${dir}/audit.log` },
+  return kernel.daemon(
+    {
+      dir,
+      config: {
+        key_manager: { backend: 'local', local: { path: `${dir}/keystore.db`, kek_file: `${dir}/kek` } },
+        log: { format: 'json', level: 'debug', audit_file: `${dir}/audit.log` },
+      },
     },
-  });
+    through,
+  );
 }
 
 /** A key in the daemon's own keystore, created the way an operator would: with the CLI. */

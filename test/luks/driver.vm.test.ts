@@ -58,8 +58,11 @@ for (const type of ['luks', 'luks2'] as const) {
       const status = await driver.status(`t-${type}`);
       assert.deepEqual(answered, status, 'open() answers the status the kernel reports');
       assert.equal(status?.device, dev);
-      assert.equal(status?.cipher, 'aes-xts-plain64');
-      assert.equal(status?.keySizeBits, 512);
+      assert.equal(status?.type, type === 'luks' ? 'LUKS1' : 'LUKS2', 'the type from the dm UUID, through sysfs');
+      const described = await driver.describe(`t-${type}`);
+      assert.equal(described?.cipher, 'aes-xts-plain64', 'what sysfs does not say, cryptsetup status does');
+      assert.equal(described?.keySizeBits, 512);
+      assert.equal(described?.sizeSectors, status?.sizeSectors, 'sysfs and cryptsetup agree on the size');
       assert.ok((await driver.list()).some((m) => m.name === `t-${type}`));
       assert.equal((await driver.open(dev, `t-${type}`, key, { type })).opened, false);
     });
@@ -68,7 +71,7 @@ for (const type of ['luks', 'luks2'] as const) {
       // A text marker plus random bytes: the marker must be findable in cleartext and absent from the raw device.
       await sh(`(printf PORTCULLIS-CLEARTEXT-MARKER; head -c 1048549 /dev/urandom) > ${scratch}/pattern-${type} && dd if=${scratch}/pattern-${type} of=/dev/mapper/t-${type} bs=1M count=1 conv=fsync status=none`);
       const written = await sh(`sha256sum < ${scratch}/pattern-${type} | cut -d' ' -f1`);
-      assert.deepEqual(await driver.close(`t-${type}`), { closed: true });
+      assert.deepEqual(await driver.close(`t-${type}`), { closed: true, pending: false });
       assert.equal(await driver.status(`t-${type}`), undefined);
       await driver.open(dev, `t-${type}`, key, { type });
       assert.equal(await sh(`head -c 1048576 /dev/mapper/t-${type} | sha256sum | cut -d' ' -f1`), written);
@@ -96,8 +99,8 @@ for (const type of ['luks', 'luks2'] as const) {
 
     it('close() twice: the second finds nothing to close and succeeds', async () => {
       await driver.open(dev, `t-${type}`, key, { type });
-      assert.deepEqual(await driver.close(`t-${type}`), { closed: true });
-      assert.deepEqual(await driver.close(`t-${type}`), { closed: false });
+      assert.deepEqual(await driver.close(`t-${type}`), { closed: true, pending: false });
+      assert.deepEqual(await driver.close(`t-${type}`), { closed: false, pending: false });
     });
 
     it('eraseKeyslots() makes the volume unopenable with its key for good', async () => {
