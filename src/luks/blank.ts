@@ -1,4 +1,4 @@
-import { luksError } from './errors.js';
+import { luksError, LuksError } from './errors.js';
 import { exec, type ExecContext } from './exec.js';
 import type { DeviceOps } from './device-ops.js';
 import { readFailure } from './header.js';
@@ -57,6 +57,8 @@ export function describeSignature(found: Signature): string {
 export async function probeSignature(ctx: ExecContext, device: string, purpose: string): Promise<Signature | undefined> {
   // -p: low-level probe of the device itself, not the (possibly stale) blkid cache. Exit 2: nothing found.
   const probe = await exec(ctx, ['blkid', '-p', '-o', 'export', device], { ok: [2], what: `probe ${device} for signatures` }).catch((err: unknown) => {
+    // A probe that hung and was killed stays a timeout (details.stuck): health must count its held slot.
+    if (err instanceof LuksError && err.code === 'E_CRYPTSETUP_TIMEOUT') throw err;
     throw luksError('E_DEVICE_UNREADABLE', `Cannot probe ${device} for signatures; refusing to ${purpose}`, { cause: err, details: { device } });
   });
   if (probe.code !== 0) return undefined;

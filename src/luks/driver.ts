@@ -208,6 +208,8 @@ export function createLuksDriver(options: DriverOptions) {
         const formatArgv = providerDefinition(opts.type).formatArgv;
         if (formatArgv === undefined) throw luksError('E_LUKS_INVALID_ARGUMENT', `${opts.type} has no header to format`);
         const argv = formatArgv(path, opts, DEFAULT_PBKDF);
+        // A probe that hung until the request's caller gave up must not lead to a write that caller was told did not happen.
+        opts.signal?.throwIfAborted();
         await recheck(pinned, 'format it');
         await withKey(key, (stdin) => exec(ctx, argv, { stdin, what: `format ${path} as ${opts.type}` }));
         return luksUuid(path);
@@ -264,6 +266,7 @@ export function createLuksDriver(options: DriverOptions) {
             }
           }
         };
+        opts.signal?.throwIfAborted();
         await recheck(pinned, 'open it');
         let legacyPassphrase: boolean;
         let removedHalfCreated = false;

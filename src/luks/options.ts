@@ -22,6 +22,8 @@ export interface FormatOptions {
   pbkdf?: Pbkdf;
   /** LUKS2 only. */
   label?: string;
+  /** The request's deadline: checked right before the format is written, after any wait on a probe. */
+  signal?: AbortSignal | undefined;
 }
 
 export interface OpenOptions {
@@ -33,6 +35,8 @@ export interface OpenOptions {
   /** plain only (LUKS reads them from its header). */
   cipher?: string;
   keySize?: number;
+  /** The request's deadline: checked right before the mapping is made, after any wait on a probe. */
+  signal?: AbortSignal | undefined;
 }
 
 export interface OpenResult {

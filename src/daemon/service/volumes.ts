@@ -84,6 +84,7 @@ export function volumeService(deps: ServiceDeps) {
         cipher: req.cipher ?? luks.cipher,
         keySize: req.keySize ?? luks.key_size,
         pbkdf: { type: luks.pbkdf, iterations: luks.pbkdf_iterations },
+        signal,
       });
       timings.format = elapsed(t);
       formatted = true;
@@ -95,6 +96,7 @@ export function volumeService(deps: ServiceDeps) {
       readOnly: req.readOnly,
       allowDiscards: req.allowDiscards,
       perfNoWorkqueue: luks.perf_no_workqueue,
+      signal,
       ...(req.provider === 'plain' ? { cipher: req.cipher ?? luks.cipher, keySize: req.keySize ?? luks.key_size } : {}),
     });
     timings.open = elapsed(t);
