@@ -8,6 +8,13 @@ export interface RequestContext {
   projectId: string;
   /** A Keystone token to act with (token pass-through), instead of the service's own credentials. */
   token?: string;
+  /**
+   * The caller's deadline. Once it aborts, the call rejects with
+   * E_BACKEND_UNAVAILABLE (details.deadline) and leaves no request to the key
+   * manager in flight: retries stop and open exchanges are torn down. Never
+   * part of a cache key.
+   */
+  signal?: AbortSignal | undefined;
 }
 
 export interface KeySpec {

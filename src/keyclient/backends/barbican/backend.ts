@@ -85,12 +85,13 @@ function barbicanKeyManager(options: BarbicanOptions, deps: BackendDeps): KeyMan
    */
   async function call(ctx: RequestContext, c: Call): Promise<{ res: HttpResponse; req: HttpRequest }> {
     checkContext(ctx);
-    const url = new URL(apiBase(await endpointFor(ctx)) + c.path);
+    // Keystone's token and catalog lookups are shared by every caller, so one caller's deadline does not cancel them; it only stops waiting.
+    const url = new URL(apiBase(await beforeDeadline(ctx, endpointFor(ctx))) + c.path);
     const send = async () => {
-      const auth = await authHeaders(ctx);
+      const auth = await beforeDeadline(ctx, authHeaders(ctx));
       const headers: Record<string, string> = { ...auth.headers, accept: c.accept ?? 'application/json' };
       if (c.body !== undefined) headers['content-type'] = 'application/json';
-      const req: HttpRequest = { method: c.method, url, service: 'Barbican', headers, timeoutMs: c.timeoutMs ?? timeoutMs };
+      const req: HttpRequest = { method: c.method, url, service: 'Barbican', headers, timeoutMs: c.timeoutMs ?? timeoutMs, signal: ctx.signal };
       if (c.body !== undefined) req.body = c.body;
       if (c.secret === true) req.secretBody = deps.allocator;
       return { res: await http.request(req), serviceToken: auth.serviceToken, req };
@@ -250,6 +251,31 @@ interface FailedCall {
 }
 
 /** A non-2xx Barbican answer as the KeyClientError the contract names. */
+/**
+ * `work`, or E_BACKEND_UNAVAILABLE as soon as the caller's deadline passes,
+ * whichever comes first.
+ */
+function beforeDeadline<T>(ctx: RequestContext, work: Promise<T>): Promise<T> {
+  const signal = ctx.signal;
+  if (signal === undefined) return work;
+  const late = () => keyError('E_BACKEND_UNAVAILABLE', "Keystone was still being asked for a token or the catalog when the caller's deadline passed; nothing was sent to Barbican", {
+    details: { requestSent: false, deadline: true },
+  });
+  if (signal.aborted) {
+    work.catch(() => undefined);
+    return Promise.reject(late());
+  }
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(late());
+    signal.addEventListener('abort', onAbort, { once: true });
+    const done = () => signal.removeEventListener('abort', onAbort);
+    work.then(
+      (value) => (done(), resolve(value)),
+      (err: unknown) => (done(), reject(err)),
+    );
+  });
+}
+
 function statusError(f: FailedCall): KeyClientError {
   const { res, req, call: c } = f;
   const reason = safeReason(res, c.body);
