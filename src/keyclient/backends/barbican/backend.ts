@@ -270,8 +270,14 @@ function beforeDeadline<T>(ctx: RequestContext, work: Promise<T>): Promise<T> {
     signal.addEventListener('abort', onAbort, { once: true });
     const done = () => signal.removeEventListener('abort', onAbort);
     work.then(
-      (value) => (done(), resolve(value)),
-      (err: unknown) => (done(), reject(err)),
+      (value) => {
+        done();
+        resolve(value);
+      },
+      (err: unknown) => {
+        done();
+        reject(err);
+      },
     );
   });
 }
