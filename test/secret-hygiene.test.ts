@@ -152,12 +152,14 @@ describe('secret hygiene: CLI and daemon on the host', () => {
     });
   }
 
-  it('no key, in any form, in any output, log, audit line, error body or keystore file; and the scan does find them in `key get` output', async () => {
+  it('no key, in any form, in any output, log, audit line, error body or keystore file; and the scan does find them in `key get` output', async (t) => {
     const keys = await everyKey();
     assert.ok(keys.length >= 8, `found ${keys.length} keys to look for`);
     const files = ['keystore.db', 'keystore.db-wal', 'keystore.db-shm'].map((f) => join(dir, f)).filter((f) => existsSync(f));
     const all = [...haystacks, ...files.map((f) => ({ name: f, data: readFileSync(f) }))];
     const found = findSecrets(keys, all);
+    const bytes = all.reduce((n, h) => n + Buffer.byteLength(h.data), 0);
+    t.diagnostic(`scanned ${all.length} haystacks (${bytes} bytes) for ${keys.length} keys in 5 forms each`);
     assert.equal(found.length, 0, describeSecrets(found, all));
     // Positive control: the outputs asked for keys hold them, so the scan is looking for the right bytes.
     assert.equal(askedForKeys.length, 4);

@@ -4,7 +4,9 @@
  * only; every mount is undone in after(), whatever happened.
  */
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { fileURLToPath } from 'node:url';
 import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, rmSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -15,6 +17,9 @@ import type { KeyManager } from '../../../../src/keyclient/key-manager.js';
 import { objectOfType } from '../../../../src/keyclient/objects/index.js';
 import { plainAllocator } from '../../../../src/keyclient/secure-memory.js';
 import { rejectsWithCode } from '../../../helpers/errors.js';
+import { waitUntil } from '../../../helpers/wait.js';
+
+const writer = fileURLToPath(new URL('../../../fixtures/local-writer.js', import.meta.url));
 
 const asRoot = { skip: process.geteuid?.() === 0 ? false : 'needs root to mount a tmpfs' };
 const allocator = plainAllocator();
@@ -148,6 +153,33 @@ describe('local keystore on a read-only file system', asRoot, () => {
       await again.close();
     }
     assert.equal(integrity(fs.path), 'ok');
+  });
+
+  it('a keystore left with commits in its WAL (writer killed) serves them from a read-only file system too', async () => {
+    const fs = tmpfs('ro-wal', '2m');
+    await (await open(fs)).close(); // KEK and schema first, so the writer only stores objects
+    const child = spawn(process.execPath, [writer, fs.path, fs.kek], { stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    child.stdout.on('data', (c: Buffer) => (out += c.toString()));
+    const exited = new Promise<void>((resolve) => child.once('close', () => resolve()));
+    try {
+      await waitUntil('the writer committed 20 objects', () => out.split('\n').length > 20, { timeoutMs: 30_000, intervalMs: 20 });
+    } finally {
+      child.kill('SIGKILL');
+      await exited;
+    }
+    const committed = out.split('\n').filter((l) => /^\S+ [0-9a-f]{64}$/.test(l)).map((l) => l.split(' ') as [string, string]);
+    assert.ok(existsSync(`${fs.path}-wal`), 'the killed writer left its WAL');
+    remount(fs.mnt, 'ro');
+    const km = await open(fs);
+    try {
+      for (const [id, digest] of committed) {
+        const bytes = (await km.get({ projectId: 'writer' }, id)).bytes();
+        assert.equal(createHash('sha256').update(bytes).digest('hex'), digest, id);
+      }
+    } finally {
+      await km.close();
+    }
   });
 
   it('a new keystore on a read-only file system is E_KEYSTORE_FILE (EROFS), and nothing is left behind', async () => {
