@@ -4,6 +4,7 @@ import { createHttpClient, errorText, isUnavailableStatus, jsonBody, unavailable
 import type { KeyManager, RequestContext } from '../../key-manager.js';
 import { createKeystoneSession, type KeystoneSession } from './keystone.js';
 import { objectTypes, type ManagedObject } from '../../objects/index.js';
+import type { SecretBuffer } from '../../secure-memory.js';
 import { barbicanOptionsSchema, keystoneCredentials, type BarbicanOptions } from './options.js';
 import { pemToDer, storedAsPem } from './pem.js';
 import { keyOrder, keyPairOrder, objectFromMetadata, parseSecretMetadata, secretUuid, storeBody, uuidOfRef } from './wire.js';
@@ -184,6 +185,7 @@ function barbicanKeyManager(options: BarbicanOptions, deps: BackendDeps): KeyMan
       if (getOptions?.metadataOnly === true) return objectFromMetadata(parsed, undefined);
       const { res } = await call(ctx, { method: 'GET', path: `/secrets/${uuid}/payload`, secretId: uuid, secret: true, accept: 'application/octet-stream' });
       if (res.secret === undefined) throw keyError('E_BACKEND_PROTOCOL', `Barbican sent no payload for secret ${uuid}`);
+      checkPayloadLength(uuid, parsed.type, parsed.meta.bitLength, res.secret);
       const secret = storedAsPem(parsed.type) ? pemToDer(parsed.type, res.secret, deps.allocator) : res.secret;
       return objectFromMetadata(parsed, secret);
     },
@@ -251,6 +253,22 @@ interface FailedCall {
 }
 
 /** A non-2xx Barbican answer as the KeyClientError the contract names. */
+/**
+ * A symmetric key's bytes must be what its metadata says. An answer cut short
+ * where the cut looks like the end (a proxy that sends no Content-Length and
+ * closes cleanly when its upstream fails) would otherwise be a shorter key:
+ * and a blank volume formatted with it could never be opened with the real one.
+ * @throws E_BACKEND_PROTOCOL, having wiped the bytes
+ */
+function checkPayloadLength(uuid: string, type: string, bitLength: number | undefined, secret: SecretBuffer): void {
+  if (type !== 'symmetric' || bitLength === undefined || secret.length * 8 === bitLength) return;
+  const got = secret.length;
+  secret.wipe();
+  throw keyError('E_BACKEND_PROTOCOL', `Barbican sent ${got} bytes for a ${bitLength}-bit symmetric key (secret ${uuid}): the answer was cut short or the secret's metadata is wrong; refusing to use it`, {
+    details: { id: uuid, bytes: got, bitLength },
+  });
+}
+
 /**
  * `work`, or E_BACKEND_UNAVAILABLE as soon as the caller's deadline passes,
  * whichever comes first.
