@@ -50,10 +50,28 @@ export function retryingKeyManager(inner: KeyManager, options: RetryOptions, dep
   const closer = new AbortController();
   let closing: Promise<void> | undefined;
 
+  /**
+   * A wait ends early on close() and at the caller's deadline, after which no
+   * attempt starts. Not AbortSignal.any(): tied to the manager's long-lived
+   * close signal, its signals pile up in older Nodes (nodejs/node#55351);
+   * these listeners are removed when the call ends.
+   */
   async function withRetry<T>(resend: Resend, call: () => Promise<T>, deadline?: AbortSignal): Promise<T> {
-    // A wait ends early on close() and at the caller's deadline, after which no attempt starts.
-    const wake = deadline === undefined ? closer.signal : AbortSignal.any([closer.signal, deadline]);
-    const past = () => deadline?.aborted === true;
+    if (deadline === undefined) return attempts(resend, call, closer.signal, () => false);
+    const wake = new AbortController();
+    const onAbort = () => wake.abort();
+    closer.signal.addEventListener('abort', onAbort, { once: true });
+    deadline.addEventListener('abort', onAbort, { once: true });
+    if (deadline.aborted) wake.abort();
+    try {
+      return await attempts(resend, call, wake.signal, () => deadline.aborted);
+    } finally {
+      closer.signal.removeEventListener('abort', onAbort);
+      deadline.removeEventListener('abort', onAbort);
+    }
+  }
+
+  async function attempts<T>(resend: Resend, call: () => Promise<T>, wake: AbortSignal, past: () => boolean): Promise<T> {
     for (let attempt = 1; ; attempt += 1) {
       try {
         return await call();
