@@ -33,6 +33,8 @@ export interface FaultStack {
   newKey(): Promise<string>;
   /** Resolves once every exchange the proxy received was answered or torn down (bounded: 1 s). */
   noneInFlight(): Promise<void>;
+  /** Resolves once no client connection to the proxy is open at all, idle ones included (bounded: 1 s). */
+  noConnections(): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -74,6 +76,7 @@ export async function startFaultStack(): Promise<FaultStack> {
       openStack: (options = {}, now) => openCachedKeyManager(configFor(proxy.url, options), now === undefined ? { allocator } : { allocator, now }),
       newKey: () => direct.createKey(ctx, { algorithm: 'aes', length: 256 }),
       noneInFlight: () => waitUntil('no exchange left open at the proxy', () => proxy.inFlight() === 0, { timeoutMs: 1000, intervalMs: 10, describe: () => `in flight: ${proxy.inFlight()}` }),
+      noConnections: () => waitUntil('no connection left open to the proxy', () => proxy.openConnections() === 0, { timeoutMs: 1000, intervalMs: 10, describe: () => `open: ${proxy.openConnections()}` }),
       stop,
     };
   } catch (err) {

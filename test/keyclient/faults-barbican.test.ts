@@ -77,6 +77,7 @@ describe('Barbican SIGSTOPped (slow beyond every timeout)', () => {
         assert.equal(detailsOf(err)['deadline'], true);
         assert.equal(s.proxy.attempts.filter(toSecret(id)).length, 1, 'no retry started after the deadline');
         await s.noneInFlight();
+        await s.noConnections(); // a fresh stack: its one connection was the abandoned exchange's
       } finally {
         s.barbican.signal('SIGCONT');
       }
@@ -102,6 +103,7 @@ describe('Barbican SIGSTOPped (slow beyond every timeout)', () => {
         late.abort();
         await rejectsWithCode(second, 'E_BACKEND_UNAVAILABLE');
         await s.noneInFlight();
+        await s.noConnections();
         assert.equal(km.stats().coalesced, 1);
       } finally {
         s.barbican.signal('SIGCONT');
