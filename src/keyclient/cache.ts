@@ -223,7 +223,7 @@ export function cachingKeyManager(inner: KeyManager, options: CacheOptions, deps
       flights.delete(flight.askKey);
       insert(entry);
     }
-    // A fetch that every waiter abandoned may still land: then nobody gets a copy, and only the cache keeps one.
+    // A fetch that every waiter abandoned (leave()) may still land: it is no longer current, so nobody gets a copy and nothing is kept.
     for (const waiter of flight.waiters) settle(waiter, () => copyOut(entry, waiter.metadataOnly));
     if (!current) entry.secret.wipe();
   }

@@ -10,9 +10,11 @@ export interface RequestContext {
   token?: string;
   /**
    * The caller's deadline. Once it aborts, the call rejects with
-   * E_BACKEND_UNAVAILABLE (details.deadline) and leaves no request to the key
-   * manager in flight: retries stop and open exchanges are torn down. Never
-   * part of a cache key.
+   * E_BACKEND_UNAVAILABLE (details.deadline): the cache and the retry wrapper
+   * stop waiting and retrying for any backend, and barbican tears down its
+   * open exchange, so no request to Barbican outlives it. (kmip requests
+   * still end at their own timeout; local ones are synchronous.) Never part
+   * of a cache key.
    */
   signal?: AbortSignal | undefined;
 }
