@@ -112,6 +112,12 @@ interface Flight {
   /** Flights and remembered denials are per id as the caller gave it; see lookup(). */
   readonly askKey: string;
   readonly waiters: Waiter[];
+  /**
+   * The fetch's own deadline, apart from any caller's: it aborts only when
+   * every waiter has left at its deadline, so one caller's deadline never
+   * fails another's fetch, and a fetch nobody waits for is not left running.
+   */
+  readonly abandon: AbortController;
 }
 
 type Counter = Exclude<keyof CacheStats, 'entries' | 'backendLatency'>;
@@ -217,6 +223,7 @@ export function cachingKeyManager(inner: KeyManager, options: CacheOptions, deps
       flights.delete(flight.askKey);
       insert(entry);
     }
+    // A fetch that every waiter abandoned (leave()) may still land: it is no longer current, so nobody gets a copy and nothing is kept.
     for (const waiter of flight.waiters) settle(waiter, () => copyOut(entry, waiter.metadataOnly));
     if (!current) entry.secret.wipe();
   }
@@ -257,8 +264,46 @@ export function cachingKeyManager(inner: KeyManager, options: CacheOptions, deps
     }
   }
 
-  function join(flight: Flight, metadataOnly: boolean): Promise<ManagedObject> {
-    return new Promise((resolve, reject) => flight.waiters.push({ metadataOnly, resolve, reject }));
+  /** Waits for `flight`; at `deadline`, leaves it (stale if allowed, else E_BACKEND_UNAVAILABLE). */
+  function join(flight: Flight, metadataOnly: boolean, key: string, deadline: AbortSignal | undefined): Promise<ManagedObject> {
+    return new Promise((resolve, reject) => {
+      const onDeadline = () => leave(flight, waiter, key);
+      const done = () => deadline?.removeEventListener('abort', onDeadline);
+      const waiter: Waiter = {
+        metadataOnly,
+        resolve: (obj) => {
+          done();
+          resolve(obj);
+        },
+        reject: (err) => {
+          done();
+          reject(err);
+        },
+      };
+      flight.waiters.push(waiter);
+      if (deadline?.aborted === true) onDeadline();
+      else deadline?.addEventListener('abort', onDeadline, { once: true });
+    });
+  }
+
+  /** A waiter's deadline passed: it gets a stale key or the failure now; the last one to leave stops the fetch. */
+  function leave(flight: Flight, waiter: Waiter, key: string): void {
+    const at = flight.waiters.indexOf(waiter);
+    if (at < 0) return;
+    flight.waiters.splice(at, 1);
+    const err = keyError('E_BACKEND_UNAVAILABLE', "The key manager had not answered when the caller's deadline passed; the request was abandoned", {
+      details: { deadline: true },
+    });
+    const stale = staleFor(key, err, now());
+    if (stale !== undefined) {
+      counters.staleServed += 1;
+      settle(waiter, () => copyOut(stale, waiter.metadataOnly));
+    } else {
+      waiter.reject(err);
+    }
+    if (flight.waiters.length > 0) return;
+    if (flights.get(flight.askKey) === flight) flights.delete(flight.askKey);
+    flight.abandon.abort();
   }
 
   async function getMetadata(ctx: RequestContext, id: string, key: string, askKey: string, normId: string): Promise<ManagedObject> {
@@ -304,15 +349,15 @@ export function cachingKeyManager(inner: KeyManager, options: CacheOptions, deps
     const under = flights.get(askKey);
     if (under !== undefined) {
       counters.coalesced += 1;
-      return { object: await join(under, metadataOnly), source: 'coalesced' };
+      return { object: await join(under, metadataOnly, key, ctx.signal), source: 'coalesced' };
     }
     counters.misses += 1;
     // Metadata alone is cheap and holds no secret: fetched, not cached.
     if (metadataOnly) return { object: await getMetadata(ctx, id, key, askKey, normId), source: 'backend' };
-    const flight: Flight = { id: normId, askKey, waiters: [] };
+    const flight: Flight = { id: normId, askKey, waiters: [], abandon: new AbortController() };
     flights.set(askKey, flight);
-    const mine = join(flight, false);
-    void fly(flight, ctx, id, key);
+    const mine = join(flight, false, key, ctx.signal);
+    void fly(flight, { ...ctx, signal: flight.abandon.signal }, id, key);
     return { object: await mine, source: 'backend' };
   }
 

@@ -8,6 +8,15 @@ export interface RequestContext {
   projectId: string;
   /** A Keystone token to act with (token pass-through), instead of the service's own credentials. */
   token?: string;
+  /**
+   * The caller's deadline. Once it aborts, the call rejects with
+   * E_BACKEND_UNAVAILABLE (details.deadline): the cache and the retry wrapper
+   * stop waiting and retrying for any backend, and barbican tears down its
+   * open exchange, so no request to Barbican outlives it. (kmip requests
+   * still end at their own timeout; local ones are synchronous.) Never part
+   * of a cache key.
+   */
+  signal?: AbortSignal | undefined;
 }
 
 export interface KeySpec {

@@ -50,18 +50,39 @@ export function retryingKeyManager(inner: KeyManager, options: RetryOptions, dep
   const closer = new AbortController();
   let closing: Promise<void> | undefined;
 
-  async function withRetry<T>(resend: Resend, call: () => Promise<T>): Promise<T> {
+  /**
+   * A wait ends early on close() and at the caller's deadline, after which no
+   * attempt starts. Not AbortSignal.any(): tied to the manager's long-lived
+   * close signal, its signals pile up in older Nodes (nodejs/node#55351);
+   * these listeners are removed when the call ends.
+   */
+  async function withRetry<T>(resend: Resend, call: () => Promise<T>, deadline?: AbortSignal): Promise<T> {
+    if (deadline === undefined) return attempts(resend, call, closer.signal, () => false);
+    const wake = new AbortController();
+    const onAbort = () => wake.abort();
+    closer.signal.addEventListener('abort', onAbort, { once: true });
+    deadline.addEventListener('abort', onAbort, { once: true });
+    if (deadline.aborted) wake.abort();
+    try {
+      return await attempts(resend, call, wake.signal, () => deadline.aborted);
+    } finally {
+      closer.signal.removeEventListener('abort', onAbort);
+      deadline.removeEventListener('abort', onAbort);
+    }
+  }
+
+  async function attempts<T>(resend: Resend, call: () => Promise<T>, wake: AbortSignal, past: () => boolean): Promise<T> {
     for (let attempt = 1; ; attempt += 1) {
       try {
         return await call();
       } catch (err) {
         if (!isTransient(err)) throw err;
         const failure = err as KeyClientError;
-        const again = attempt < options.attempts && (resend === 'always' || notProcessed(failure)) && closing === undefined;
+        const again = attempt < options.attempts && (resend === 'always' || notProcessed(failure)) && closing === undefined && !past();
         if (!again) throw withAttempts(failure, attempt);
-        await sleep(delayMs(attempt, failure), closer.signal);
-        // Closed while waiting: the caller gets the failure it would have had, not a closed-manager error.
-        if (closing !== undefined) throw withAttempts(failure, attempt);
+        await sleep(delayMs(attempt, failure), wake);
+        // Closed or past the deadline while waiting: the caller gets the failure it would have had, not a closed-manager error.
+        if (closing !== undefined || past()) throw withAttempts(failure, attempt);
       }
     }
   }
@@ -78,10 +99,10 @@ export function retryingKeyManager(inner: KeyManager, options: RetryOptions, dep
   return {
     name: `retry(${inner.name})`,
     capabilities: inner.capabilities,
-    createKey: (ctx, spec) => withRetry('if-not-processed', () => inner.createKey(ctx, spec)),
-    createKeyPair: (ctx, spec) => withRetry('if-not-processed', () => inner.createKeyPair(ctx, spec)),
-    store: (ctx, obj) => withRetry('if-not-processed', () => inner.store(ctx, obj)),
-    get: (ctx, id, getOptions) => withRetry('always', () => inner.get(ctx, id, getOptions)),
+    createKey: (ctx, spec) => withRetry('if-not-processed', () => inner.createKey(ctx, spec), ctx.signal),
+    createKeyPair: (ctx, spec) => withRetry('if-not-processed', () => inner.createKeyPair(ctx, spec), ctx.signal),
+    store: (ctx, obj) => withRetry('if-not-processed', () => inner.store(ctx, obj), ctx.signal),
+    get: (ctx, id, getOptions) => withRetry('always', () => inner.get(ctx, id, getOptions), ctx.signal),
     delete: (ctx, id) => {
       let mayHaveDeleted = false;
       return withRetry('always', async () => {
@@ -93,9 +114,9 @@ export function retryingKeyManager(inner: KeyManager, options: RetryOptions, dep
           if (isTransient(err) && !notProcessed(err as KeyClientError)) mayHaveDeleted = true;
           throw err;
         }
-      });
+      }, ctx.signal);
     },
-    list: (ctx, listOptions) => withRetry('always', () => inner.list(ctx, listOptions)),
+    list: (ctx, listOptions) => withRetry('always', () => inner.list(ctx, listOptions), ctx.signal),
     health: () => withRetry('always', () => inner.health()),
     close() {
       if (closing === undefined) {

@@ -297,6 +297,40 @@ describe('cachingKeyManager()', () => {
       await cache.close();
     });
 
+    it("at a caller's deadline serves the expired key within the window, and stops a fetch no one waits for any more", async () => {
+      const clock = fakeClock();
+      const backend = counting(await openFixed());
+      const signals: AbortSignal[] = [];
+      const watched: KeyManager = {
+        ...backend.manager,
+        get(ctx, id, o) {
+          if (ctx.signal !== undefined) signals.push(ctx.signal);
+          return backend.manager.get(ctx, id, o);
+        },
+      };
+      const cache = cachingKeyManager(watched, cacheOptionsSchema.parse(window), { allocator: plainAllocator(), now: clock.now });
+      await cache.get(p1, FIXED_KEY_ID);
+      clock.advance(300_000 + 1);
+      let release = () => {};
+      backend.during = () => new Promise<void>((resolve) => (release = resolve)); // a backend that does not answer
+      const deadline = new AbortController();
+      const pending = cache.get({ ...p1, signal: deadline.signal }, FIXED_KEY_ID);
+      await new Promise<void>((resolve) => setImmediate(resolve));
+      const fetch = signals[1]; // signals[0] was the first, completed fetch's
+      assert.equal(fetch?.aborted, false);
+      deadline.abort();
+      assert.deepEqual(await bytesOf(pending), keyBytes);
+      assert.equal(cache.stats().staleServed, 1);
+      assert.equal(fetch?.aborted, true, 'the fetch was told to stop: its only waiter left');
+      backend.during = undefined;
+      const late = new AbortController();
+      late.abort();
+      clock.advance(60_000);
+      await rejectsWithCode(cache.get({ ...p1, signal: late.signal }, FIXED_KEY_ID), 'E_BACKEND_UNAVAILABLE');
+      release();
+      await cache.close();
+    });
+
     it('refuses once the window has passed, and wipes the expired key', async () => {
       const { cache, clock, faults, allocator } = await setup(window);
       await cache.get(p1, FIXED_KEY_ID);

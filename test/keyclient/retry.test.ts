@@ -200,6 +200,25 @@ describe('retryingKeyManager()', () => {
     assert.deepEqual([faults.calls.get, closes], [1, 1]);
     assert.equal((await fixed.health()).ok, false);
   });
+
+  it("the caller's deadline ends a retry wait, and no attempt starts after it", async () => {
+    const fixed = await fixedBackend.create(fixedBackend.optionsSchema.parse({ key, allow_insecure: true }), { allocator: plainAllocator() });
+    const faults = faultyKeyManager(fixed);
+    // A sleep that only an abort ends: a wait for a Retry-After longer than the caller's deadline.
+    const sleep = (_ms: number, signal: AbortSignal) => new Promise<void>((resolve) => signal.addEventListener('abort', () => resolve()));
+    const km = retryingKeyManager(faults, retryOptionsSchema.parse({ attempts: 5 }), { sleep });
+    faults.failAlways('get', () => unavailable({ status: 503, requestSent: true, retryAfterMs: 60_000 }));
+    const deadline = new AbortController();
+    const pending = km.get({ ...ctx, signal: deadline.signal }, FIXED_KEY_ID);
+    await new Promise<void>((resolve) => setImmediate(resolve));
+    deadline.abort();
+    const err = await rejectsWithCode(pending, 'E_BACKEND_UNAVAILABLE');
+    assert.equal((err as KeyClientError).details['attempts'], 1);
+    assert.equal(faults.calls.get, 1);
+    faults.heal();
+    assert.equal((await km.get(ctx, FIXED_KEY_ID)).bytes().length, 32, "one caller's deadline leaves the manager working for the next");
+    await km.close();
+  });
 });
 
 describe('retryingKeyManager() delete', () => {

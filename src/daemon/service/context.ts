@@ -24,8 +24,11 @@ export interface ServiceDeps {
   registry: VolumeRegistry;
 }
 
-export function keyContext(projectId: string, token: string | undefined): RequestContext {
-  return token === undefined ? { projectId } : { projectId, token };
+/** `signal`: the API request's deadline, so no key-manager request outlives the answer the caller already had. */
+export function keyContext(projectId: string, token: string | undefined, signal?: AbortSignal): RequestContext {
+  const ctx: RequestContext = token === undefined ? { projectId } : { projectId, token };
+  if (signal !== undefined) ctx.signal = signal;
+  return ctx;
 }
 
 export function checkBackend(deps: ServiceDeps, requested: string | undefined): void {

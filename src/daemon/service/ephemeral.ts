@@ -51,7 +51,7 @@ export function ephemeralService(deps: ServiceDeps, volumes: VolumeService) {
     const provider = resolveProvider(body.provider);
     if (provider === 'nop') throw daemonError('E_BAD_REQUEST', 'An ephemeral disk must be encrypted: provider "nop" is refused', { details: { provider: body.provider } });
     checkBackend(deps, body.key?.backend);
-    const ctx = keyContext(body.project_id, body.auth?.token);
+    const ctx = keyContext(body.project_id, body.auth?.token, signal);
     const keyName = ephemeralKeyName(body.key_scope, body.project_id, instance, disk);
     const timings = { key: 0, format: 0, open: 0, total: 0 };
     let keyId: string | undefined = body.key?.id;

@@ -4,6 +4,7 @@ import { createHttpClient, errorText, isUnavailableStatus, jsonBody, unavailable
 import type { KeyManager, RequestContext } from '../../key-manager.js';
 import { createKeystoneSession, type KeystoneSession } from './keystone.js';
 import { objectTypes, type ManagedObject } from '../../objects/index.js';
+import type { SecretBuffer } from '../../secure-memory.js';
 import { barbicanOptionsSchema, keystoneCredentials, type BarbicanOptions } from './options.js';
 import { pemToDer, storedAsPem } from './pem.js';
 import { keyOrder, keyPairOrder, objectFromMetadata, parseSecretMetadata, secretUuid, storeBody, uuidOfRef } from './wire.js';
@@ -85,12 +86,13 @@ function barbicanKeyManager(options: BarbicanOptions, deps: BackendDeps): KeyMan
    */
   async function call(ctx: RequestContext, c: Call): Promise<{ res: HttpResponse; req: HttpRequest }> {
     checkContext(ctx);
-    const url = new URL(apiBase(await endpointFor(ctx)) + c.path);
+    // Keystone's token and catalog lookups are shared by every caller, so one caller's deadline does not cancel them; it only stops waiting.
+    const url = new URL(apiBase(await beforeDeadline(ctx, endpointFor(ctx))) + c.path);
     const send = async () => {
-      const auth = await authHeaders(ctx);
+      const auth = await beforeDeadline(ctx, authHeaders(ctx));
       const headers: Record<string, string> = { ...auth.headers, accept: c.accept ?? 'application/json' };
       if (c.body !== undefined) headers['content-type'] = 'application/json';
-      const req: HttpRequest = { method: c.method, url, service: 'Barbican', headers, timeoutMs: c.timeoutMs ?? timeoutMs };
+      const req: HttpRequest = { method: c.method, url, service: 'Barbican', headers, timeoutMs: c.timeoutMs ?? timeoutMs, signal: ctx.signal };
       if (c.body !== undefined) req.body = c.body;
       if (c.secret === true) req.secretBody = deps.allocator;
       return { res: await http.request(req), serviceToken: auth.serviceToken, req };
@@ -183,6 +185,7 @@ function barbicanKeyManager(options: BarbicanOptions, deps: BackendDeps): KeyMan
       if (getOptions?.metadataOnly === true) return objectFromMetadata(parsed, undefined);
       const { res } = await call(ctx, { method: 'GET', path: `/secrets/${uuid}/payload`, secretId: uuid, secret: true, accept: 'application/octet-stream' });
       if (res.secret === undefined) throw keyError('E_BACKEND_PROTOCOL', `Barbican sent no payload for secret ${uuid}`);
+      checkPayloadLength(uuid, parsed.type, parsed.meta.bitLength, res.secret);
       const secret = storedAsPem(parsed.type) ? pemToDer(parsed.type, res.secret, deps.allocator) : res.secret;
       return objectFromMetadata(parsed, secret);
     },
@@ -250,6 +253,53 @@ interface FailedCall {
 }
 
 /** A non-2xx Barbican answer as the KeyClientError the contract names. */
+/**
+ * A symmetric key's bytes must be what its metadata says. An answer cut short
+ * where the cut looks like the end (a proxy that sends no Content-Length and
+ * closes cleanly when its upstream fails) would otherwise be a shorter key:
+ * and a blank volume formatted with it could never be opened with the real one.
+ * @throws E_BACKEND_PROTOCOL, having wiped the bytes
+ */
+function checkPayloadLength(uuid: string, type: string, bitLength: number | undefined, secret: SecretBuffer): void {
+  if (type !== 'symmetric' || bitLength === undefined || secret.length * 8 === bitLength) return;
+  const got = secret.length;
+  secret.wipe();
+  throw keyError('E_BACKEND_PROTOCOL', `Barbican sent ${got} bytes for a ${bitLength}-bit symmetric key (secret ${uuid}): the answer was cut short or the secret's metadata is wrong; refusing to use it`, {
+    details: { id: uuid, bytes: got, bitLength },
+  });
+}
+
+/**
+ * `work`, or E_BACKEND_UNAVAILABLE as soon as the caller's deadline passes,
+ * whichever comes first.
+ */
+function beforeDeadline<T>(ctx: RequestContext, work: Promise<T>): Promise<T> {
+  const signal = ctx.signal;
+  if (signal === undefined) return work;
+  const late = () => keyError('E_BACKEND_UNAVAILABLE', "Keystone was still being asked for a token or the catalog when the caller's deadline passed; nothing was sent to Barbican", {
+    details: { requestSent: false, deadline: true },
+  });
+  if (signal.aborted) {
+    work.catch(() => undefined);
+    return Promise.reject(late());
+  }
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(late());
+    signal.addEventListener('abort', onAbort, { once: true });
+    const done = () => signal.removeEventListener('abort', onAbort);
+    work.then(
+      (value) => {
+        done();
+        resolve(value);
+      },
+      (err: unknown) => {
+        done();
+        reject(err);
+      },
+    );
+  });
+}
+
 function statusError(f: FailedCall): KeyClientError {
   const { res, req, call: c } = f;
   const reason = safeReason(res, c.body);

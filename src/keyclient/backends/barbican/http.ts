@@ -32,6 +32,8 @@ export interface HttpRequest {
   body?: Buffer;
   /** Deadline for the whole exchange, connect to last byte. */
   timeoutMs: number;
+  /** The caller's own deadline: when it aborts, the exchange is torn down at once (the socket destroyed, not left to finish). */
+  signal?: AbortSignal | undefined;
   /** When set, a 2xx body goes straight into this allocator's memory and the network chunks are zeroed. */
   secretBody?: SecureAllocator;
 }
@@ -87,11 +89,21 @@ function send(req: HttpRequest, agent: http.Agent): Promise<HttpResponse> {
       if (settled) return;
       settled = true;
       clearTimeout(timer);
+      req.signal?.removeEventListener('abort', onAbort);
       reject(err);
     };
+    const onAbort = () => {
+      fail(networkError(req, 'EDEADLINE', requestSent, "was still working when the caller's deadline passed; the request was abandoned", undefined, { deadline: true }));
+      outgoing?.destroy();
+    };
+    if (req.signal?.aborted === true) {
+      settled = true;
+      reject(networkError(req, 'EDEADLINE', false, "was not asked: the caller's deadline had already passed", undefined, { deadline: true }));
+      return;
+    }
     const headers: Record<string, string> = { ...req.headers };
     if (req.body !== undefined) headers['content-length'] = String(req.body.length);
-    let outgoing: http.ClientRequest;
+    let outgoing: http.ClientRequest | undefined;
     try {
       outgoing = transport.request(req.url, { method: req.method, agent, headers });
     } catch (err) {
@@ -100,17 +112,19 @@ function send(req: HttpRequest, agent: http.Agent): Promise<HttpResponse> {
       reject(keyError('E_INVALID_ARGUMENT', `Cannot send ${req.method} ${pathOf(req.url)} to ${req.service}: ${describeCause(err)}`, { cause: err }));
       return;
     }
+    const sending = outgoing;
     const timer = setTimeout(() => {
       fail(networkError(req, 'ETIMEDOUT', requestSent, `did not answer within ${req.timeoutMs / 1000} s`));
-      outgoing.destroy();
+      sending.destroy();
     }, req.timeoutMs);
-    outgoing.on('socket', (socket: Socket) => {
+    req.signal?.addEventListener('abort', onAbort, { once: true });
+    sending.on('socket', (socket: Socket) => {
       const established = socket.readyState === 'open' && !socket.connecting;
       if (established) requestSent = true;
       else socket.once(req.url.protocol === 'https:' ? 'secureConnect' : 'connect', () => (requestSent = true));
     });
-    outgoing.on('error', (err) => fail(fromSocketError(req, err, requestSent)));
-    outgoing.on('response', (res) => {
+    sending.on('error', (err) => fail(fromSocketError(req, err, requestSent)));
+    sending.on('response', (res) => {
       readBody(req, res).then(
         (response) => {
           if (settled) {
@@ -119,12 +133,13 @@ function send(req: HttpRequest, agent: http.Agent): Promise<HttpResponse> {
           }
           settled = true;
           clearTimeout(timer);
+          req.signal?.removeEventListener('abort', onAbort);
           resolve(response);
         },
         (err: KeyClientError) => fail(err),
       );
     });
-    outgoing.end(req.body);
+    sending.end(req.body);
   });
 }
 
@@ -210,10 +225,10 @@ function fromSocketError(req: HttpRequest, err: unknown, requestSent: boolean): 
   return networkError(req, code, requestSent, what[code] ?? `failed: ${describeCause(err)} (${code})`, err);
 }
 
-function networkError(req: HttpRequest, code: string, requestSent: boolean, what: string, cause?: unknown): KeyClientError {
+function networkError(req: HttpRequest, code: string, requestSent: boolean, what: string, cause?: unknown, extra: Record<string, unknown> = {}): KeyClientError {
   const sent = requestSent ? 'the request may have reached it' : 'the request never reached it';
   return keyError('E_BACKEND_UNAVAILABLE', `${req.service} at ${req.url.origin} ${what} (${req.method} ${pathOf(req.url)}; ${sent})`, {
-    details: { requestSent, errno: code },
+    details: { requestSent, errno: code, ...extra },
     cause,
   });
 }

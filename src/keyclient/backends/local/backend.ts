@@ -242,7 +242,9 @@ function localKeyManager(store: Store): KeyManager {
       if (closed) return { ok: false, detail: `local keystore ${path} is closed` };
       try {
         const count = (db.prepare('SELECT count(*) AS n FROM objects').get() as { n: number }).n;
-        return { ok: true, detail: `local keystore ${path}: ${count} object(s)` };
+        // Read-only (its file system is): keys are served, none can be made; an operator should know before an ephemeral attach fails.
+        const readOnly = db.readonly ? ', read-only (its file system is mounted read-only): keys are served, none can be created or deleted' : '';
+        return { ok: true, detail: `local keystore ${path}: ${count} object(s)${readOnly}` };
       } catch (err) {
         return { ok: false, detail: sqliteFailure(path, err, 'checking health').message };
       }

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { closeSync, mkdirSync, openSync, statSync } from 'node:fs';
+import { accessSync, closeSync, constants, mkdirSync, openSync, readFileSync, statSync } from 'node:fs';
 import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
 import { KeyClientError, keyError } from '../../errors.js';
@@ -42,6 +42,7 @@ const FROM_VERSION_1 = `
  * @throws E_KEYSTORE_FILE for a bad mode, owner or file; E_BACKEND_UNAVAILABLE when locked.
  */
 export function openKeystoreDb(path: string): Database.Database {
+  if (onReadOnlyFileSystem(path)) return openReadOnly(path);
   createPrivateFile(path);
   for (const file of [path, `${path}-wal`, `${path}-shm`]) checkFile(file, file === path);
   let db: Database.Database;
@@ -75,6 +76,55 @@ export function openKeystoreDb(path: string): Database.Database {
   } catch (err) {
     db.close();
     throw sqliteFailure(path, err, 'opening it');
+  }
+}
+
+/** Whether `path` exists on a file system mounted read-only (access(2) answers EROFS even for root). */
+function onReadOnlyFileSystem(path: string): boolean {
+  try {
+    accessSync(path, constants.W_OK);
+    return false;
+  } catch (err) {
+    return errnoOf(err) === 'EROFS';
+  }
+}
+
+/**
+ * A keystore whose file system is mounted read-only (an ext4 that remounted
+ * itself read-only after an I/O error, a read-only /var) still serves the
+ * keys it holds, so volumes keep attaching while an operator fixes the disk;
+ * every write fails with E_KEYSTORE_FILE (SQLITE_READONLY). SQLite cannot
+ * open a WAL database there once its -shm file is gone (a clean close removes
+ * it), so the checkpointed file is read into memory and opened read-only: it
+ * holds only sealed records, the KEK stays where it was. A leftover -wal with
+ * commits in it is opened in place instead, or those commits would be missed.
+ * @throws E_KEYSTORE_FILE
+ */
+function openReadOnly(path: string): Database.Database {
+  for (const file of [path, `${path}-wal`, `${path}-shm`]) checkFile(file, file === path);
+  const walBytes = statSync(`${path}-wal`, { throwIfNoEntry: false })?.size ?? 0;
+  let db: Database.Database;
+  try {
+    if (walBytes > 0) {
+      db = new Database(path, { readonly: true, fileMustExist: true });
+    } else {
+      const image = readFileSync(path);
+      // Header bytes 18-19 say "WAL" (2); an in-memory image has no WAL, and with nothing left in one the legacy value (1) reads the same pages.
+      if (image.length >= 100 && image[18] === 2 && image[19] === 2) image.fill(1, 18, 20);
+      db = new Database(image, { readonly: true });
+      image.fill(0);
+    }
+  } catch (err) {
+    throw sqliteFailure(path, err, 'opening it read-only (its file system is mounted read-only)');
+  }
+  try {
+    const version = db.prepare("SELECT 1 FROM sqlite_master WHERE name = 'meta'").get() === undefined ? undefined : readMeta(db, 'schema_version');
+    if (version === undefined || !isInitialised(db)) throw fileError(path, 'is on a read-only file system and was never initialised; mount it read-write so portcullis can create it');
+    if (Number(version) !== SCHEMA_VERSION) throw fileError(path, `has schema version ${String(version)} and is on a read-only file system, so it cannot be upgraded to ${SCHEMA_VERSION}; mount it read-write`);
+    return db;
+  } catch (err) {
+    db.close();
+    throw sqliteFailure(path, err, 'opening it read-only');
   }
 }
 
@@ -118,7 +168,7 @@ function writeMeta(db: Database.Database, key: string, value: Buffer | string | 
  * @throws E_KEYSTORE_KEK when the KEK does not match.
  */
 export function bindKek(db: Database.Database, kek: SecretBuffer, kekPath: string, path: string, allocator: SecureAllocator): string {
-  return db.transaction(() => {
+  const bind = db.transaction(() => {
     const existing = readMeta(db, 'keystore_id');
     const checkAd = (id: string) => associatedData([RECORD_FORMAT, 'kek-check', id]);
     if (existing === undefined) {
@@ -145,7 +195,9 @@ export function bindKek(db: Database.Database, kek: SecretBuffer, kekPath: strin
     }
     opened.wipe();
     return id;
-  }).immediate();
+  });
+  // A read-only keystore (openReadOnly) only checks its KEK, and cannot take the write lock.
+  return db.readonly ? bind.deferred() : bind.immediate();
 }
 
 /** Whether the keystore was bound to a KEK (holds, or may hold, sealed records). */

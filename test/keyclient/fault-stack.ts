@@ -1,0 +1,91 @@
+/**
+ * What the key-manager fault tests share: a real Keystone, a real Barbican
+ * behind it (keystone pipeline), the fault proxy in front of Barbican, a
+ * direct client for making keys, and the daemon's own stack
+ * (openCachedKeyManager from a validated config) talking through the proxy.
+ */
+import { validateConfig } from '../../src/config/load.js';
+import type { CachingKeyManager } from '../../src/keyclient/cache.js';
+import type { KeyManager, RequestContext } from '../../src/keyclient/key-manager.js';
+import { openCachedKeyManager, openKeyManager } from '../../src/keyclient/open.js';
+import { plainAllocator } from '../../src/keyclient/secure-memory.js';
+import { startBarbican, type BarbicanServer } from '../fixtures/barbican-server.js';
+import { startFaultProxy, type Attempt, type FaultProxy } from '../fixtures/fault-proxy.js';
+import { startKeystone, type KeystoneServer } from '../fixtures/keystone-server.js';
+import { waitUntil } from '../helpers/wait.js';
+
+export interface StackOptions {
+  cache?: object;
+  retry?: object;
+  barbican?: object;
+}
+
+export interface FaultStack {
+  keystone: KeystoneServer;
+  barbican: BarbicanServer;
+  proxy: FaultProxy;
+  /** Straight to Barbican, not through the proxy: for making and deleting keys. */
+  direct: KeyManager;
+  /** Project A, where portcullis' service user may create and read. */
+  ctx: RequestContext;
+  /** The daemon's stack through the proxy: 3 attempts, 50 ms base backoff, 2 s timeout unless overridden. */
+  openStack(options?: StackOptions, now?: () => number): Promise<CachingKeyManager>;
+  newKey(): Promise<string>;
+  /** Resolves once every exchange the proxy received was answered or torn down (bounded: 1 s). */
+  noneInFlight(): Promise<void>;
+  /** Resolves once no client connection to the proxy is open at all, idle ones included (bounded: 1 s). */
+  noConnections(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+const allocator = plainAllocator();
+
+export async function startFaultStack(): Promise<FaultStack> {
+  const stops: Array<() => Promise<unknown>> = [];
+  const stop = async () => {
+    for (const s of stops.splice(0).reverse()) await s().catch(() => undefined);
+  };
+  try {
+    const keystone = await startKeystone();
+    stops.push(() => keystone.stop());
+    const barbican = await startBarbican({ pipeline: 'keystone', keystone });
+    stops.push(() => barbican.stop());
+    const proxy = await startFaultProxy(barbican.url);
+    stops.push(() => proxy.stop());
+    const configFor = (endpoint: string, extra: StackOptions = {}) => {
+      const user = keystone.users.portcullis;
+      const auth = { type: 'password', auth_url: keystone.authUrl, username: user.name, password: user.password };
+      return validateConfig(
+        {
+          key_manager: { backend: 'barbican', barbican: { endpoint, timeout: 2, auth, ...extra.barbican } },
+          cache: { sweep_interval_seconds: 0, ...extra.cache },
+          retry: { attempts: 3, base_delay_seconds: 0.05, max_delay_seconds: 5, ...extra.retry },
+        },
+        'fault-stack',
+      ).config;
+    };
+    const direct = await openKeyManager(configFor(barbican.url), { allocator });
+    stops.push(() => direct.close());
+    const ctx = { projectId: keystone.projects.a.id };
+    return {
+      keystone,
+      barbican,
+      proxy,
+      direct,
+      ctx,
+      openStack: (options = {}, now) => openCachedKeyManager(configFor(proxy.url, options), now === undefined ? { allocator } : { allocator, now }),
+      newKey: () => direct.createKey(ctx, { algorithm: 'aes', length: 256 }),
+      noneInFlight: () => waitUntil('no exchange left open at the proxy', () => proxy.inFlight() === 0, { timeoutMs: 1000, intervalMs: 10, describe: () => `in flight: ${proxy.inFlight()}` }),
+      noConnections: () => waitUntil('no connection left open to the proxy', () => proxy.openConnections() === 0, { timeoutMs: 1000, intervalMs: 10, describe: () => `open: ${proxy.openConnections()}` }),
+      stop,
+    };
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+}
+
+export const bytesOf = async (km: KeyManager, ctx: RequestContext, id: string): Promise<Buffer> => Buffer.from((await km.get(ctx, id)).bytes());
+export const toSecret = (id: string) => (a: Attempt): boolean => a.method === 'GET' && a.path === `/v1/secrets/${id}`;
+export const toPayload = (id: string) => (a: Attempt): boolean => a.method === 'GET' && a.path === `/v1/secrets/${id}/payload`;
+export const detailsOf = (err: Error): Record<string, unknown> => (err as unknown as { details: Record<string, unknown> }).details;
