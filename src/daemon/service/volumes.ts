@@ -140,7 +140,7 @@ export function volumeService(deps: ServiceDeps) {
         const device = body.symlink ? await driver.deviceBehindSymlink(name, body.device) : body.device;
         const t = performance.now();
         // The key first: whether this project may use it at all is the first question, for any mapping state.
-        const { object: key, source } = await fetchKey(deps, keyContext(body.project_id, body.auth?.token), body.key.id, peer, `attach ${name}`);
+        const { object: key, source } = await fetchKey(deps, keyContext(body.project_id, body.auth?.token, signal), body.key.id, peer, `attach ${name}`);
         keySource = source;
         timings.key = elapsed(t);
         try {
