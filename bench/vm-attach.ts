@@ -15,7 +15,8 @@ import { createKeyIn, daemonKernel, localKeystoreDaemon, ok } from '../test/daem
 
 const rounds = Number(process.env['BENCH_ROUNDS'] ?? 20);
 const STORM = 64;
-const BATCH = 5;
+/** One long-lived os-brick process per provider, as nova is (its imports alone take over a minute under TCG). */
+const BATCH = Number(process.env['BENCH_BATCH'] ?? rounds);
 const osBrick = fileURLToPath(new URL('../../bench/osbrick-encryptor.py', import.meta.url));
 const resultsDir = fileURLToPath(new URL('../../bench/results/', import.meta.url));
 

@@ -19,6 +19,7 @@ import { volumeRegistry } from './volume-registry.js';
 import { volumeService } from './service/volumes.js';
 import { listenSocket, type Listening } from './socket.js';
 import { startWatchdog } from './watchdog.js';
+import { armedKillStep, KILL_ENV } from './service/kill-point.js';
 
 export interface DaemonDeps {
   /** The privileged device operations: in-process on this host, or the test VM's guest agent (test/vm) through its channel. */
@@ -92,6 +93,8 @@ export async function startDaemon(configPath: string, initial: Config, deps: Dae
     stopping: () => stopping,
   });
   const listening = await listenSocket(api.server, config.socket);
+  const kill = armedKillStep();
+  if (kill !== undefined) log.warn('armed to SIGKILL itself for a crash test; never set this outside tests', { [KILL_ENV]: kill });
   if (listening.replacedStale) log.warn('replaced a stale socket left by an earlier run', { path: listening.path });
   const backendHealth = await keys.health().catch(() => ({ ok: false, detail: 'unreachable' }));
   if (!backendHealth.ok) log.warn('key manager not usable at start; attaches will fail until it is', { backend: config.key_manager.backend, detail: backendHealth.detail });

@@ -2,6 +2,7 @@ import { performance } from 'node:perf_hooks';
 import { resolveProvider } from '../../luks/providers/index.js';
 import { keyError } from '../../keyclient/errors.js';
 import type { RequestContext } from '../../keyclient/key-manager.js';
+import { killPoint } from './kill-point.js';
 import { daemonError } from '../errors.js';
 import type { AttachAnswer, DetachAnswer, EphemeralAttachBody, EphemeralDetachBody, KeySource } from '../api/wire.js';
 import { checkBackend, codeOf, elapsed, fetchKey, keyContext, type ServiceDeps } from './context.js';
@@ -86,17 +87,21 @@ export function ephemeralService(deps: ServiceDeps, volumes: VolumeService) {
           timings.key = elapsed(t);
           try {
             if (existing !== undefined) await volumes.claimUnowned(name, existing, { ...wish, keyId }, fetched.object);
-            const result = await volumes.openWithKey(
-              { name, device: pinned, provider, format: 'if-blank', cipher: body.cipher, keySize: body.key_size, readOnly: body.read_only, allowDiscards: body.allow_discards },
-              fetched.object,
-              timings,
-              existing?.status,
-              signal,
-            );
             const previous = deps.registry.get(name);
             // Only a key portcullis created for this disk may die with it; the mark survives detach and reattach.
             const keyCreated = created || (previous?.keyCreated === true && previous.keyId === keyId && previous.projectId === body.project_id);
-            deps.registry.set(name, { origin: previous?.origin ?? 'attached', device: pinned.path, rdev: pinned.rdev, projectId: body.project_id, keyId, keyScope: body.key_scope, ...(keyCreated ? { keyCreated } : {}) });
+            const record = { origin: previous?.origin ?? 'attached', device: pinned.path, rdev: pinned.rdev, projectId: body.project_id, keyId, keyScope: body.key_scope, ...(keyCreated ? { keyCreated } : {}) } as const;
+            const result = await volumes.withIntent(name, existing === undefined ? record : undefined, () =>
+              volumes.openWithKey(
+                { name, device: pinned, provider, format: 'if-blank', cipher: body.cipher, keySize: body.key_size, readOnly: body.read_only, allowDiscards: body.allow_discards },
+                fetched.object,
+                timings,
+                existing?.status,
+                signal,
+              ),
+            );
+            killPoint('attach:opened');
+            deps.registry.set(name, record);
             return {
               name,
               mapper_path: `/dev/mapper/${name}`,
@@ -127,11 +132,8 @@ export function ephemeralService(deps: ServiceDeps, volumes: VolumeService) {
   }
 
   /** Detach keeps the disk's record (marked detached), so that a later erase knows its device and key. */
-  async function detachOnly(name: string): Promise<DetachAnswer> {
-    const record = deps.registry.get(name);
-    const answer = await volumes.detach(name, { deferred: false });
-    if (record !== undefined && answer.closed) deps.registry.set(name, { ...record, detached: true });
-    return answer;
+  function detachOnly(name: string): Promise<DetachAnswer> {
+    return volumes.detach(name, { deferred: false, keepRecord: true });
   }
 
   /**
@@ -155,12 +157,15 @@ export function ephemeralService(deps: ServiceDeps, volumes: VolumeService) {
       if (deps.registry.get(name) !== record) {
         throw daemonError('E_ERASE_REFUSED', `Ephemeral disk ${name} changed while this erase waited for it; nothing was erased, retry`, { details: { name } });
       }
-      const detached = await volumes.closeHeld(name, { deferred: false });
+      // The record stays until the erase is done: a crash midway leaves a disk a retried erase still knows.
+      const detached = await volumes.closeHeld(name, { deferred: false, keepRecord: true });
+      killPoint('erase:closed');
       let erased = false;
       if (await deps.driver.isLuks(target.device)) {
         await deps.driver.eraseKeyslots(target.device);
         erased = true;
       }
+      killPoint('erase:erased');
       let keyDeleted = false;
       if (target.keyId !== undefined && deps.keys().capabilities.deletes) {
         try {
@@ -172,6 +177,7 @@ export function ephemeralService(deps: ServiceDeps, volumes: VolumeService) {
         keyDeleted = true;
         deps.log.audit('key_access', { op: 'delete', purpose: `ephemeral erase ${name}`, project_id: body.project_id, key_id: target.keyId, outcome: 'ok', peer_uid: peer.uid, peer_pid: peer.pid });
       }
+      killPoint('erase:key-deleted');
       deps.registry.delete(name);
       // A plain disk has no keyslots: deleting its key is the erase.
       erased ||= keyDeleted;

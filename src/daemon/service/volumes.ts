@@ -7,6 +7,7 @@ import { luksError } from '../../luks/errors.js';
 import { daemonError } from '../errors.js';
 import type { AttachAnswer, AttachBody, DetachAnswer, KeySource, ResizeBody, VolumeAnswer } from '../api/wire.js';
 import { assertSameAttach, ownRecord, type AttachWish } from './ownership.js';
+import { killPoint } from './kill-point.js';
 import { checkBackend, codeOf, elapsed, fetchKey, keyContext, type ServiceDeps } from './context.js';
 import type { Peer } from '../api/peer.js';
 import type { VolumeRecord } from '../volume-registry.js';
@@ -88,6 +89,7 @@ export function volumeService(deps: ServiceDeps) {
       });
       timings.format = elapsed(t);
       formatted = true;
+      killPoint('attach:formatted');
     }
     signal?.throwIfAborted();
     const t = performance.now();
@@ -143,6 +145,7 @@ export function volumeService(deps: ServiceDeps) {
         const { object: key, source } = await fetchKey(deps, keyContext(body.project_id, body.auth?.token, signal), body.key.id, peer, `attach ${name}`);
         keySource = source;
         timings.key = elapsed(t);
+        killPoint('attach:key-fetched');
         try {
           const pinned = await driver.identify(device);
           // The path lock serialises requests naming the device one way; this one, every way (/dev/mapper/x, /dev/dm-3).
@@ -151,9 +154,13 @@ export function volumeService(deps: ServiceDeps) {
             const existing = await existingFor(name, wish);
             const req: OpenRequest = { name, device: pinned, provider, format: body.format, cipher: body.cipher, keySize: body.key_size, readOnly: body.read_only, allowDiscards: body.allow_discards };
             if (existing !== undefined) await claimUnowned(name, existing, wish, key);
-            const opened = await openWithKey(req, key, timings, existing?.status, signal);
+            const record: VolumeRecord = { origin: 'attached', device: pinned.path, rdev: pinned.rdev, projectId: body.project_id, keyId: body.key.id };
+            // Recorded before the mapping exists: a daemon killed between the open and its answer finds its
+            // own mapping on restart (adopted) instead of a foreign one that blocks the agent's retry.
+            const opened = await withIntent(name, existing === undefined ? record : undefined, () => openWithKey(req, key, timings, existing?.status, signal));
+            killPoint('attach:opened');
             // An idempotent answer keeps the record it was checked against (and its origin).
-            if (opened.opened) deps.registry.set(name, { origin: 'attached', device: pinned.path, rdev: pinned.rdev, projectId: body.project_id, keyId: body.key.id });
+            if (opened.opened) deps.registry.set(name, record);
             return opened;
           });
           if (body.symlink) await replaceSymlink(body.device, name);
@@ -185,6 +192,24 @@ export function volumeService(deps: ServiceDeps) {
     }
   }
 
+  /**
+   * Runs an open with `intent` recorded first (none: nothing to record); a
+   * failed open puts the record back as it was.
+   */
+  async function withIntent<T>(name: string, intent: VolumeRecord | undefined, open: () => Promise<T>): Promise<T> {
+    if (intent === undefined) return open();
+    const previous = deps.registry.get(name);
+    deps.registry.set(name, intent);
+    killPoint('attach:recorded');
+    try {
+      return await open();
+    } catch (err) {
+      if (previous === undefined) deps.registry.delete(name);
+      else deps.registry.set(name, previous);
+      throw err;
+    }
+  }
+
   async function replaceSymlink(link: string, name: string): Promise<void> {
     const failed = await driver.pointSymlink(link, name);
     if (failed !== undefined) deps.log.warn('could not point the device symlink at the mapping, ignoring', { link, name, reason: failed });
@@ -195,11 +220,11 @@ export function volumeService(deps: ServiceDeps) {
    * Idempotent: an absent mapping answers closed false.
    * @throws E_MAPPING_FOREIGN, E_VOLUME_BUSY
    */
-  async function closeHeld(name: string, options: { deferred: boolean }): Promise<DetachAnswer> {
+  async function closeHeld(name: string, options: { deferred: boolean; keepRecord?: boolean }): Promise<DetachAnswer> {
     const status = await driver.status(name);
     if (status === undefined) {
       // Already gone is what detach wants: idempotent, as os-brick's close of an absent mapping.
-      if (deps.registry.get(name)?.detached !== true) deps.registry.delete(name);
+      if (deps.registry.get(name)?.detached !== true && options.keepRecord !== true) deps.registry.delete(name);
       return { name, closed: false, deferred: false, timings_ms: { total: 0 } };
     }
     ownRecord(name, deps.registry.get(name), 'detach');
@@ -211,12 +236,17 @@ export function volumeService(deps: ServiceDeps) {
         details: { name, ...(open === undefined ? {} : { holders: open }) },
       });
     });
+    killPoint('detach:closed');
     // A deferred close keeps the record until the kernel removes the mapping; list() prunes it then.
-    if (!closed.pending) deps.registry.delete(name);
+    // An ephemeral disk's record is kept (marked detached) for its erase: never deleted and written back,
+    // which a crash in between would turn into a disk closed but forgotten, its key never deleted.
+    const record = deps.registry.get(name);
+    if (options.keepRecord === true && record !== undefined) deps.registry.set(name, { ...record, detached: true });
+    else if (!closed.pending) deps.registry.delete(name);
     return { name, closed: true, deferred: closed.pending, timings_ms: { total: 0 } };
   }
 
-  async function detach(name: string, options: { deferred: boolean }): Promise<DetachAnswer> {
+  async function detach(name: string, options: { deferred: boolean; keepRecord?: boolean }): Promise<DetachAnswer> {
     const started = performance.now();
     try {
       const answer = await locks.with([`map:${name}`], () => closeHeld(name, options));
@@ -301,6 +331,7 @@ export function volumeService(deps: ServiceDeps) {
     openWithKey,
     locks,
     finished,
+    withIntent,
     async list(view: { admin: boolean } = { admin: true }): Promise<VolumeAnswer[]> {
       const mappings = await driver.list();
       // Records of mappings the kernel no longer has (a deferred detach that completed) go.
