@@ -2,6 +2,7 @@ import { lstat, open, readdir, readFile, realpath, rename, stat, symlink, unlink
 import { randomBytes } from 'node:crypto';
 import { dirname, join } from 'node:path';
 import { localRunner, type CommandRunner, type RunOptions, type RunResult } from './runner.js';
+import { semaphore } from '../util/semaphore.js';
 
 /**
  * The privileged operations src/luks asks of the host, and nothing more:
@@ -65,10 +66,11 @@ export interface LocalOpsOptions {
   /** A device read that has not finished by then is answered READ_TIMEOUT (it may go on in the kernel). @default 10000 */
   readTimeoutMs?: number;
   /**
-   * Device reads in flight at once. A read of a device whose I/O hangs (a
-   * multipath device queueing with no path) holds a libuv pool thread until
-   * the kernel lets go; capping reads below the pool's 4 threads keeps the
-   * rest of the daemon's file I/O alive whatever the devices do. @default 2
+   * Device reads in flight at once; more wait their turn (within the read
+   * timeout). A read of a device whose I/O hangs (a multipath device
+   * queueing with no path) holds a libuv pool thread until the kernel lets
+   * go; capping device reads below the pool's 4 threads keeps the rest of
+   * the daemon's file I/O alive whatever the devices do. @default 2
    */
   maxReads?: number;
 }
@@ -78,8 +80,7 @@ const opError = (code: string, message: string) => Object.assign(new Error(messa
 /** The operations on this host, in-process; commands through `runner`. */
 export function localDeviceOps(runner: CommandRunner = localRunner(), options: LocalOpsOptions = {}): DeviceOps {
   const readTimeoutMs = options.readTimeoutMs ?? 10_000;
-  const maxReads = options.maxReads ?? 2;
-  let reading = 0;
+  const slots = semaphore(options.maxReads ?? 2);
 
   /** I/O to a suspended dm device waits until it is resumed: never start one (sysfs says, without touching the device). */
   async function refuseSuspended(path: string): Promise<void> {
@@ -131,13 +132,16 @@ export function localDeviceOps(runner: CommandRunner = localRunner(), options: L
         throw opError('EINVAL', `read of ${length} bytes at ${offset} is out of range`);
       }
       await refuseSuspended(path);
-      if (reading >= maxReads) throw opError('READ_TIMEOUT', `${maxReads} earlier read(s) of devices have not finished (hung I/O); not starting another`);
-      reading += 1;
-      // The slot is released when the read really ends, not at the timeout: a hung read keeps holding its thread.
-      const attempt = readAt(path, offset, length).finally(() => (reading -= 1));
+      let abandoned = false;
+      // The slot is given back when the read really ends, not at the timeout: a hung read keeps holding its thread.
+      const attempt = slots.with(() => (abandoned ? Promise.reject(opError('READ_TIMEOUT', 'abandoned')) : readAt(path, offset, length)));
       let timer: NodeJS.Timeout | undefined;
       const timeout = new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(opError('READ_TIMEOUT', `reading ${path} did not finish within ${readTimeoutMs} ms (hung I/O)`)), readTimeoutMs);
+        timer = setTimeout(() => {
+          abandoned = true;
+          const queued = slots.active >= (options.maxReads ?? 2) ? `; ${slots.active} device read(s) still running` : '';
+          reject(opError('READ_TIMEOUT', `reading ${path} did not finish within ${readTimeoutMs} ms (hung I/O${queued})`));
+        }, readTimeoutMs);
       });
       try {
         return await Promise.race([attempt, timeout]);
