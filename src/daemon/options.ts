@@ -49,6 +49,20 @@ export const limitsOptionsSchema = z.strictObject({
   request_timeout_seconds: seconds().refine((s) => s >= 1, 'must be at least 1').default(300),
   /** How long SIGTERM waits for in-flight requests. @default 30 */
   shutdown_grace_seconds: seconds().default(30),
+  /**
+   * Open connections at once, idle ones included; past it a new connection is
+   * answered 503 E_OVERLOADED and closed. Bounds file descriptors and body
+   * buffers (each connection may hold up to max_body_bytes). @default 256
+   */
+  max_connections: z.number().int().min(1).max(65_536).default(256),
+  /**
+   * Time from the start of a request (from connect, for a connection's first;
+   * also how long a kept-alive connection may sit idle) to the end of its
+   * headers. Slower clients get 408 E_CLIENT_TIMEOUT and are disconnected. @default 10
+   */
+  header_timeout_seconds: seconds().refine((s) => s >= 1 && s <= 3600, 'must be between 1 and 3600').default(10),
+  /** Further time, after header_timeout_seconds, for the body to arrive in full; else 408 E_CLIENT_TIMEOUT. @default 30 */
+  body_timeout_seconds: seconds().refine((s) => s >= 1 && s <= 3600, 'must be between 1 and 3600').default(30),
 });
 
 export const luksOptionsSchema = z.strictObject({
