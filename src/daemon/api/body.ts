@@ -30,10 +30,12 @@ export function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
       }
       chunks.push(chunk);
     });
+    // A client gone mid-body is its own failure, not the daemon's: never an E_INTERNAL in the log.
+    const cutShort = () => reject(daemonError('E_BAD_REQUEST', `The connection closed after ${size} bytes of the body; nothing was done`, { details: { received: size } }));
     req.on('end', () => resolve(Buffer.concat(chunks)));
-    req.on('error', reject);
+    req.on('error', cutShort);
     // After 'end' this is a no-op (the promise has settled); before it, the body never completed.
-    req.on('close', () => reject(daemonError('E_BAD_REQUEST', `The connection closed after ${size} bytes of the body; nothing was done`, { details: { received: size } })));
+    req.on('close', cutShort);
   });
 }
 

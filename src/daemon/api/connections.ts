@@ -66,6 +66,11 @@ export function guardConnections(server: Server, deps: { limits(): LimitsOptions
     sendError(res, daemonError('E_BAD_REQUEST', `Expect: ${String(req.headers['expect']).slice(0, 64)} is not supported (only 100-continue); refusing`), deps.log, 'expectation');
   });
 
+  // Without a listener Node drops a CONNECT request's connection unanswered.
+  server.on('connect', (req: IncomingMessage, socket: Socket) => {
+    sendRawError(socket, errorBody(daemonError('E_METHOD_NOT_ALLOWED', 'CONNECT is not part of the API; refusing'), deps.log, 'connect'));
+  });
+
   return {
     applyLimits,
     get open() {
