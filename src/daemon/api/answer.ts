@@ -37,12 +37,12 @@ export function errorBody(err: unknown, log: Logger, what: string): ErrorBody {
   return { code: 'E_INTERNAL', message: 'Internal error; the daemon log has the details', details: {} };
 }
 
-function headersOf(error: ErrorBody, body: string): Record<string, string | number> {
+/** `unread`: the request's body was not read to its end; the connection closes rather than drain it. */
+function headersOf(error: ErrorBody, body: string, unread: boolean): Record<string, string | number> {
   const status = httpStatusOf(error.code);
   const headers: Record<string, string | number> = { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) };
   if (status === 503) headers['retry-after'] = error.code === 'E_BACKEND_UNAVAILABLE' ? 5 : 1;
-  // A refused request's body is never read (403, 413) or never came (408, 431): close rather than drain it.
-  if ([403, 408, 413, 431].includes(status)) headers['connection'] = 'close';
+  if (unread || [403, 408, 413, 431].includes(status)) headers['connection'] = 'close';
   return headers;
 }
 
@@ -50,7 +50,8 @@ export function sendError(res: ServerResponse, err: unknown, log: Logger, what: 
   const error = errorBody(err, log, what);
   if (!writable(res) || res.headersSent) return;
   const body = JSON.stringify({ error });
-  res.writeHead(httpStatusOf(error.code), headersOf(error, body));
+  // Node would otherwise read and discard the rest of a refused body, however long, to keep the connection.
+  res.writeHead(httpStatusOf(error.code), headersOf(error, body, !res.req.complete));
   res.end(body);
 }
 
@@ -66,8 +67,7 @@ export function sendRawError(socket: Socket, error: ErrorBody): void {
   }
   const body = JSON.stringify({ error });
   const status = httpStatusOf(error.code);
-  const headers = Object.entries(headersOf(error, body)).map(([k, v]) => `${k}: ${v}\r\n`);
-  if (!headers.some((h) => h.startsWith('connection:'))) headers.push('connection: close\r\n');
+  const headers = Object.entries(headersOf(error, body, true)).map(([k, v]) => `${k}: ${v}\r\n`);
   socket.end(`HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'Error'}\r\n${headers.join('')}\r\n${body}`);
   // A peer that never reads its answer or never closes must not keep the descriptor: end() waits for it.
   setTimeout(() => socket.destroy(), 5000).unref();

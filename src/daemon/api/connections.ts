@@ -38,7 +38,11 @@ export function guardConnections(server: Server, deps: { limits(): LimitsOptions
   // Ahead of Node's own listener, so that a connection over the limit is answered before a parser is attached to it.
   server.prependListener('connection', (socket: Socket) => {
     open += 1;
-    socket.once('close', () => (open -= 1));
+    deps.metrics.connections.inc();
+    socket.once('close', () => {
+      open -= 1;
+      deps.metrics.connections.dec();
+    });
     const max = deps.limits().max_connections;
     if (open > max) {
       deps.metrics.rejected('connections');

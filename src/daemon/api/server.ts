@@ -83,6 +83,8 @@ export function createApiServer(deps: ApiDeps): ApiServer {
         });
       }
       checkQuery(query, route.query ?? [], `${route.method} ${path}`);
+      // Node stops parsing at an Upgrade: header and the body would never come; the API speaks HTTP/1.1 only.
+      if (req.headers.upgrade !== undefined) throw daemonError('E_BAD_REQUEST', `Upgrade: ${quoted(req.headers.upgrade, 32)} is not part of the API (HTTP/1.1 only); refusing`);
       if (route.mutating && deps.stopping()) throw daemonError('E_SHUTTING_DOWN', 'portcullisd is shutting down; retry against the restarted daemon');
       if (expectsContinue) res.writeContinue();
       const raw = await readBody(req, deps.limits().max_body_bytes);

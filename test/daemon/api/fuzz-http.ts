@@ -5,6 +5,7 @@
  * the base request is an attach with an invalid body.
  */
 import fc from 'fast-check';
+import { shown, type RawBytes } from './fuzz-kit.js';
 
 const BODY = '{"device":1}';
 
@@ -70,7 +71,7 @@ const corruptions: Array<fc.Arbitrary<(p: Parts) => Parts>> = [
 ];
 
 /** Malformed or refused HTTP, as bytes. */
-export function rawRequest(): fc.Arbitrary<Buffer> {
+export function rawRequest(): fc.Arbitrary<RawBytes> {
   const corrupted = fc.array(fc.oneof(...corruptions), { minLength: 1, maxLength: 3 }).map((changes) => render(changes.reduce((p, change) => change(p), base())));
   // Random bytes: at least one that is not a line break (those alone are skipped before a request), ended by a blank line.
   const bytes = fc
@@ -79,5 +80,5 @@ export function rawRequest(): fc.Arbitrary<Buffer> {
     .map((a) => Buffer.concat([Buffer.from(a), Buffer.from('\r\n\r\n')]));
   // The HTTP/2 preface on an HTTP/1.1 server.
   const h2 = fc.constant(Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n'));
-  return fc.oneof({ arbitrary: corrupted, weight: 6 }, { arbitrary: bytes, weight: 3 }, { arbitrary: h2, weight: 1 });
+  return fc.oneof({ arbitrary: corrupted, weight: 6 }, { arbitrary: bytes, weight: 3 }, { arbitrary: h2, weight: 1 }).map(shown);
 }

@@ -7,6 +7,7 @@
  */
 import fc from 'fast-check';
 import type { ZodType } from 'zod';
+import { shown, type RawBytes } from './fuzz-kit.js';
 import { resolveProvider } from '../../../src/luks/providers/index.js';
 import { attachBodySchema, ephemeralAttachBodySchema, ephemeralDetachBodySchema, ID_PATTERN, NAME_PATTERN, resizeBodySchema } from '../../../src/daemon/api/wire.js';
 
@@ -153,7 +154,7 @@ export function mutatedBody(kind: BodyKind, schema: ZodType, world: FuzzWorld): 
 }
 
 /** Random JSON (or not JSON, or not UTF-8), deep nesting and oversized bodies, for a route that takes a body. */
-export function randomBody(schema: ZodType, maxBody: number): fc.Arbitrary<Buffer> {
+export function randomBody(schema: ZodType, maxBody: number): fc.Arbitrary<RawBytes> {
   const json = fc.jsonValue({ maxDepth: 5 }).filter((v) => !schema.safeParse(v).success).map((v) => Buffer.from(JSON.stringify(v) ?? 'null'));
   const nested = fc.tuple(fc.integer({ min: 1, max: Math.floor(maxBody / 2) }), fc.constantFrom('[', '{"a":')).map(([depth, open]) => Buffer.from(open.repeat(depth) + (open === '[' ? '1' + ']'.repeat(depth) : '1' + '}'.repeat(depth))));
   const bytes = fc.uint8Array({ minLength: 1, maxLength: 512 }).map((a) => Buffer.from(a));
@@ -161,7 +162,7 @@ export function randomBody(schema: ZodType, maxBody: number): fc.Arbitrary<Buffe
   const badUtf8 = fc.constantFrom(Buffer.from([0xff]), Buffer.from([0xc3]), Buffer.from([0xed, 0xa0, 0x80]), Buffer.from([0xf8, 0x88, 0x80, 0x80, 0x80]), Buffer.from([0xc0, 0xaf]));
   const notUtf8 = fc.tuple(badUtf8, fc.constantFrom('project_id', 'device', 'provider')).map(([bad, field]) => Buffer.concat([Buffer.from(`{"${field}":"p`), bad, Buffer.from('1"}')]));
   const huge = fc.integer({ min: maxBody + 1, max: maxBody * 4 }).map((n) => Buffer.from(`{"project_id":"${'p'.repeat(n)}"}`));
-  return fc.oneof({ arbitrary: json, weight: 4 }, { arbitrary: nested, weight: 1 }, { arbitrary: bytes, weight: 2 }, { arbitrary: notUtf8, weight: 1 }, { arbitrary: huge, weight: 1 });
+  return fc.oneof({ arbitrary: json, weight: 4 }, { arbitrary: nested, weight: 1 }, { arbitrary: bytes, weight: 2 }, { arbitrary: notUtf8, weight: 1 }, { arbitrary: huge, weight: 1 }).map(shown);
 }
 
 const CACHE_KEY = /^[A-Za-z0-9_.:-]{1,512}$/;

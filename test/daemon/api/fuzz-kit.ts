@@ -5,6 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import http from 'node:http';
+import fc from 'fast-check';
 import { connect } from 'node:net';
 import { commonErrors } from '../../../src/errors.js';
 import { keyClientErrors } from '../../../src/keyclient/errors.js';
@@ -86,14 +87,19 @@ function flatten(headers: http.IncomingHttpHeaders): Record<string, string> {
  * Sends `bytes` as they are on a fresh connection and reads one answer (1xx
  * skipped). Resolves `undefined` when the daemon closed without answering.
  */
-export function rawExchange(socketPath: string, bytes: Buffer, options: { end?: boolean } = {}): Promise<Reply | undefined> {
+export function rawExchange(socketPath: string, bytes: Buffer, options: { end?: boolean; timeoutMs?: number } = {}): Promise<Reply | undefined> {
   return new Promise((resolve, reject) => {
     const socket = connect(socketPath);
     let got = Buffer.alloc(0);
     let settled = false;
+    // A bound on the wait, so that a daemon that never answers fails the test instead of hanging it.
+    const timer = setTimeout(() => finish(() => {
+      throw new Error(`no answer within ${options.timeoutMs} ms to ${JSON.stringify(bytes.subarray(0, 200).toString('latin1'))}; got ${JSON.stringify(got.toString('latin1'))}`);
+    }), options.timeoutMs ?? 60_000);
     const finish = (reply: () => Reply | undefined) => {
       if (settled) return;
       settled = true;
+      clearTimeout(timer);
       socket.destroy();
       try {
         resolve(reply());
@@ -154,4 +160,13 @@ export function parseReply(data: Buffer, atEof = false): Reply | undefined {
     if (length !== undefined && available < length) return undefined;
     return { status, headers, text: rest.subarray(bodyStart, length === undefined ? undefined : bodyStart + length).toString('utf8') };
   }
+}
+
+/** Bytes that fast-check reports as a short excerpt, not as a 40 KiB array of numbers. */
+export interface RawBytes {
+  bytes: Buffer;
+}
+
+export function shown(bytes: Buffer): RawBytes {
+  return { bytes, [fc.toStringMethod]: () => `${JSON.stringify(bytes.subarray(0, 300).toString('latin1'))} (${bytes.length} bytes)` } as RawBytes;
 }

@@ -94,7 +94,7 @@ describe('socket API fuzz: bad input is refused in the API shape, touches nothin
   it('random JSON, bytes that are not UTF-8, deep nesting and oversized bodies are refused on every body route', async () => {
     const cases = fc.constantFrom(...bodyRoutes).chain((route) => fc.tuple(fc.constant(route), randomBody(route.schema, MAX_BODY)));
     await fc.assert(
-      fc.asyncProperty(cases, async ([route, body]) => {
+      fc.asyncProperty(cases, async ([route, { bytes: body }]) => {
         countCase('random');
         assertRefused(await client.call(route.method, route.path, body), `${route.method} ${route.path} ${JSON.stringify(body.subarray(0, 200).toString('latin1'))} (${body.length} bytes)`);
         alive();
@@ -155,7 +155,7 @@ describe('socket API fuzz: bad input is refused in the API shape, touches nothin
 
   it('malformed HTTP (request line, headers, framing, 40 KiB of headers, random bytes) gets a JSON error too, never a bare status', async () => {
     await fc.assert(
-      fc.asyncProperty(rawRequest(), async (bytes) => {
+      fc.asyncProperty(rawRequest(), async ({ bytes }) => {
         countCase('raw');
         const reply = await rawExchange(daemon.socketPath, bytes);
         const shown = JSON.stringify(bytes.subarray(0, 300).toString('latin1'));
