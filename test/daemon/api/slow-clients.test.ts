@@ -95,7 +95,8 @@ describe('slow and idle clients', { skip: process.getuid?.() !== 0 ? 'needs root
     const slow = await Promise.all(Array.from({ length: SLOW }, (_, i) => slowClient(daemon.socketPath, kinds[i % 3] ?? 'idle', i)));
     let client = httpClient(daemon.socketPath);
     try {
-      await waitUntil('the daemon holding every slow connection', async () => (await openConnections(client)) >= SLOW + 1);
+      const cutOff = () => slow.filter((s) => s.closed).map((s) => `${s.kind}: ${s.received.toString().slice(-160)}`).join('\n');
+      await waitUntil('the daemon holding every slow connection', async () => (await openConnections(client)) >= SLOW + 1, { describe: cutOff });
       const health = await client.call('GET', '/v1/health');
       assert.ok([200, 503].includes(health.status), health.text);
       assert.match(JSON.parse(health.text).status as string, /^(ok|degraded|failing)$/);
