@@ -16,6 +16,9 @@ import { errorBody, sendError, sendRawError, type ErrorBody } from './answer.js'
 /** How often Node sweeps connections for header and body timeouts: the timeouts' granularity. */
 export const TIMEOUT_SWEEP_MS = 250;
 
+/** Sockets over max_connections: answered 503 already; a request parsed from them anyway is dropped. */
+export const refused = new WeakSet<Socket>();
+
 export interface ConnectionGuard {
   /** Applies limits.header_timeout_seconds and body_timeout_seconds (at start and on reload). */
   applyLimits(): void;
@@ -82,9 +85,6 @@ export function guardConnections(server: Server, deps: { limits(): LimitsOptions
     },
   };
 }
-
-/** Sockets over max_connections: answered 503 already; a request parsed from them anyway is dropped. */
-export const refused = new WeakSet<Socket>();
 
 /** The API error for what Node's HTTP parser (llhttp) or its timeouts refused. */
 function clientErrorBody(err: NodeJS.ErrnoException, limits: LimitsOptions): ErrorBody {
