@@ -32,7 +32,11 @@ describe('socket API input defects stay fixed', { skip: process.getuid?.() !== 0
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), 'portcullisd-input-'));
     devices = makeDeviceWorld(dir, 1);
-    daemon = await startDaemonProcess({ dir, config: { key_manager: { backend: 'local', local: { path: join(dir, 'keystore.db'), kek_file: join(dir, 'kek') } }, log: { format: 'json' } } });
+    daemon = await startDaemonProcess({
+      dir,
+      // The largest body the config allows, for the nesting case below.
+      config: { key_manager: { backend: 'local', local: { path: join(dir, 'keystore.db'), kek_file: join(dir, 'kek') } }, log: { format: 'json' }, limits: { max_body_bytes: 1_048_576 } },
+    });
     client = httpClient(daemon.socketPath);
   });
   after(async () => {
@@ -108,6 +112,15 @@ describe('socket API input defects stay fixed', { skip: process.getuid?.() !== 0
       assert.match(JSON.parse(reply.text).error.message, /[Qq]uery parameter/, query);
     }
     assert.equal(codeOf(await client.call('GET', '/v1/health?verbose=1')), 'E_BAD_REQUEST');
+  });
+
+  it('a body nested 500,000 deep (1 MiB, the largest allowed) is 400, at the top level and inside a field, and the daemon lives on', async () => {
+    const depth = 500_000;
+    for (const body of ['['.repeat(depth) + ']'.repeat(depth), `{"device":${'['.repeat(depth / 2 - 8)}${']'.repeat(depth / 2 - 8)}}`, `{"x":${'{"a":'.repeat(depth / 5)}1${'}'.repeat(depth / 5)}}`]) {
+      const reply = await client.call('PUT', '/v1/volumes/deep', body);
+      assert.equal(assertRefused(reply, `${body.length} bytes of nesting`), 'E_BAD_REQUEST');
+    }
+    assert.equal(daemon.child.exitCode, null);
   });
 
   it('a client gone mid-body is its own failure: nothing is logged as an internal error', async () => {
