@@ -2,6 +2,7 @@ import type { IncomingMessage } from 'node:http';
 import type { ZodType } from 'zod';
 import { PortcullisError } from '../../errors.js';
 import { daemonError } from '../errors.js';
+import { quoted } from './answer.js';
 
 /**
  * Request bodies: bounded, complete, strict UTF-8 JSON, validated by the
@@ -65,7 +66,8 @@ export function parseBody(raw: Buffer, schema: ZodType): unknown {
   }
   const result = schema.safeParse(json);
   if (!result.success) {
-    const issues = result.error.issues.map((i) => ({ path: i.path.map(String).join('.'), message: i.code === 'unrecognized_keys' ? `unknown key(s) ${i.keys.join(', ')}` : i.message }));
+    // Key names are the caller's text: quoted short, so a body of a thousand odd keys does not come back twice its size.
+    const issues = result.error.issues.slice(0, 50).map((i) => ({ path: quoted(i.path.map(String).join('.'), 100), message: i.code === 'unrecognized_keys' ? `unknown key(s) ${quoted(i.keys.join(', '))}` : i.message }));
     throw daemonError('E_BAD_REQUEST', `Request body is invalid: ${issues.map((i) => `${i.path || '(body)'}: ${i.message}`).join('; ')}`, { details: { issues } });
   }
   return result.data;

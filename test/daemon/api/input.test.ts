@@ -5,6 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
+import http from 'node:http';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -75,6 +76,27 @@ describe('socket API input defects stay fixed', { skip: process.getuid?.() !== 0
     assertRefused(connectMethod, 'CONNECT');
     assert.equal(codeOf(connectMethod), 'E_METHOD_NOT_ALLOWED');
     assert.equal(codeOf(await raw('PUT /v1/volumes/a HTTP/1.1\r\nHost: p\r\nExpect: x\r\nContent-Length: 2\r\n\r\n{}')), 'E_BAD_REQUEST');
+  });
+
+  it('Expect: 100-continue from an allowed peer gets its 100 Continue, then the answer to its body', async () => {
+    const { continued, reply } = await new Promise<{ continued: boolean; reply: Reply }>((resolve, reject) => {
+      let continued = false;
+      const req = http.request({ socketPath: daemon.socketPath, method: 'PUT', path: '/v1/volumes/cont', headers: { expect: '100-continue', 'content-length': '2' } }, (res) => {
+        let text = '';
+        res.on('data', (c: Buffer) => (text += c.toString()));
+        res.on('end', () => resolve({ continued, reply: { status: res.statusCode ?? 0, headers: { 'content-type': String(res.headers['content-type']) }, text } }));
+      });
+      // The body goes only once the daemon has said to continue.
+      req.on('continue', () => {
+        continued = true;
+        req.end('{}');
+      });
+      req.on('error', reject);
+      req.flushHeaders();
+    });
+    assert.equal(continued, true);
+    assert.equal(assertRefused(reply, 'continued'), 'E_BAD_REQUEST');
+    assert.match(JSON.parse(reply.text).error.message, /device/, 'the body was read and validated');
   });
 
   it('an Upgrade with a body is refused at once (Node stopped parsing at the upgrade; the handler waited for a body that never came)', async () => {
