@@ -23,7 +23,8 @@ import { after, before, describe, it } from 'node:test';
 import fc from 'fast-check';
 import { startDaemonProcess, type DaemonProcess } from '../../fixtures/daemon.js';
 import { repoRoot } from '../../helpers/paths.js';
-import { assertRefused, casesRun, codesSeen, countCase, httpClient, rawExchange } from './fuzz-kit.js';
+import { assertRefused, casesRun, codesSeen, countCase, httpClient, parseReply, rawExchange } from './fuzz-kit.js';
+import { sendAs } from './fuzz-peer.js';
 import { rawRequest } from './fuzz-http.js';
 import { bodylessRoutes, bodyRoutes, isNop, mutatedBody, oddPathRequest, randomBody, type FuzzWorld } from './fuzz-inputs.js';
 import { makeDeviceWorld, type DeviceWorld } from './fuzz-world.js';
@@ -31,8 +32,9 @@ import { makeDeviceWorld, type DeviceWorld } from './fuzz-world.js';
 const RUNS = Number(process.env['PORTCULLIS_FUZZ_RUNS'] ?? '10000');
 const SEED = process.env['PORTCULLIS_FUZZ_SEED'];
 const MAX_BODY = 4096;
+const NOBODY = 65534;
 /** Each property's share of the cases. */
-const share = { mutated: 0.3, random: 0.17, bodyless: 0.08, devices: 0.1, names: 0.15, raw: 0.2 } as const;
+const share = { mutated: 0.28, random: 0.15, bodyless: 0.08, devices: 0.1, names: 0.15, raw: 0.19, nobody: 0.05 } as const;
 const runsOf = (name: keyof typeof share): number => Math.ceil(RUNS * share[name]);
 const params = (name: keyof typeof share): fc.Parameters<unknown> => ({ numRuns: runsOf(name), ...(SEED === undefined ? {} : { seed: Number(SEED) }), endOnFailure: true });
 
@@ -61,6 +63,8 @@ describe('socket API fuzz: bad input is refused in the API shape, touches nothin
         log: { level: 'info', format: 'json' },
         // Short client timeouts: a generated request the parser is still waiting on ends in 408 soon.
         limits: { max_body_bytes: MAX_BODY, header_timeout_seconds: 2, body_timeout_seconds: 2 },
+        // Open to every uid, so that the daemon, not the file mode, refuses a peer with no role.
+        socket: { mode: '0666' },
       },
     });
     client = httpClient(daemon.socketPath);
@@ -165,6 +169,30 @@ describe('socket API fuzz: bad input is refused in the API shape, touches nothin
       }),
       params('raw'),
     );
+  });
+
+  it('a peer with no role is refused before anything of its request is acted on: 403, or the parser\'s own refusal', async () => {
+    // One child process as uid nobody sends the whole batch (a process per case would cost more than the cases).
+    const structured = fc.oneof(
+      fc.constantFrom(...bodyRoutes).chain((route) => fc.tuple(fc.constant(route.method), fc.constant(route.path), mutatedBody(route.kind, route.schema, world).map((b) => JSON.stringify(b)))),
+      oddPathRequest().map(({ method, path }) => [method, path, ''] as const),
+      fc.constantFrom(...bodylessRoutes).map(([method, path]) => [method, path, ''] as const),
+    ).map(([method, path, body]) => Buffer.from(`${method} ${path} HTTP/1.1\r\nHost: p\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`, 'utf8'));
+    const batch = fc.sample(fc.oneof(structured, rawRequest().map((r) => r.bytes)), { numRuns: runsOf('nobody'), ...(SEED === undefined ? {} : { seed: Number(SEED) }) });
+    const answers = await sendAs(NOBODY, NOBODY, daemon.socketPath, batch);
+    assert.equal(answers.length, batch.length);
+    for (const [i, bytes] of batch.entries()) {
+      countCase('nobody');
+      const shown = JSON.stringify(bytes.subarray(0, 200).toString('latin1'));
+      const reply = parseReply(answers[i] ?? Buffer.alloc(0), true);
+      assert.ok(reply !== undefined, `no answer to ${shown}`);
+      const code = assertRefused(reply, shown);
+      const error = (JSON.parse(reply.text) as { error: { message: string; details: Record<string, unknown> } }).error;
+      // Before the role check only Node's parser, CONNECT and Expect are settled, and none of them reads a body.
+      const beforeRoles = code === 'E_HEADERS_TOO_LARGE' || code === 'E_METHOD_NOT_ALLOWED' || code === 'E_CLIENT_TIMEOUT' || (code === 'E_BAD_REQUEST' && (typeof error.details['reason'] === 'string' || error.message.startsWith('Expect:')));
+      assert.ok(code === 'E_PEER_FORBIDDEN' || beforeRoles, `a peer with no role got ${code} (${error.message}) for ${shown}`);
+    }
+    alive();
   });
 
   it('afterwards: the daemon answers health, logged no internal error, changed no device, file or link; and every case ran', async () => {
