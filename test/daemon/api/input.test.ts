@@ -1,7 +1,9 @@
 /**
  * The defects the socket API fuzz (fuzz.test.ts) found, one case each, so
- * that each stays fixed: every test here failed on the code before the fix.
- * A real portcullisd on the local keystore, and one real loop device.
+ * that each stays fixed: each of those failed on the code before its fix
+ * (docs/reliability.md lists them). Two guards besides: 100-continue, and the
+ * deepest body the limit allows. A real portcullisd on the local keystore,
+ * and one real loop device.
  */
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
