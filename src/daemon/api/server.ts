@@ -43,10 +43,10 @@ export function createApiServer(deps: ApiDeps): ApiServer {
   let inFlight = 0;
   let idle: Array<() => void> = [];
   // A unix socket has no virtual hosts: a missing Host header must not earn a bare 400 from Node.
-  const server = createServer({ requireHostHeader: false, connectionsCheckingInterval: TIMEOUT_SWEEP_MS }, (req, res) => void handle(req, res, false));
+  const server = createServer({ requireHostHeader: false, connectionsCheckingInterval: TIMEOUT_SWEEP_MS }, (req, res) => serve(req, res, false));
   const guard = guardConnections(server, { limits: deps.limits, log: deps.log, metrics: deps.metrics });
   // Expect: 100-continue is answered only once the peer and route are known to be allowed.
-  server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => void handle(req, res, true));
+  server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => serve(req, res, true));
   server.on('connection', (socket: Socket) => {
     try {
       peers.set(socket, deps.readPeer(socket));
@@ -54,6 +54,14 @@ export function createApiServer(deps: ApiDeps): ApiServer {
       peers.set(socket, err instanceof Error ? err : new Error(String(err)));
     }
   });
+
+  /** No failure of one request may end the process (an unhandled rejection would): the last line of defence. */
+  function serve(req: IncomingMessage, res: ServerResponse, expectsContinue: boolean): void {
+    handle(req, res, expectsContinue).catch((err: unknown) => {
+      deps.log.error('internal error', { request: `${req.method ?? '?'} ${quoted(req.url ?? '')}`, error: err instanceof Error ? err.message : String(err) });
+      res.destroy();
+    });
+  }
 
   async function handle(req: IncomingMessage, res: ServerResponse, expectsContinue: boolean): Promise<void> {
     if (refused.has(req.socket)) return;
