@@ -50,6 +50,8 @@ interface Row {
   code: 'E_CONFIG_INVALID' | 'E_CONFIG_SYNTAX';
   /** What the refusal must name: the key path (E_CONFIG_INVALID) or the YAML problem. */
   names: RegExp;
+  /** A nova.conf-style file (read as INI) instead of YAML. */
+  ini?: true;
 }
 
 const yaml = (s: string): string => `${stringify(base())}${s}`;
@@ -109,11 +111,14 @@ const rows: Row[] = [
   { name: 'two documents', kind: 'bad YAML', text: yaml('---\nlog:\n  level: debug\n'), code: 'E_CONFIG_SYNTAX', names: /multiple documents/ },
   { name: 'undefined alias', kind: 'bad YAML', text: yaml('roles: *nothing\n'), code: 'E_CONFIG_SYNTAX', names: /alias/ },
   { name: 'alias bomb', kind: 'bad YAML', text: `${stringify(base())}${bomb}\n`, code: 'E_CONFIG_SYNTAX', names: /alias/ },
+  { name: 'nova.conf: an option outside any section', kind: 'bad YAML', ini: true, text: 'backend = barbican\n[key_manager]\n', code: 'E_CONFIG_SYNTAX', names: /line 1 is not INI/ },
+  { name: 'nova.conf: a key manager portcullis has no backend for', kind: 'missing backend section', ini: true, text: '[key_manager]\nbackend = vault\n', code: 'E_CONFIG_INVALID', names: /backend = vault is not supported/ },
+  { name: 'nova.conf: retries that are no number', kind: 'wrong type', ini: true, text: '[key_manager]\nbackend = barbican\n[barbican]\nbarbican_endpoint = http://127.0.0.1:9311\nnumber_of_retries = many\n', code: 'E_CONFIG_INVALID', names: /key_manager\.barbican\.number_of_retries/ },
   { name: 'bytes that are not UTF-8', kind: 'bad YAML', text: Buffer.concat([Buffer.from(stringify(base())), Buffer.from('luks:\n  cipher: aes'), Buffer.from([0xff, 0xfe]), Buffer.from('\n')]), code: 'E_CONFIG_SYNTAX', names: /not valid UTF-8/ },
 ];
 
 function write(row: Row, i: number): string {
-  const file = join(dir, `case-${i}.yaml`);
+  const file = join(dir, `case-${i}.${row.ini === true ? 'conf' : 'yaml'}`);
   writeFileSync(file, row.text);
   return file;
 }
