@@ -16,11 +16,12 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import fc from 'fast-check';
+import { stringify } from 'yaml';
 import { startDaemonProcess, type DaemonProcess } from '../../fixtures/daemon.js';
 import { repoRoot } from '../../helpers/paths.js';
 import { assertRefused, casesRun, codesSeen, countCase, httpClient, parseReply, rawExchange } from './fuzz-kit.js';
@@ -52,7 +53,7 @@ describe('socket API fuzz: bad input is refused in the API shape, touches nothin
     const keyManager = { backend: 'local', local: { path: join(dir, 'keystore.db'), kek_file: join(dir, 'kek') } };
     // A key in project p1, made through the CLI before the daemon starts: requests that name it get past the key.
     const cliConfig = join(dir, 'cli.yaml');
-    execFileSync('sh', ['-c', `printf 'key_manager:\\n  backend: local\\n  local:\\n    path: %s\\n    kek_file: %s\\n' "$1" "$2" > "$3"`, 'sh', keyManager.local.path, keyManager.local.kek_file, cliConfig]);
+    writeFileSync(cliConfig, stringify({ key_manager: keyManager }));
     const keyId = execFileSync(process.execPath, [join(repoRoot, 'dist', 'src', 'cli', 'main.js'), '--config', cliConfig, 'key', 'create', '--project', 'p1'], { encoding: 'utf8' }).trim();
     world = { keyId, loops: devices.loops, oddDevices: devices.oddDevices };
     before_ = devices.fingerprint();
