@@ -8,6 +8,8 @@ import { configSchema, type Config } from './schema.js';
 
 export const DEFAULT_CONFIG_PATH = '/etc/portcullis/portcullis.yaml';
 
+const strictUtf8 = new TextDecoder('utf-8', { fatal: true });
+
 export interface LoadedConfig {
   config: Config;
   /** Where it came from, for messages. */
@@ -27,15 +29,22 @@ export interface LoadOptions {
  * @throws ConfigError E_CONFIG_NOT_FOUND, E_CONFIG_SYNTAX, E_CONFIG_INVALID (all problems at once)
  */
 export function loadConfigFile(path: string, options: LoadOptions = {}): LoadedConfig {
-  let text: string;
+  let bytes: Buffer;
   try {
-    text = readFileSync(path, 'utf8');
+    bytes = readFileSync(path);
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code ?? 'error';
     throw new ConfigError('E_CONFIG_NOT_FOUND', `Cannot read config file ${path} (${code}); pass --config FILE or set PORTCULLIS_CONFIG`, {
       details: { path },
       cause: err,
     });
+  }
+  let text: string;
+  try {
+    text = strictUtf8.decode(bytes);
+  } catch {
+    // A lenient decode would turn the bad bytes into U+FFFD: a path or name that is not what the file says.
+    throw new ConfigError('E_CONFIG_SYNTAX', `Config file ${path} is not valid UTF-8; refusing`, { details: { path } });
   }
   const ext = extname(path).toLowerCase();
   if (ext === '.conf' || ext === '.ini') {
@@ -53,7 +62,13 @@ export function parseYaml(text: string, source: string): unknown {
       details: { path: source, errors: lines },
     });
   }
-  return doc.toJS() ?? {};
+  try {
+    return doc.toJS() ?? {};
+  } catch (err) {
+    // Aliases are resolved here: an undefined one, or an alias bomb (yaml's maxAliasCount), is a syntax error of this file.
+    const said = err instanceof Error ? err.message.split('\n')[0] ?? '' : String(err);
+    throw new ConfigError('E_CONFIG_SYNTAX', `Config file ${source} is not valid YAML: ${said}`, { details: { path: source, errors: [said] } });
+  }
 }
 
 /** Validates an already-parsed config object. @throws ConfigError E_CONFIG_INVALID */

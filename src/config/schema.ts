@@ -27,7 +27,23 @@ const keyManagerSchema = z
       ctx.addIssue({ code: 'custom', path: [km.backend, ...issue.path.map(String)], message: issue.message });
     }
     return z.NEVER;
+  })
+  .superRefine((km, ctx) => {
+    // The backends' own schemas take any string as a file; the daemon runs with "/" as its working directory.
+    for (const [path, value] of fileSettings(km, [])) {
+      const problem = !value.startsWith('/') ? 'must be an absolute path (start with "/")' : value.includes('\0') ? 'must not contain a NUL byte' : undefined;
+      if (problem !== undefined) ctx.addIssue({ code: 'custom', path, message: problem });
+    }
   });
+
+/** Every string setting that names a file (`path`, `*_file`, `*_path`), with its key path. */
+function fileSettings(value: unknown, at: string[]): Array<[string[], string]> {
+  if (typeof value !== 'object' || value === null || Array.isArray(value) || at.length > 4) return [];
+  return Object.entries(value).flatMap(([key, inner]): Array<[string[], string]> => {
+    if (typeof inner === 'string' && /^(path|.*_file|.*_path)$/.test(key)) return [[[...at, key], inner]];
+    return fileSettings(inner, [...at, key]);
+  });
+}
 
 export const configSchema = z.strictObject({
   // prefault, not default: an absent section is parsed as {} so its own defaults and checks apply.

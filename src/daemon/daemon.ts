@@ -130,6 +130,7 @@ export async function startDaemon(configPath: string, initial: Config, deps: Dae
         retire(old);
       }
       config = next;
+      api.applyLimits();
       log.setLevel(config.log.level);
       log.info('config reloaded', { path: configPath, key_manager_reopened: keysChanged });
       return true;

@@ -4,6 +4,8 @@ import { PortcullisError, type ErrorOptions, type ErrorRegistry } from '../error
 export const daemonErrors = {
   E_BAD_REQUEST: 'The request is malformed (JSON, schema, path or query); nothing was done to any device.',
   E_BODY_TOO_LARGE: 'The request body is larger than limits.max_body_bytes; it was not read.',
+  E_HEADERS_TOO_LARGE: 'The request line and headers exceed 16 KiB; the request was not read and the connection is closed.',
+  E_CLIENT_TIMEOUT: 'The client did not send its headers (limits.header_timeout_seconds) or its body (limits.body_timeout_seconds) in time; the connection is closed.',
   E_ROUTE_NOT_FOUND: 'No such API path.',
   E_METHOD_NOT_ALLOWED: 'The API path exists but not with this HTTP method.',
   E_PEER_FORBIDDEN: 'The connecting process (by uid/gid from SO_PEERCRED) has no role that allows this request.',
@@ -53,6 +55,8 @@ const statusByCode: Record<string, number> = {
   E_ERASE_REFUSED: 409,
   E_DEVICE_BUSY: 409,
   E_BODY_TOO_LARGE: 413,
+  E_CLIENT_TIMEOUT: 408,
+  E_HEADERS_TOO_LARGE: 431,
   E_DEVICE_NOT_FOUND: 422,
   E_DEVICE_CHANGED: 409,
   E_DEVICE_NOT_BLANK: 422,

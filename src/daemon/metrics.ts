@@ -30,6 +30,7 @@ export function createMetrics(cacheStats: () => CacheStats | undefined, commandS
     registers: [registry],
   });
   const inFlight = new Gauge({ name: 'portcullis_requests_in_flight', help: 'Mutating requests admitted and not yet answered.', registers: [registry] });
+  const connections = new Gauge({ name: 'portcullis_connections_open', help: 'Connections to the API socket open now, idle and slow ones included (limits.max_connections).', registers: [registry] });
   const rejected = new Counter({ name: 'portcullis_requests_rejected_total', help: 'Requests refused before any work, by reason.', labelNames: ['reason'] as const, registers: [registry] });
   const cacheCounter = (name: string, help: string, field: keyof Omit<CacheStats, 'backendLatency'>) =>
     new Gauge({
@@ -85,6 +86,7 @@ export function createMetrics(cacheStats: () => CacheStats | undefined, commandS
       keyFetch.observe({ source }, seconds);
     },
     inFlight,
+    connections,
     rejected(reason: string): void {
       rejected.inc({ reason });
     },

@@ -10,6 +10,25 @@ export const DEFAULT_SOCKET_PATH = '/run/portcullis/portcullis.sock';
 
 const uidList = z.array(z.number().int().min(0).max(4294967294)).max(256);
 
+/**
+ * A file the daemon opens: absolute (the daemon's working directory is "/"
+ * under systemd, so a relative path would quietly mean something else) and
+ * free of NUL (which no system call takes).
+ */
+export const absolutePath = () =>
+  z
+    .string()
+    .min(1)
+    .max(4096)
+    .refine((p) => p.startsWith('/'), 'must be an absolute path (start with "/")')
+    .refine((p) => !p.includes('\0'), 'must not contain a NUL byte');
+
+/**
+ * Seconds that become a Node timer: above 2^31-1 ms (24.8 days) Node fires
+ * the timer after 1 ms instead, so a huge value would time out everything.
+ */
+const timerSeconds = (max: number) => seconds().max(max, `must be at most ${max} (seconds)`);
+
 const roleSchema = z.strictObject({
   /** Peers whose uid is listed. */
   uids: uidList.default([]),
@@ -19,14 +38,14 @@ const roleSchema = z.strictObject({
 
 export const socketOptionsSchema = z.strictObject({
   /** @default /run/portcullis/portcullis.sock */
-  path: z.string().min(1).max(107, 'must fit in sockaddr_un (107 bytes)').default(DEFAULT_SOCKET_PATH),
+  path: absolutePath().refine((p) => Buffer.byteLength(p) <= 107, 'must fit in sockaddr_un (107 bytes)').default(DEFAULT_SOCKET_PATH),
   /** Octal string or number. @default "0660" */
   mode: z
     .union([z.string().regex(/^0?[0-7]{3}$/, 'must be an octal mode like "0660"'), z.number().int().min(0).max(0o777)])
     .transform((m) => (typeof m === 'number' ? m : Number.parseInt(m, 8)))
     .default(0o660),
   /** Group (name or gid) that owns the socket; agents connect through it. @default the daemon's group */
-  group: z.union([z.string().min(1).max(64), z.number().int().min(0)]).optional(),
+  group: z.union([z.string().min(1).max(64).regex(/^[A-Za-z_][A-Za-z0-9_.-]*\$?$/, 'must be a group name or a gid'), z.number().int().min(0).max(4294967294)]).optional(),
 });
 
 export const rolesOptionsSchema = z.strictObject({
@@ -44,11 +63,25 @@ export const limitsOptionsSchema = z.strictObject({
   /** Mutating requests admitted at once (running or waiting); more get 503 with Retry-After. @default 64 */
   max_pending_requests: z.number().int().min(1).max(10_000).default(64),
   /** Per cryptsetup command. @default 120 */
-  command_timeout_seconds: seconds().refine((s) => s >= 1, 'must be at least 1').default(120),
+  command_timeout_seconds: timerSeconds(86_400).refine((s) => s >= 1, 'must be at least 1').default(120),
   /** A request that has not finished in this time gets 504 (the work goes on). @default 300 */
-  request_timeout_seconds: seconds().refine((s) => s >= 1, 'must be at least 1').default(300),
+  request_timeout_seconds: timerSeconds(86_400).refine((s) => s >= 1, 'must be at least 1').default(300),
   /** How long SIGTERM waits for in-flight requests. @default 30 */
-  shutdown_grace_seconds: seconds().default(30),
+  shutdown_grace_seconds: timerSeconds(3600).default(30),
+  /**
+   * Open connections at once, idle ones included; past it a new connection is
+   * answered 503 E_OVERLOADED and closed. Bounds file descriptors and body
+   * buffers (each connection may hold up to max_body_bytes). @default 256
+   */
+  max_connections: z.number().int().min(1).max(65_536).default(256),
+  /**
+   * Time from the start of a request (from connect, for a connection's first;
+   * also how long a kept-alive connection may sit idle) to the end of its
+   * headers. Slower clients get 408 E_CLIENT_TIMEOUT and are disconnected. @default 10
+   */
+  header_timeout_seconds: timerSeconds(3600).refine((s) => s >= 1, 'must be at least 1').default(10),
+  /** Further time, after header_timeout_seconds, for the body to arrive in full; else 408 E_CLIENT_TIMEOUT. @default 30 */
+  body_timeout_seconds: timerSeconds(3600).refine((s) => s >= 1, 'must be at least 1').default(30),
 });
 
 export const luksOptionsSchema = z.strictObject({
@@ -67,8 +100,8 @@ export const luksOptionsSchema = z.strictObject({
   /** Use dm-crypt's no_read/no_write_workqueue flags where kernel and cryptsetup support them. @default true */
   perf_no_workqueue: z.boolean().default(true),
   /** Cipher and key size when an attach does not name them. */
-  cipher: z.string().default('aes-xts-plain64'),
-  key_size: z.number().int().min(128).max(1024).default(512),
+  cipher: z.string().regex(/^[a-z0-9]+(-[a-z0-9:]+){0,3}$/, 'must look like aes-xts-plain64').default('aes-xts-plain64'),
+  key_size: z.number().int().min(128).max(1024).multipleOf(8, 'must be a multiple of 8 (bits)').default(512),
 });
 
 export const runtimeOptionsSchema = z.strictObject({
@@ -77,7 +110,7 @@ export const runtimeOptionsSchema = z.strictObject({
    * a restarted daemon still knows them. Keep it on a tmpfs a reboot clears
    * (the mappings do not survive one either). @default volumes.json beside socket.path
    */
-  volumes_file: z.string().min(1).optional(),
+  volumes_file: absolutePath().optional(),
 });
 
 export const logOptionsSchema = z.strictObject({
@@ -85,7 +118,7 @@ export const logOptionsSchema = z.strictObject({
   /** auto: readable on a terminal, JSON otherwise (journald). */
   format: z.enum(['auto', 'json', 'text']).default('auto'),
   /** Audit stream of every key access: a file (JSON lines, 0600), or absent for the main log with audit=true. */
-  audit_file: z.string().min(1).optional(),
+  audit_file: absolutePath().optional(),
 });
 
 export type SocketOptions = z.output<typeof socketOptionsSchema>;

@@ -1,5 +1,6 @@
 import type { z } from 'zod';
 import { daemonError } from '../errors.js';
+import { quoted } from './answer.js';
 import type { CachingKeyManager } from '../../keyclient/cache.js';
 import type { Metrics } from '../metrics.js';
 import type { EphemeralService } from '../service/ephemeral.js';
@@ -43,6 +44,8 @@ export interface Route {
   mutating: boolean;
   /** Body schema; absent: the route takes no body (one is refused). `optional`: an empty body is fine. */
   body?: { schema: z.ZodType; optional?: boolean };
+  /** Query parameters the route takes (flags); any other is refused. */
+  query?: readonly string[];
   handle(input: RouteInput, deps: RouteDeps): Promise<RouteAnswer>;
 }
 
@@ -55,7 +58,7 @@ function flag(query: URLSearchParams, name: string): boolean {
   const value = query.get(name);
   if (value === null || value === 'false' || value === '0') return false;
   if (value === '' || value === 'true' || value === '1') return true;
-  throw daemonError('E_BAD_REQUEST', `Query parameter ${name} must be true or false, not "${value}"`, { details: { [name]: value } });
+  throw daemonError('E_BAD_REQUEST', `Query parameter ${name} must be true or false, not "${quoted(value, 64)}"`, { details: { [name]: quoted(value, 64) } });
 }
 
 const param = (input: RouteInput, i: number): string => input.params[i] ?? '';
@@ -67,7 +70,7 @@ export const routes: readonly Route[] = [
     handle: async (input, deps) => ok(await deps.volumes.attach(param(input, 0), input.body as z.output<typeof attachBodySchema>, input.peer, input.signal)),
   },
   {
-    method: 'DELETE', path: exact(`/v1/volumes/${NAME}`), role: 'agent', mutating: true,
+    method: 'DELETE', path: exact(`/v1/volumes/${NAME}`), role: 'agent', mutating: true, query: ['deferred'],
     handle: async (input, deps) => ok(await deps.volumes.detach(param(input, 0), { deferred: flag(input.query, 'deferred') })),
   },
   {
@@ -87,7 +90,7 @@ export const routes: readonly Route[] = [
     handle: async (input, deps) => ok(await deps.ephemeral.attach(param(input, 0), param(input, 1), input.body as z.output<typeof ephemeralAttachBodySchema>, input.peer, input.signal)),
   },
   {
-    method: 'DELETE', path: exact(`/v1/ephemeral/${ID}/${ID}`), role: 'agent', mutating: true, body: { schema: ephemeralDetachBodySchema, optional: true },
+    method: 'DELETE', path: exact(`/v1/ephemeral/${ID}/${ID}`), role: 'agent', mutating: true, body: { schema: ephemeralDetachBodySchema, optional: true }, query: ['erase'],
     handle: async (input, deps) =>
       ok(await deps.ephemeral.detach(param(input, 0), param(input, 1), flag(input.query, 'erase'), input.body as z.output<typeof ephemeralDetachBodySchema> | undefined, input.peer)),
   },

@@ -1,14 +1,16 @@
-import type { ZodType } from 'zod';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
-import { isPortcullisError, PortcullisError } from '../../errors.js';
-import { daemonError, httpStatusOf } from '../errors.js';
+import { daemonError } from '../errors.js';
 import type { admission } from '../limits.js';
 import type { Logger } from '../log.js';
 import type { LimitsOptions, RolesOptions } from '../options.js';
+import { quoted, send, sendError } from './answer.js';
+import { parseBody, readBody } from './body.js';
+import { guardConnections, refused, TIMEOUT_SWEEP_MS } from './connections.js';
 import type { Peer } from './peer.js';
 import { rolesOf, type PeerReader } from './peer.js';
-import { routes, type RouteAnswer, type RouteDeps } from './routes.js';
+import { routes, type RouteDeps } from './routes.js';
+import { checkQuery, parseTarget } from './target.js';
 
 export interface ApiDeps extends RouteDeps {
   roles(): RolesOptions;
@@ -24,20 +26,27 @@ export interface ApiServer {
   server: Server;
   /** Resolves when every admitted mutating request has been answered. */
   drained(): Promise<void>;
+  /** Re-applies the connection limits of limits() (after a reload). */
+  applyLimits(): void;
 }
 
 const peers = new WeakMap<Socket, Peer | Error>();
 
 /**
  * The socket API's HTTP layer: who is asking (SO_PEERCRED) and what they may
- * do is settled before a byte of the body is read; bodies are bounded;
- * mutating requests pass a bounded queue; every failure is one JSON error
- * with a stable code.
+ * do is settled before a byte of the body is read; bodies are bounded in
+ * size and time; mutating requests pass a bounded queue once their body is
+ * in, so slow clients hold a connection at most, never a slot of real work;
+ * every failure is one JSON error with a stable code.
  */
 export function createApiServer(deps: ApiDeps): ApiServer {
   let inFlight = 0;
   let idle: Array<() => void> = [];
-  const server = createServer({ requestTimeout: 0, headersTimeout: 30_000 }, (req, res) => void handle(req, res));
+  // A unix socket has no virtual hosts: a missing Host header must not earn a bare 400 from Node.
+  const server = createServer({ requireHostHeader: false, connectionsCheckingInterval: TIMEOUT_SWEEP_MS }, (req, res) => serve(req, res, false));
+  const guard = guardConnections(server, { limits: deps.limits, log: deps.log, metrics: deps.metrics });
+  // Expect: 100-continue is answered only once the peer and route are known to be allowed.
+  server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => serve(req, res, true));
   server.on('connection', (socket: Socket) => {
     try {
       peers.set(socket, deps.readPeer(socket));
@@ -46,8 +55,17 @@ export function createApiServer(deps: ApiDeps): ApiServer {
     }
   });
 
-  async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const url = new URL(req.url ?? '/', 'http://portcullis');
+  /** No failure of one request may end the process (an unhandled rejection would): the last line of defence. */
+  function serve(req: IncomingMessage, res: ServerResponse, expectsContinue: boolean): void {
+    handle(req, res, expectsContinue).catch((err: unknown) => {
+      deps.log.error('internal error', { request: `${req.method ?? '?'} ${quoted(req.url ?? '')}`, error: err instanceof Error ? err.message : String(err) });
+      res.destroy();
+    });
+  }
+
+  async function handle(req: IncomingMessage, res: ServerResponse, expectsContinue: boolean): Promise<void> {
+    if (refused.has(req.socket)) return;
+    const what = `${req.method ?? '?'} ${quoted(req.url ?? '')}`;
     const peer = peers.get(req.socket);
     let admitted = false;
     try {
@@ -60,17 +78,33 @@ export function createApiServer(deps: ApiDeps): ApiServer {
           details: { uid: peer.uid, gid: peer.gid },
         });
       }
-      const candidates = routes.filter((r) => r.path.test(url.pathname));
+      const { path, query } = parseTarget(req.url);
+      const candidates = routes.filter((r) => r.path.test(path));
       const route = candidates.find((r) => r.method === req.method);
       if (route === undefined) {
-        if (candidates.length > 0) throw daemonError('E_METHOD_NOT_ALLOWED', `${req.method ?? '?'} is not allowed on ${url.pathname} (use ${candidates.map((r) => r.method).join(', ')})`);
-        throw daemonError('E_ROUTE_NOT_FOUND', `No API path ${url.pathname}; see GET /v1/health for a start`, { details: { path: url.pathname } });
+        if (candidates.length > 0) throw daemonError('E_METHOD_NOT_ALLOWED', `${quoted(req.method ?? '?', 32)} is not allowed on ${quoted(path)} (use ${candidates.map((r) => r.method).join(', ')})`);
+        throw daemonError('E_ROUTE_NOT_FOUND', `No API path ${quoted(path)}; see GET /v1/health for a start`, { details: { path: quoted(path) } });
       }
       if (!held.has(route.role)) {
-        throw daemonError('E_PEER_FORBIDDEN', `uid ${peer.uid} holds role ${[...held].join(', ')}, but ${req.method} ${url.pathname} needs ${route.role}`, {
+        throw daemonError('E_PEER_FORBIDDEN', `uid ${peer.uid} holds role ${[...held].join(', ')}, but ${req.method} ${path} needs ${route.role}`, {
           details: { uid: peer.uid, needs: route.role },
         });
       }
+      checkQuery(query, route.query ?? [], `${route.method} ${path}`);
+      // Node stops parsing at an Upgrade: header and the body would never come; the API speaks HTTP/1.1 only.
+      if (req.headers.upgrade !== undefined) throw daemonError('E_BAD_REQUEST', `Upgrade: ${quoted(req.headers.upgrade, 32)} is not part of the API (HTTP/1.1 only); refusing`);
+      if (route.mutating && deps.stopping()) throw daemonError('E_SHUTTING_DOWN', 'portcullisd is shutting down; retry against the restarted daemon');
+      if (expectsContinue) res.writeContinue();
+      const raw = await readBody(req, deps.limits().max_body_bytes);
+      let body: unknown;
+      if (route.body === undefined) {
+        if (raw.length > 0) throw daemonError('E_BAD_REQUEST', `${req.method} ${path} takes no body`);
+      } else if (raw.length === 0 && route.body.optional === true) {
+        body = undefined;
+      } else {
+        body = parseBody(raw, route.body.schema);
+      }
+      // Admission only now, with the whole body in: a client trickling its body holds a connection, not a slot.
       if (route.mutating) {
         if (deps.stopping()) throw daemonError('E_SHUTTING_DOWN', 'portcullisd is shutting down; retry against the restarted daemon');
         if (!deps.admission.tryEnter()) {
@@ -83,20 +117,11 @@ export function createApiServer(deps: ApiDeps): ApiServer {
         inFlight += 1;
         deps.metrics.inFlight.inc();
       }
-      const raw = await readBody(req, deps.limits().max_body_bytes);
-      let body: unknown;
-      if (route.body === undefined) {
-        if (raw.length > 0) throw daemonError('E_BAD_REQUEST', `${req.method} ${url.pathname} takes no body`);
-      } else if (raw.length === 0 && route.body.optional === true) {
-        body = undefined;
-      } else {
-        body = parseBody(raw, route.body.schema);
-      }
-      const params = (route.path.exec(url.pathname) ?? []).slice(1);
-      const answer = await withTimeout((signal) => route.handle({ params, query: url.searchParams, body, peer, admin: held.has('admin'), signal }, deps), deps.limits().request_timeout_seconds);
+      const params = (route.path.exec(path) ?? []).slice(1);
+      const answer = await withTimeout((signal) => route.handle({ params, query, body, peer, admin: held.has('admin'), signal }, deps), deps.limits().request_timeout_seconds);
       send(res, answer);
     } catch (err) {
-      sendError(res, err, deps.log, `${req.method ?? '?'} ${url.pathname}`);
+      sendError(res, err, deps.log, what);
     } finally {
       if (admitted) {
         deps.admission.leave();
@@ -110,47 +135,8 @@ export function createApiServer(deps: ApiDeps): ApiServer {
   return {
     server,
     drained: () => (inFlight === 0 ? Promise.resolve() : new Promise<void>((resolve) => idle.push(resolve))),
+    applyLimits: guard.applyLimits,
   };
-}
-
-/** Reads at most `limit` bytes; a declared or actual larger body is refused without reading on. */
-function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
-  const declared = Number(req.headers['content-length'] ?? '0');
-  if (declared > limit) return Promise.reject(tooLarge(limit, declared));
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    req.on('data', (chunk: Buffer) => {
-      size += chunk.length;
-      if (size > limit) {
-        req.pause();
-        reject(tooLarge(limit, size));
-        return;
-      }
-      chunks.push(chunk);
-    });
-    req.on('end', () => resolve(Buffer.concat(chunks)));
-    req.on('error', reject);
-  });
-}
-
-function tooLarge(limit: number, size: number): PortcullisError {
-  return daemonError('E_BODY_TOO_LARGE', `Request body of ${size} bytes exceeds limits.max_body_bytes (${limit}); not read`, { details: { limit, size } });
-}
-
-function parseBody(raw: Buffer, schema: ZodType): unknown {
-  let json: unknown;
-  try {
-    json = JSON.parse(raw.toString('utf8'));
-  } catch {
-    throw daemonError('E_BAD_REQUEST', 'Request body is not valid JSON');
-  }
-  const result = schema.safeParse(json);
-  if (!result.success) {
-    const issues = result.error.issues.map((i) => ({ path: i.path.map(String).join('.'), message: i.code === 'unrecognized_keys' ? `unknown key(s) ${i.keys.join(', ')}` : i.message }));
-    throw daemonError('E_BAD_REQUEST', `Request body is invalid: ${issues.map((i) => `${i.path || '(body)'}: ${i.message}`).join('; ')}`, { details: { issues } });
-  }
-  return result.data;
 }
 
 /**
@@ -174,42 +160,3 @@ async function withTimeout<T>(work: (signal: AbortSignal) => Promise<T>, seconds
     clearTimeout(timer);
   }
 }
-
-function send(res: ServerResponse, answer: RouteAnswer): void {
-  if (answer.text !== undefined) {
-    res.writeHead(answer.status, { 'content-type': answer.text.contentType });
-    res.end(answer.text.body);
-    return;
-  }
-  const body = JSON.stringify(answer.json);
-  res.writeHead(answer.status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
-  res.end(body);
-}
-
-function sendError(res: ServerResponse, err: unknown, log: Logger, what: string): void {
-  let error: { code: string; message: string; details: Record<string, unknown> };
-  if (isPortcullisError(err)) {
-    error = { code: err.code, message: err.message, details: publicDetails(err.details) };
-  } else {
-    // Unclassified: log the real message once, answer a generic one (it could quote anything).
-    log.error('internal error', { request: what, error: err instanceof Error ? err.message : String(err) });
-    error = { code: 'E_INTERNAL', message: 'Internal error; the daemon log has the details', details: {} };
-  }
-  const status = httpStatusOf(error.code);
-  const body = JSON.stringify({ error });
-  const headers: Record<string, string | number> = { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) };
-  if (status === 503) headers['retry-after'] = error.code === 'E_BACKEND_UNAVAILABLE' ? 5 : 1;
-  // A refused request's body is never read; close the connection rather than drain it.
-  if (status === 403 || status === 413) headers['connection'] = 'close';
-  if (res.headersSent) return;
-  res.writeHead(status, headers);
-  res.end(body);
-}
-
-/** Error details are for operators; stderr of cryptsetup is fine, nothing of type bytes is (there never is, but by construction). */
-function publicDetails(details: Record<string, unknown>): Record<string, unknown> {
-  const out: Record<string, unknown> = {};
-  for (const [k, v] of Object.entries(details)) if (!(v instanceof Uint8Array)) out[k] = v;
-  return out;
-}
-

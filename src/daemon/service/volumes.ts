@@ -136,7 +136,9 @@ export function volumeService(deps: ServiceDeps) {
         // Queued behind another request past this one's deadline: its caller has had E_REQUEST_TIMEOUT, do nothing.
         signal?.throwIfAborted();
         if (provider === 'nop') {
-          // os-brick's NoOpEncryptor: the volume is not encrypted; the agent uses the device itself.
+          // os-brick's NoOpEncryptor: the volume is not encrypted; the agent uses the device itself,
+          // which must then be a block device: a 200 for /dev/null or a dangling path would send the guest nowhere.
+          await driver.identify(body.device);
           return { name, mapper_path: body.device, device: body.device, provider, luks_uuid: null, size_bytes: null, key_id: null, key_source: null, opened: false, formatted: false, keyslot_upgraded: false, timings_ms: timings };
         }
         const device = body.symlink ? await driver.deviceBehindSymlink(name, body.device) : body.device;

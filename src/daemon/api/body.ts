@@ -1,0 +1,74 @@
+import type { IncomingMessage } from 'node:http';
+import type { ZodType } from 'zod';
+import { PortcullisError } from '../../errors.js';
+import { daemonError } from '../errors.js';
+import { quoted } from './answer.js';
+
+/**
+ * Request bodies: bounded, complete, strict UTF-8 JSON, validated by the
+ * route's schema. Nothing here is lenient: a body that is not exactly what
+ * the caller meant is refused rather than guessed at.
+ */
+
+/**
+ * Reads at most `limit` bytes; a declared or actual larger body is refused
+ * without reading on. Settles when the body ends, or when the connection goes
+ * first (a client gone, or cut off at limits.body_timeout_seconds), so no
+ * handler waits forever on a body that never completes.
+ */
+export function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
+  const declared = Number(req.headers['content-length'] ?? '0');
+  if (declared > limit) return Promise.reject(tooLarge(limit, declared));
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on('data', (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > limit) {
+        req.pause();
+        reject(tooLarge(limit, size));
+        return;
+      }
+      chunks.push(chunk);
+    });
+    // A client gone mid-body is its own failure, not the daemon's: never an E_INTERNAL in the log.
+    const cutShort = () => reject(daemonError('E_BAD_REQUEST', `The connection closed after ${size} bytes of the body; nothing was done`, { details: { received: size } }));
+    req.on('end', () => resolve(Buffer.concat(chunks)));
+    req.on('error', cutShort);
+    // After 'end' this is a no-op (the promise has settled); before it, the body never completed.
+    req.on('close', cutShort);
+  });
+}
+
+function tooLarge(limit: number, size: number): PortcullisError {
+  return daemonError('E_BODY_TOO_LARGE', `Request body of ${size} bytes exceeds limits.max_body_bytes (${limit}); not read`, { details: { limit, size } });
+}
+
+const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+
+/**
+ * Strict UTF-8, then JSON, then the schema. A lenient decode would turn
+ * invalid bytes into U+FFFD and act on a project or key id the caller never
+ * sent.
+ */
+export function parseBody(raw: Buffer, schema: ZodType): unknown {
+  let text: string;
+  try {
+    text = utf8.decode(raw);
+  } catch {
+    throw daemonError('E_BAD_REQUEST', 'Request body is not valid UTF-8; refusing');
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    throw daemonError('E_BAD_REQUEST', 'Request body is not valid JSON');
+  }
+  const result = schema.safeParse(json);
+  if (!result.success) {
+    // Key names are the caller's text: quoted short, so a body of a thousand odd keys does not come back twice its size.
+    const issues = result.error.issues.slice(0, 50).map((i) => ({ path: quoted(i.path.map(String).join('.'), 100), message: i.code === 'unrecognized_keys' ? `unknown key(s) ${quoted(i.keys.join(', '))}` : i.message }));
+    throw daemonError('E_BAD_REQUEST', `Request body is invalid: ${issues.map((i) => `${i.path || '(body)'}: ${i.message}`).join('; ')}`, { details: { issues } });
+  }
+  return result.data;
+}
