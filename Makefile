@@ -17,7 +17,7 @@ help:
 	@echo "make demo   install what is missing, build, and attach an encrypted volume through portcullisd (local keystore)"
 	@echo "make test   install what is missing (Debian packages, npm ci), build, run every test"
 	@echo "make test-vm  only the privileged tests (*.vm.test.ts): dm-crypt in the qemu VM, or directly on a host with device-mapper"
-	@echo "make soak   the long runs: the socket API fuzz with 100,000 cases (PORTCULLIS_FUZZ_RUNS), and any *soak* test file"
+	@echo "make soak   the long runs: the socket API fuzz with 100,000 cases (PORTCULLIS_FUZZ_RUNS) and 1,002 data-integrity cycles in the VM (PORTCULLIS_INTEGRITY_CYCLES)"
 	@echo "make build  compile TypeScript to dist/ and the native addon"
 	@echo "make kmip-dev  a throwaway PyKMIP server on 127.0.0.1:5696 for examples/kmip.yaml (certificates in /tmp/portcullis-kmip/)"
 	@echo "make install [PREFIX=/usr/local] [DESTDIR=]  install the build, units, default config, man pages (see docs/install.md)"
@@ -54,11 +54,13 @@ test: deps build
 test-vm: deps build
 	node scripts/run-tests.mjs .vm.test.
 
-# Long runs: the socket API fuzz at 100,000 cases (make test runs 10,000) and files named *soak*,
-# under a budget that fits them (about 5 minutes for the fuzz on 2 cores).
+# Long runs: the socket API fuzz at 100,000 cases (make test runs 10,000) and the data-integrity
+# cycles at 1,002 (make test runs 102), under budgets that fit them.
 SOAK_FUZZ_RUNS ?= 100000
+SOAK_INTEGRITY_CYCLES ?= 1002
 soak: deps build
-	PORTCULLIS_FUZZ_RUNS=$(SOAK_FUZZ_RUNS) TEST_HOST_BUDGET=1800 node scripts/run-tests.mjs api/fuzz.test. soak
+	PORTCULLIS_FUZZ_RUNS=$(SOAK_FUZZ_RUNS) PORTCULLIS_INTEGRITY_CYCLES=$(SOAK_INTEGRITY_CYCLES) TEST_HOST_BUDGET=1800 TEST_VM_BUDGET=5400 \
+	  node scripts/run-tests.mjs api/fuzz.test. daemon/integrity.vm. soak
 
 # The daemon on the local keystore attaching a real encrypted volume, end to end;
 # in the project's VM where this host has no device-mapper.
