@@ -34,6 +34,8 @@ export interface BenchDaemonOptions {
   env?: Record<string, string>;
   /** @default 60000 */
   readyTimeoutMs?: number;
+  /** Node options before the script (--cpu-prof). */
+  execArgv?: string[];
   /** Do not wait for "portcullisd ready" (the caller watches READY=1 itself). */
   noWait?: boolean;
 }
@@ -51,7 +53,7 @@ export async function startBenchDaemon(config: Record<string, unknown>, options:
   const socketPath = join(dir, 'portcullis.sock');
   const logPath = join(dir, 'daemon.log');
   const fd = openSync(logPath, 'w', 0o600);
-  const child = spawn(process.execPath, [portcullisd, '--config', configPath], {
+  const child = spawn(process.execPath, [...(options.execArgv ?? []), portcullisd, '--config', configPath], {
     env: { PATH: process.env['PATH'] ?? '/usr/sbin:/usr/bin:/sbin:/bin', ...options.env },
     stdio: ['ignore', fd, fd],
   });

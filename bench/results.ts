@@ -6,7 +6,7 @@
  */
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { cpus, release, totalmem } from 'node:os';
+import { cpus, loadavg, release, totalmem } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -46,6 +46,8 @@ export interface MachineInfo {
   /** dpkg-query versions, or "not installed". */
   cryptsetup: string;
   osBrick: string;
+  /** 1-, 5- and 15-minute load averages when the bench finished: the machine may be shared. */
+  load?: string;
   /** Where the figures were taken when it is not this host's kernel ("qemu TCG guest"). */
   where?: string;
 }
@@ -91,6 +93,7 @@ export function machineInfo(): MachineInfo {
     node: process.version,
     cryptsetup: dpkgVersion('cryptsetup-bin'),
     osBrick: dpkgVersion('python3-os-brick'),
+    load: loadavg().map((x) => x.toFixed(2)).join(' '),
   };
 }
 
