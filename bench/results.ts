@@ -101,8 +101,8 @@ export function machineInfo(): MachineInfo {
 export function meets(row: BenchRow): boolean | undefined {
   if (row.target === undefined) return undefined;
   const of = row.target.of ?? (row.value !== undefined ? 'value' : 'p95');
-  const figure = row[of];
-  if (figure === undefined) return undefined;
+  const figure: number | null | undefined = row[of];
+  if (figure === undefined || figure === null || Number.isNaN(figure)) return undefined;
   return row.target.op === '>=' ? figure >= row.target.value : figure <= row.target.value;
 }
 
@@ -122,8 +122,9 @@ export function distribution(samples: readonly number[], digits = 2): { p50: num
 export const msSince = (start: bigint): number => Number(process.hrtime.bigint() - start) / 1e6;
 
 /** A figure as a table cell: thousands separated, at most 3 significant decimals. */
-export function formatFigure(x: number | undefined): string {
-  if (x === undefined || Number.isNaN(x)) return '–';
+export function formatFigure(x: number | null | undefined): string {
+  // JSON turns NaN (a figure that could not be taken) into null.
+  if (x === undefined || x === null || Number.isNaN(x)) return '–';
   const digits = Math.abs(x) >= 100 ? 0 : Math.abs(x) >= 10 ? 1 : 2;
   return x.toLocaleString('en-US', { maximumFractionDigits: digits });
 }
