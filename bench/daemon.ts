@@ -15,6 +15,12 @@ import { repoRoot } from './results.js';
 
 export const portcullisd = join(repoRoot, 'dist', 'src', 'daemon', 'portcullisd.js');
 
+/** Daemons still running, killed if the bench exits early: one exit hook for all (a fleet has many). */
+const running = new Set<ChildProcess>();
+process.once('exit', () => {
+  for (const child of running) child.kill('SIGKILL');
+});
+
 export interface BenchDaemon {
   readonly dir: string;
   readonly socketPath: string;
@@ -59,10 +65,10 @@ export async function startBenchDaemon(config: Record<string, unknown>, options:
   });
   closeSync(fd);
   let exited = false;
-  const exit = new Promise<void>((resolve) => child.once('exit', () => ((exited = true), resolve())));
+  running.add(child);
+  const exit = new Promise<void>((resolve) => child.once('exit', () => ((exited = true), running.delete(child), resolve())));
   const log = () => (existsSync(logPath) ? readFileSync(logPath, 'utf8') : '');
   const kill = () => child.kill('SIGKILL');
-  process.once('exit', kill);
   const daemon: BenchDaemon = {
     dir,
     socketPath,
@@ -76,7 +82,6 @@ export async function startBenchDaemon(config: Record<string, unknown>, options:
       const timer = setTimeout(kill, 30_000);
       await exit;
       clearTimeout(timer);
-      process.removeListener('exit', kill);
     },
   };
   if (options.noWait === true) return daemon;

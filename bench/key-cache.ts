@@ -11,6 +11,7 @@
  * own cache figures. Writes bench/results/key-cache.json; asserts nothing.
  * Run: make build && nice -n 10 node dist/bench/key-cache.js [SECONDS]
  */
+import { spawn } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -91,7 +92,7 @@ interface Cannon {
   errors: number;
 }
 
-async function cannon(daemon: BenchDaemon, method: 'GET' | 'PUT', path: string, body?: unknown): Promise<Cannon> {
+async function cannon(daemon: Pick<BenchDaemon, 'socketPath'>, method: 'GET' | 'PUT', path: string, body?: unknown): Promise<Cannon> {
   const result = await autocannon({
     url: `http://portcullis${path}`,
     socketPath: daemon.socketPath,
@@ -116,7 +117,27 @@ async function makeKeys(count: number): Promise<string[]> {
   }
 }
 
+/**
+ * The floor any Node daemon stands on here: a bare node:http server on a unix
+ * socket in its own process answering {} to everything, under the same load.
+ */
+async function bareNodeRps(): Promise<Cannon> {
+  const socketPath = join(dir, 'bare.sock');
+  const script = `require('node:http').createServer((q, s) => { q.resume(); q.on('end', () => { s.setHeader('content-type', 'application/json'); s.end('{}'); }); }).listen(process.argv[1], () => console.log('up'));`;
+  const child = spawn(process.execPath, ['-e', script, socketPath], { stdio: ['ignore', 'pipe', 'inherit'] });
+  try {
+    await new Promise<void>((resolve, reject) => {
+      child.stdout?.once('data', () => resolve());
+      child.once('exit', (code) => reject(new Error(`bare server exited ${String(code)}`)));
+    });
+    return await cannon({ socketPath }, 'GET', '/v1/health');
+  } finally {
+    child.kill('SIGTERM');
+  }
+}
+
 async function socketRows(): Promise<{ rows: BenchRow[]; notes: string[] }> {
+  const bare = await bareNodeRps();
   const [hot, storm] = await makeKeys(2);
   // 1,000 requests at once must be admitted to reach the cache together (the default admits 64).
   const daemon = await startBenchDaemon({ ...keyManagerConfig, limits: { max_pending_requests: 1000 } }, { dir });
@@ -139,6 +160,7 @@ async function socketRows(): Promise<{ rows: BenchRow[]; notes: string[] }> {
     const describe = (c: Cannon) => `${where}; latency p50 ${c.p50} ms, p99 ${c.p99} ms; answers ${c.statuses}; errors ${c.errors}`;
     return {
       rows: [
+        { group: 'over the socket', label: 'reference: bare node:http server answering {} (not portcullisd)', unit: 'req/s', value: bare.rps, note: `the ceiling for any Node.js daemon on this machine under the same client and load; ${describe(bare)}` },
         { group: 'over the socket', label: 'GET /v1/health', unit: 'req/s', value: health.rps, target: { op: '>=', value: 20_000 }, note: describe(health) },
         { group: 'over the socket', label: 'PUT attach, provider nop (no key, no device)', unit: 'req/s', value: nop.rps, target: { op: '>=', value: 20_000 }, note: describe(nop) },
         { group: 'over the socket', label: 'PUT attach, key from the cache, device absent (key path of an idempotent re-attach)', unit: 'req/s', value: keyPath.rps, target: { op: '>=', value: 20_000 }, note: describe(keyPath) },
