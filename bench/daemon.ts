@@ -42,7 +42,7 @@ export interface BenchDaemonOptions {
   readyTimeoutMs?: number;
   /** Node options before the script (--cpu-prof). */
   execArgv?: string[];
-  /** Do not wait for "portcullisd ready" (the caller watches READY=1 itself). */
+  /** Do not wait for the socket to answer (the caller watches READY=1 itself). */
   noWait?: boolean;
 }
 
@@ -86,7 +86,9 @@ export async function startBenchDaemon(config: Record<string, unknown>, options:
   };
   if (options.noWait === true) return daemon;
   const deadline = Date.now() + (options.readyTimeoutMs ?? 60_000);
-  while (!log().includes('portcullisd ready')) {
+  // Ready when the socket answers (the daemon listens only after its start-up work); the log may be at warn.
+  const answers = async () => existsSync(socketPath) && (await request(socketPath, 'GET', '/v1/cache').then(() => true, () => false));
+  while (!(await answers())) {
     if (exited) throw new Error(`portcullisd exited before it was ready:\n${log()}`);
     if (Date.now() > deadline) {
       kill();
