@@ -151,8 +151,19 @@ try {
       await Promise.all(hosts.map((h) => h.stop()));
     }
   }
+  notes.push(`What the daemons asked, over the whole run. Keystone: ${tally(keystoneTap.exchanges)}. Barbican: ${tally(barbicanTap.exchanges)}.`);
 } finally {
   for (const stop of stops) await stop().catch(() => undefined);
+}
+
+/** "GET /v1/secrets/{id} ×2048, ..." with ids folded, so the kinds of request can be read off. */
+function tally(exchanges: ReadonlyArray<{ method: string; path: string }>): string {
+  const counts = new Map<string, number>();
+  for (const e of exchanges) {
+    const path = (e.path.split('?')[0] ?? '').replace(/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/g, '{id}');
+    counts.set(`${e.method} ${path}`, (counts.get(`${e.method} ${path}`) ?? 0) + 1);
+  }
+  return [...counts].map(([k, n]) => `${k} ×${n}`).join(', ') || 'nothing';
 }
 
 const hosts = 1000;

@@ -19,7 +19,7 @@ import { secureStats } from '../native/index.js';
 import { pageSize } from '../src/daemon/memlock.js';
 import { processMemory, startBenchDaemon, type BenchDaemon } from './daemon.js';
 import { startNotifyListener } from './notify-listener.js';
-import { distribution, type BenchRow, writeResult } from './results.js';
+import { distribution, repoRoot, type BenchRow, writeResult } from './results.js';
 
 const starts = Math.min(50, Math.max(1, Number(process.argv[2] ?? 10)));
 const keyCount = Math.min(100_000, Math.max(100, Number(process.argv[3] ?? 10_000)));
@@ -107,7 +107,18 @@ function bareNodeStart(): number[] {
   });
 }
 
+/** Spawn to exit of a node that only imports the daemon's module graph (what --version also pays). */
+function moduleLoad(): number[] {
+  const main = join(repoRoot, 'dist', 'src', 'daemon', 'main.js');
+  return Array.from({ length: starts }, () => {
+    const t0 = process.hrtime.bigint();
+    spawnSync(process.execPath, ['--input-type=module', '-e', `await import(${JSON.stringify(main)})`]);
+    return Number(process.hrtime.bigint() - t0) / 1e6;
+  });
+}
+
 const bare = distribution(bareNodeStart(), 0);
+const modules = distribution(moduleLoad(), 0);
 const ids = await makeKeys(keyCount + 1);
 const [warm = '', ...rest] = ids;
 const { samples, idleRss, idleLocked, daemon } = await startTimes(ids);
@@ -133,6 +144,7 @@ const start = distribution(samples, 0);
 const rows: BenchRow[] = [
   { group: 'start', label: 'spawn to READY=1 (sd_notify)', unit: 'ms', ...start, target: { op: '<=', value: 300, of: 'p50' }, note: `${starts} starts; node, module loading, config, local keystore, socket, adoption attempt (fails fast: no device-mapper here)` },
   { group: 'start', label: 'reference: node -e 0, spawn to exit (not portcullisd)', unit: 'ms', ...bare, note: 'the runtime\'s own start on this machine under the same load' },
+  { group: 'start', label: 'reference: node importing the daemon\'s modules, spawn to exit', unit: 'ms', ...modules, note: 'dist/src/daemon/main.js and everything it imports, nothing run' },
   { group: 'idle', label: 'RSS, idle after start', unit: 'MB', value: round(idleRss / MB), target: { op: '<=', value: 80 } },
   { group: 'idle', label: 'locked (VmLck), idle', unit: 'KiB', value: idleLocked / 1024, note: 'the local keystore\'s KEK' },
   { group: `${keyCount.toLocaleString('en-US')} cached keys`, label: 'RSS', unit: 'MB', value: round(filled.rss / MB) },
@@ -149,6 +161,8 @@ writeResult({
   parameters: { starts, keys: keyCount, page_bytes: page, rss_idle_bytes: idleRss, rss_warmed_bytes: warmed.rss, rss_filled_bytes: filled.rss, hwm_filled_bytes: filled.hwm },
   rows,
   notes: [
+    `Start: of the p50 ${start.p50} ms to READY=1, node itself takes ${bare.p50} ms and loading the module graph brings it to ${modules.p50} ms; the config, the local keystore (SQLite, KEK), the failed adoption (dmsetup, no device-mapper here), the socket and the first backend health check take the rest. The module graph is the part to cut: every backend's code (barbican, kmip with its TTLV codec, local) loads whatever the config names, and zod, winston, prom-client and yaml take about 50 ms each to import here. Loading the unused backends lazily and Node 22's module compile cache are the contained next steps; the figure also moves by ±100 ms with the load of this shared machine.`,
+    `RSS per cached key is an upper bound: the daemon cannot be made to collect garbage before it is read, so V8's heap slack from the ${keyCount.toLocaleString('en-US')} requests that filled the cache counts too, as do the native record and N-API reference of each locked buffer (malloc, outside the JS heap) and the keystore's SQLite page cache. The exact JS heap per cache entry, measured in-process after a forced GC, is the row below it. That row was about 1,360 bytes before this branch: each SecretBuffer had a getter made of a fresh closure, which gave every buffer its own hidden class (about 540 bytes); it is now a data property.`,
     `One locked page per secret: a 64-byte XTS key takes ${page} bytes of RLIMIT_MEMLOCK, ${page / 64}× its size, so ${keyCount.toLocaleString('en-US')} cached keys lock ${round((keyCount * page) / MB)} MB where ${round((keyCount * 64) / MB)} MB would do. Under the default 8 MiB RLIMIT_MEMLOCK that is about 2,000 keys; the unit grants CAP_IPC_LOCK, which lifts the limit. Every cache hit also maps, locks and unmaps a fresh page for the caller's copy (see the key cache's locked vs plain figures).`,
     'Should secrets share pages? Yes, for keys: a slab of locked pages with small slots would cut locked memory up to 64× and take the mmap, madvise, mlock and munmap calls off every cache hit. It is not a change to secure-memory.ts but to native/src/secure.c: each slot can still be its own external ArrayBuffer, so secureWipe() can still detach exactly that buffer (a view kept past wipe() reads as empty, as now) while the page stays mapped for its neighbours; the slab keeps MADV_DONTDUMP and MADV_WIPEONFORK per mapping. Left for a change of its own, with tests for slot reuse after detach and this bench to judge it.',
   ],
