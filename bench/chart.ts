@@ -14,8 +14,8 @@ export interface Series {
   samples: readonly number[];
 }
 
-const W = 960;
-const LABEL_W = 430;
+/** Width of the plot itself; the label column is as wide as the longest label needs. */
+const PLOT_W = 540;
 const ROW_H = 34;
 const TOP = 40;
 const BOTTOM = 44;
@@ -28,6 +28,9 @@ const n = (x: number) => x.toFixed(1);
 /** The SVG text; an empty chart says so rather than drawing nothing. */
 export function latencyChart(series: readonly Series[], title = 'Attach latency (ms, log scale)'): string {
   const rows = series.filter((s) => s.samples.length > 0);
+  // About 6.6 px per character of 12 px sans-serif.
+  const LABEL_W = Math.round(Math.min(900, Math.max(200, Math.max(0, ...rows.map((s) => s.label.length)) * 6.6 + 20)));
+  const W = LABEL_W + PLOT_W;
   const height = TOP + Math.max(1, rows.length) * ROW_H + BOTTOM;
   const all = rows.flatMap((s) => [Math.min(...s.samples), Math.max(...s.samples)]).map((x) => Math.max(x, 0.01));
   const lo = 10 ** Math.floor(Math.log10(Math.min(...all, 1)));
