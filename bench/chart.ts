@@ -12,13 +12,15 @@ export interface Series {
   label: string;
   /** Milliseconds. */
   samples: readonly number[];
+  /** Box colour; default alternates. */
+  color?: string;
 }
 
 /** Width of the plot itself; the label column is as wide as the longest label needs. */
 const PLOT_W = 540;
 const ROW_H = 34;
 const TOP = 40;
-const BOTTOM = 44;
+const BOTTOM = 60;
 const RIGHT = 24;
 
 const escape = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
@@ -26,7 +28,7 @@ const fmt = (x: number) => (x >= 1000 ? `${x / 1000} s` : `${x} ms`);
 const n = (x: number) => x.toFixed(1);
 
 /** The SVG text; an empty chart says so rather than drawing nothing. */
-export function latencyChart(series: readonly Series[], title = 'Attach latency (ms, log scale)'): string {
+export function latencyChart(series: readonly Series[], title = 'Attach latency (ms, log scale)', legend = ''): string {
   const rows = series.filter((s) => s.samples.length > 0);
   // About 6.6 px per character of 12 px sans-serif.
   const LABEL_W = Math.round(Math.min(900, Math.max(200, Math.max(0, ...rows.map((s) => s.label.length)) * 6.6 + 20)));
@@ -52,7 +54,7 @@ export function latencyChart(series: readonly Series[], title = 'Attach latency 
     const [p5, p25, p50, p75, p95] = [0.05, 0.25, 0.5, 0.75, 0.95].map((q) => quantile(s.samples, q)) as [number, number, number, number, number];
     const min = Math.min(...s.samples);
     const max = Math.max(...s.samples);
-    const fill = i % 2 === 0 ? '#4a78b5' : '#c0703a';
+    const fill = s.color ?? (i % 2 === 0 ? '#4a78b5' : '#8a8a8a');
     out.push(
       `<g><title>${escape(`${s.label}: n=${s.samples.length}, p5 ${p5}, p25 ${p25}, median ${p50}, p75 ${p75}, p95 ${p95}, max ${max} ms`)}</title>`,
       `<text x="${LABEL_W - 10}" y="${cy + 4}" text-anchor="end">${escape(s.label)}</text>`,
@@ -67,6 +69,8 @@ export function latencyChart(series: readonly Series[], title = 'Attach latency 
       '</g>',
     );
   });
-  out.push(`<text x="${LABEL_W}" y="${height - 8}" font-size="11" fill="#555">box: p25–p75, bar: median, whiskers: p5–p95, dots: min and max</text>`, '</svg>');
+  out.push(`<text x="${LABEL_W}" y="${height - 22}" font-size="11" fill="#555">box: p25–p75, bar: median, whiskers: p5–p95, dots: min and max</text>`);
+  if (legend !== '') out.push(`<text x="${LABEL_W}" y="${height - 8}" font-size="11" fill="#555">${escape(legend)}</text>`);
+  out.push('</svg>');
   return `${out.join('\n')}\n`;
 }

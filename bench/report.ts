@@ -78,10 +78,17 @@ function section(r: BenchResult, base: MachineInfo | undefined): string[] {
   return out;
 }
 
+/** Orange where the key came from the key manager, blue where it came from the cache, by the row's own words. */
+function toneOf(label: string): string | undefined {
+  if (/\b(cold|miss|uncached)\b/i.test(label)) return '#c0703a';
+  if (/\b(warm|hit|cached|from the cache)\b/i.test(label)) return '#4a78b5';
+  return undefined;
+}
+
 const results = readResults();
 const base = results.find((r) => r.machine?.where === undefined)?.machine ?? machineInfo();
 const series: Series[] = results.flatMap((r) =>
-  r.rows.filter((row) => row.samples !== undefined && row.samples.length > 0 && row.unit === 'ms').map((row) => ({ label: `${r.name}: ${row.group === undefined ? '' : `${row.group}, `}${row.label}`, samples: row.samples ?? [] })),
+  r.rows.filter((row) => row.samples !== undefined && row.samples.length > 0 && row.unit === 'ms').map((row) => ({ label: `${r.name}: ${row.group === undefined ? '' : `${row.group}, `}${row.label}`, samples: row.samples ?? [], color: toneOf(row.label) })),
 );
 const missed = results.flatMap((r) => r.rows.filter((row) => meets(row) === false).map((row) => `${r.title}: ${row.group === undefined ? '' : `${row.group}, `}${row.label}`));
 const lines = [
@@ -101,5 +108,5 @@ const lines = [
 if (series.length > 0) lines.push('### Attach latency', '', `![Attach latency distributions](${chartName})`, '');
 for (const r of results) lines.push(...section(r, base));
 writeFileSync(join(docsDir, 'benchmarks.md'), `${lines.join('\n').trimEnd()}\n`);
-writeFileSync(join(docsDir, chartName), latencyChart(series));
+writeFileSync(join(docsDir, chartName), latencyChart(series, undefined, 'orange: key from the key manager (cold), blue: key from the cache (warm)'));
 console.log(`written: docs/benchmarks.md (${results.length} result(s)), docs/${chartName} (${series.length} series)`);
