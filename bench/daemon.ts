@@ -6,7 +6,7 @@
  * bounded; stop() is safe to call twice.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, openSync, closeSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, openSync, closeSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
@@ -34,7 +34,7 @@ export interface BenchDaemon {
 }
 
 export interface BenchDaemonOptions {
-  /** Directory to run in; default a fresh one under the tmpdir. */
+  /** Directory to run in, the caller's to remove; default a fresh one under the tmpdir, removed by stop(). */
   dir?: string;
   /** More environment (NOTIFY_SOCKET); PATH is always passed, nothing else. */
   env?: Record<string, string>;
@@ -53,6 +53,7 @@ export function benchConfig(dir: string, config: Record<string, unknown>): Recor
 
 export async function startBenchDaemon(config: Record<string, unknown>, options: BenchDaemonOptions = {}): Promise<BenchDaemon> {
   const dir = options.dir ?? mkdtempSync(join(tmpdir(), 'portcullis-bench-'));
+  const ownDir = options.dir === undefined;
   const full = benchConfig(dir, config);
   const configPath = join(dir, 'portcullis.yaml');
   writeFileSync(configPath, stringify(full), { mode: 0o600 });
@@ -82,6 +83,8 @@ export async function startBenchDaemon(config: Record<string, unknown>, options:
       const timer = setTimeout(kill, 30_000);
       await exit;
       clearTimeout(timer);
+      // It holds a keystore, its KEK and an audit log: nothing to leave in /tmp.
+      if (ownDir) rmSync(dir, { recursive: true, force: true });
     },
   };
   if (options.noWait === true) return daemon;

@@ -14,7 +14,7 @@
  * answers E_DEVICE_NOT_FOUND. Writes bench/results/fleet.json; asserts nothing.
  * Run: make build && nice -n 10 node dist/bench/fleet.js [N×M ...]   (default 1x64 4x64 16x16 16x64)
  */
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { barbicanBackend } from '../src/keyclient/backends/barbican/backend.js';
@@ -148,6 +148,7 @@ try {
       }
     } finally {
       await Promise.all(hosts.map((h) => h.stop()));
+      for (const h of hosts) rmSync(h.dir, { recursive: true, force: true });
     }
   }
   notes.push(`What the daemons asked, over the whole run. Each daemon asks Keystone twice: GET /v3 at start (its health check) and one token at its first attach, however many attaches start at once. Keystone: ${tally(keystoneTap.exchanges)}. Barbican: ${tally(barbicanTap.exchanges)}.`);

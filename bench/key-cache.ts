@@ -12,7 +12,7 @@
  * Run: make build && nice -n 10 node dist/bench/key-cache.js [SECONDS]
  */
 import { spawn } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import autocannon from 'autocannon';
@@ -159,7 +159,7 @@ async function bareNodeRps(): Promise<Cannon> {
 
 /** The nop attach again on a daemon logging at warn: what its one info line per request costs. */
 async function quietNopRps(id: string | undefined): Promise<Cannon> {
-  const quiet = await startBenchDaemon({ ...keyManagerConfig, log: { level: 'warn' } }, { dir: mkdtempSync(join(tmpdir(), 'portcullis-key-cache-quiet-')) });
+  const quiet = await startBenchDaemon({ ...keyManagerConfig, log: { level: 'warn' } });
   try {
     return await cannon(quiet, 'PUT', '/v1/volumes/bench-nop', { device: '/dev/portcullis-bench-nop', provider: 'nop', key: { id }, project_id: ctx.projectId });
   } finally {
@@ -230,6 +230,8 @@ async function socketRows(locked: number): Promise<{ rows: BenchRow[]; notes: st
   }
 }
 
+// The keystore, its KEK and the logs go when the bench does.
+process.once('exit', () => rmSync(dir, { recursive: true, force: true }));
 const locked = await cachedGetsPerSecond(lockedAllocator());
 const plain = await cachedGetsPerSecond(plainAllocator());
 const misses = await concurrentMissesInProcess();

@@ -8,7 +8,7 @@
  * Run: make build && nice -n 10 node --expose-gc dist/bench/memory-start.js [STARTS] [KEYS]
  */
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { validateConfig } from '../src/config/load.js';
@@ -117,6 +117,8 @@ function moduleLoad(): number[] {
   });
 }
 
+// The keystore, its KEK and the logs go when the bench does.
+process.once('exit', () => rmSync(dir, { recursive: true, force: true }));
 const bare = distribution(bareNodeStart(), 0);
 const modules = distribution(moduleLoad(), 0);
 const ids = await makeKeys(keyCount + 1);
