@@ -11,7 +11,7 @@ DEB_PACKAGES := python3-barbican barbican-common python3-keystone python3-keysto
   qemu-system-x86 linux-image-amd64 busybox-static cryptsetup-bin dmsetup kmod e2fsprogs util-linux diffutils \
   systemd systemd-container
 
-.PHONY: help deps build test test-vm soak demo kmip-dev clean
+.PHONY: help deps build test test-vm soak demo bench kmip-dev clean
 
 help:
 	@echo "make demo   install what is missing, build, and attach an encrypted volume through portcullisd (local keystore)"
@@ -19,6 +19,7 @@ help:
 	@echo "make test-vm  only the privileged tests (*.vm.test.ts): dm-crypt in the qemu VM, or directly on a host with device-mapper"
 	@echo "make soak   the long runs: the socket API fuzz with 100,000 cases (PORTCULLIS_FUZZ_RUNS) and 1,002 data-integrity cycles in the VM (PORTCULLIS_INTEGRITY_CYCLES)"
 	@echo "make build  compile TypeScript to dist/ and the native addon"
+	@echo "make bench  run the benches (bench/*.ts, never part of make test), write bench/results/*.json and docs/benchmarks.md"
 	@echo "make kmip-dev  a throwaway PyKMIP server on 127.0.0.1:5696 for examples/kmip.yaml (certificates in /tmp/portcullis-kmip/)"
 	@echo "make install [PREFIX=/usr/local] [DESTDIR=]  install the build, units, default config, man pages (see docs/install.md)"
 	@echo "make uninstall  remove what install put (not the config, not /var/lib/portcullis)"
@@ -66,6 +67,21 @@ soak: deps build
 # in the project's VM where this host has no device-mapper.
 demo: deps build
 	node dist/scripts/demo.js
+
+# Benches (issue 11): each writes bench/results/NAME.json and prints its tables; none asserts a
+# time. One line per bench, run in this order, niced (the machine may be shared); add a bench by
+# adding its line. The report then rewrites docs/benchmarks.md and docs/benchmarks-attach.svg from
+# every results file present. Not part of `make test`.
+BENCH_RUN := nice -n 10 node
+BENCHES := \
+  'dist/bench/vm-attach.js' \
+  '--expose-gc dist/bench/memory-start.js' \
+  'dist/bench/key-cache.js' \
+  'dist/bench/fleet.js'
+
+bench: deps build
+	@set -e; for b in $(BENCHES); do echo "== $$b"; $(BENCH_RUN) $$b; done
+	node dist/bench/report.js
 
 # A development KMIP server (PyKMIP) that examples/kmip.yaml works against as shipped; Ctrl-C stops it.
 kmip-dev:

@@ -8,8 +8,8 @@
  * Run: make build && node dist/bench/vm-attach.js   (BENCH_ROUNDS, default 20)
  */
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
+import { distribution, machineInfo, msSince as since, writeResult, type BenchRow } from './results.js';
 import { commandName, countingRunner } from '../test/helpers/counting-runner.js';
 import { createKeyIn, daemonKernel, localKeystoreDaemon, ok } from '../test/daemon/vm-setup.js';
 
@@ -18,22 +18,11 @@ const STORM = 64;
 /** One long-lived os-brick process per provider, as nova is (its imports alone take over a minute under TCG). */
 const BATCH = Number(process.env['BENCH_BATCH'] ?? rounds);
 const osBrick = fileURLToPath(new URL('../../bench/osbrick-encryptor.py', import.meta.url));
-const resultsDir = fileURLToPath(new URL('../../bench/results/', import.meta.url));
 
-interface Row {
-  label: string;
-  unit: string;
-  p50?: number;
-  p95?: number;
-  value?: number;
-  target?: string;
-  samples?: number[];
-}
-
-const quantile = (xs: number[], q: number) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(xs.length * q))] ?? NaN;
-const since = (start: bigint) => Number(process.hrtime.bigint() - start) / 1e6;
-const dist = (label: string, samples: number[], target?: string): Row => ({ label, unit: 'ms', p50: quantile(samples, 0.5), p95: quantile(samples, 0.95), samples, ...(target === undefined ? {} : { target }) });
-const rows: Row[] = [];
+const dist = (group: string, label: string, samples: number[]): BenchRow => ({ group, label, unit: 'ms', ...distribution(samples, 0), samples: samples.map((x) => Math.round(x)) });
+/** How many times faster `ours` is than `theirs`, p50 against p50. */
+const speedUp = (theirs: number[], ours: number[]) => Math.round((distribution(theirs).p50 / distribution(ours).p50) * 10) / 10;
+const rows: BenchRow[] = [];
 const notes: string[] = [];
 
 const kernel = await daemonKernel();
@@ -62,7 +51,7 @@ try {
 
   // 1. os-brick side by side: first attach (format + open) and a re-attach, LUKS1 and LUKS2.
   for (const provider of ['luks', 'luks2'] as const) {
-    const brick = { first: [] as number[], reattach: [] as number[] };
+    const brick = { first: [] as number[], reattach: [] as number[], detach: [] as number[] };
     const ours = { first: [] as number[], reattach: [] as number[], detach: [] as number[] };
     for (let done = 0; done < rounds; done += BATCH) {
       const n = Math.min(BATCH, rounds - done);
@@ -70,9 +59,10 @@ try {
         const job = JSON.stringify({ provider, devices: devs, key_hex: randomBytes(32).toString('hex'), link_dir: '/dev/disk/portcullis-bench' });
         const result = await run(['/usr/bin/python3', osBrick], Buffer.from(job));
         if (result.code !== 0) throw new Error(`os-brick: ${result.stderr.toString()}`);
-        const times = JSON.parse(result.stdout.toString()) as { first: number[]; reattach: number[] };
+        const times = JSON.parse(result.stdout.toString()) as { first: number[]; reattach: number[]; detach: number[] };
         brick.first.push(...times.first);
         brick.reattach.push(...times.reattach);
+        brick.detach.push(...times.detach);
       });
       await withDevices(n, 32, async (devs) => {
         for (const [i, device] of devs.entries()) {
@@ -89,13 +79,16 @@ try {
         }
       });
     }
-    const x = (a: number[], b: number[]) => quantile(a, 0.5) / quantile(b, 0.5);
+    const group = `os-brick side by side, ${provider === 'luks' ? 'LUKS1' : 'LUKS2'}`;
     rows.push(
-      dist(`os-brick ${provider} first attach (format + open)`, brick.first),
-      dist(`portcullisd ${provider} first attach (format + open)`, ours.first, `≥ 10× faster than os-brick (here ${x(brick.first, ours.first).toFixed(1)}×)`),
-      dist(`os-brick ${provider} re-attach`, brick.reattach),
-      dist(`portcullisd ${provider} re-attach, key cached`, ours.reattach, `≥ 5× faster than os-brick in the VM (here ${x(brick.reattach, ours.reattach).toFixed(1)}×)`),
-      dist(`portcullisd ${provider} detach`, ours.detach),
+      dist(group, `os-brick ${provider} first attach (format + open)`, brick.first),
+      dist(group, `portcullisd ${provider} first attach (format + open)`, ours.first),
+      { group, label: `first attach: portcullisd faster than os-brick (p50)`, unit: '×', value: speedUp(brick.first, ours.first), target: { op: '>=', value: 10 } },
+      dist(group, `os-brick ${provider} re-attach`, brick.reattach),
+      dist(group, `portcullisd ${provider} re-attach, key cached`, ours.reattach),
+      { group, label: `re-attach: portcullisd faster than os-brick (p50)`, unit: '×', value: speedUp(brick.reattach, ours.reattach), target: { op: '>=', value: 5 } },
+      dist(group, `os-brick ${provider} detach`, brick.detach),
+      dist(group, `portcullisd ${provider} detach`, ours.detach),
     );
   }
 
@@ -120,8 +113,13 @@ try {
       daemonTimes.push(since(t));
       ok(await daemon.call('DELETE', '/v1/volumes/pd-overhead'));
     }
-    const overhead = (quantile(daemonTimes, 0.5) / quantile(bare, 0.5) - 1) * 100;
-    rows.push(dist('bare cryptsetup luksOpen (luks2, same PBKDF)', bare), dist('portcullisd attach, key cached (luks2)', daemonTimes, `≤ 10 % over bare luksOpen (here ${overhead.toFixed(1)} %)`));
+    const overhead = Math.round((distribution(daemonTimes).p50 / distribution(bare).p50 - 1) * 1000) / 10;
+    const group = 'daemon overhead';
+    rows.push(
+      dist(group, 'bare cryptsetup luksOpen (luks2, same PBKDF), through the same channel', bare),
+      dist(group, 'portcullisd attach through the socket, key cached (luks2)', daemonTimes),
+      { group, label: 'portcullisd over bare luksOpen (p50)', unit: '%', value: overhead, target: { op: '<=', value: 10 } },
+    );
   });
 
   // 3. Storm: 64 plain volumes at once through the daemon vs a parallel shell loop of raw opens.
@@ -141,11 +139,13 @@ try {
     const rawMs = since(t);
     if (loop.code !== 0) throw new Error(loop.stderr.toString());
     await sh(`for i in $(seq 1 ${STORM}); do cryptsetup close pd-raw-$i; done`);
+    const group = `attach storm, ${STORM} plain volumes`;
     rows.push(
-      { label: `raw parallel shell loop, ${STORM} plain opens`, unit: 'ms', value: rawMs },
-      { label: `portcullisd storm, ${STORM} plain attaches at once`, unit: 'ms', value: stormMs, target: `≤ 1.2× the raw loop (here ${(stormMs / rawMs).toFixed(2)}×)` },
-      { label: 'portcullisd storm: processes spawned', unit: 'count', value: spawned.length, target: `${STORM} blkid -p + ${STORM} cryptsetup create` },
-      { label: 'portcullisd storm: backend fetches', unit: 'count', value: fetched, target: `${STORM} (one per distinct key)` },
+      { group, label: `raw parallel shell loop of ${STORM} cryptsetup create`, unit: 'ms', value: Math.round(rawMs) },
+      { group, label: `portcullisd, ${STORM} attaches at once, to all attached`, unit: 'ms', value: Math.round(stormMs) },
+      { group, label: 'portcullisd storm over the raw loop', unit: '×', value: Math.round((stormMs / rawMs) * 100) / 100, target: { op: '<=', value: 1.2 } },
+      { group, label: 'processes spawned by the storm', unit: 'processes', value: spawned.length, target: { op: '<=', value: 2 * STORM }, note: 'plain: blkid -p and cryptsetup create per volume' },
+      { group, label: 'backend fetches (distinct keys)', unit: 'fetches', value: fetched, target: { op: '<=', value: STORM } },
     );
     notes.push(`storm processes by name: ${JSON.stringify(Object.fromEntries([...new Set(spawned)].map((n) => [n, spawned.filter((s) => s === n).length])))}`);
   });
@@ -154,12 +154,15 @@ try {
     'os-brick times are taken inside its Python process, around attach_volume()/detach_volume(); portcullisd times at the client, around the socket request, so they include every channel round trip to the guest agent.',
     'Under TCG every process costs 100–500 ms, which is why the process count per operation (test/daemon/process-count.vm.test.ts) decides the figures.',
   );
-  const result = { name: 'vm-attach', kernel: kernel.runner.where, mode: kernel.runner.mode, versions: versions.split('\n'), rounds, date: new Date().toISOString(), rows, notes };
-  mkdirSync(resultsDir, { recursive: true });
-  writeFileSync(`${resultsDir}vm-attach.json`, `${JSON.stringify(result, null, 2)}\n`);
-  console.log(['label'.padEnd(58), 'p50/value'.padStart(10), 'p95'.padStart(9), '  target'].join(''));
-  for (const r of rows) console.log(`${r.label.padEnd(58)}${(r.p50 ?? r.value ?? NaN).toFixed(1).padStart(10)}${(r.p95 === undefined ? '' : r.p95.toFixed(1)).padStart(9)}  ${r.target ?? ''}`);
-  for (const n of notes) console.log(`note: ${n}`);
+  const [cryptsetupVersion = '', , guestKernel = kernel.runner.where] = versions.split('\n');
+  writeResult({
+    name: 'vm-attach',
+    title: 'Attach on a real kernel: portcullisd beside os-brick',
+    parameters: { rounds, storm: STORM, where: kernel.runner.mode },
+    rows,
+    notes: [`guest kernel ${guestKernel}; ${cryptsetupVersion.trim()}`, ...notes],
+    machine: { ...machineInfo(), kernel: guestKernel, where: kernel.runner.mode === 'direct' ? 'this host (direct mode)' : 'qemu TCG guest (2 vCPUs, 2 GiB)' },
+  });
 } finally {
   await kernel.cleanup();
 }

@@ -15,6 +15,7 @@
 #include <errno.h>
 #include <math.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,30 +32,63 @@ struct block {
   bool released;       /* pages zeroed, unlocked and unmapped */
   bool wiping;         /* secureWipe() is detaching this block */
   bool finalized;      /* the finalizer ran while wiping; secureWipe() frees the block */
-  struct block *next;
+  struct block *prev, *next;
 };
 
-/* Worker threads load the addon too and share these, hence the lock. */
-static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct block *registry;
+/*
+ * Live blocks, hashed by base address. It was one list that every wipe and
+ * every finalizer walked, holding wiped blocks until the GC came: with the
+ * key cache copying a key per get(), a few hundred thousand gets made each
+ * wipe and finalize O(n), and the process spent minutes in finalizers
+ * (bench/key-cache.ts). Now a block leaves the table when its pages are
+ * released (only its finalizer hint reaches it after that), and lookups
+ * walk one short chain.
+ */
+#define BUCKETS 16384
+static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER; /* worker threads load the addon too */
+static struct block *buckets[BUCKETS];
 static size_t locked_bytes;
 static size_t live_buffers;
+static size_t awaiting_gc; /* released blocks whose finalizer has not run yet */
+
+static size_t bucket_of(const void *base) {
+  uintptr_t page = (uintptr_t)base >> 12;
+  return (size_t)((page ^ (page >> 14)) & (BUCKETS - 1));
+}
+
+/* Caller holds registry_lock. */
+static void link_block(struct block *b) {
+  struct block **head = &buckets[bucket_of(b->base)];
+  b->prev = NULL;
+  b->next = *head;
+  if (*head != NULL) (*head)->prev = b;
+  *head = b;
+}
+
+/* Caller holds registry_lock. */
+static void unlink_block(struct block *b) {
+  if (b->prev != NULL) b->prev->next = b->next;
+  else buckets[bucket_of(b->base)] = b->next;
+  if (b->next != NULL) b->next->prev = b->prev;
+  b->prev = b->next = NULL;
+}
 
 /* Caller holds registry_lock. Zero before unlocking, so no key byte can reach swap. */
 static void release_pages(struct block *b) {
   explicit_bzero(b->base, b->mapped);
   (void)munlock(b->base, b->mapped);
   (void)munmap(b->base, b->mapped);
+  unlink_block(b); /* before another mapping can reuse the address */
   b->released = true;
   locked_bytes -= b->mapped;
   live_buffers -= 1;
+  awaiting_gc += 1;
 }
 
-/* Caller holds registry_lock. */
-static void unlink_block(struct block *b) {
-  struct block **p = &registry;
-  while (*p != NULL && *p != b) p = &(*p)->next;
-  if (*p == b) *p = b->next;
+/* Caller holds registry_lock; the block's pages are released and its finalizer has run. */
+static void free_block(struct block *b) {
+  awaiting_gc -= 1;
+  free(b);
 }
 
 static void finalize(napi_env env, void *data, void *hint) {
@@ -67,8 +101,7 @@ static void finalize(napi_env env, void *data, void *hint) {
     b->finalized = true;
   } else {
     if (!b->released) release_pages(b);
-    unlink_block(b);
-    free(b);
+    free_block(b);
   }
   pthread_mutex_unlock(&registry_lock);
 }
@@ -146,8 +179,7 @@ napi_value secure_alloc(napi_env env, napi_callback_info info) {
   b->base = base;
   b->mapped = mapped;
   pthread_mutex_lock(&registry_lock);
-  b->next = registry;
-  registry = b;
+  link_block(b);
   locked_bytes += mapped;
   live_buffers += 1;
   pthread_mutex_unlock(&registry_lock);
@@ -183,8 +215,8 @@ napi_value secure_wipe(napi_env env, napi_callback_info info) {
   NAPI_CALL(env, napi_get_arraybuffer_info(env, arraybuffer, &base, &length));
 
   pthread_mutex_lock(&registry_lock);
-  /* A released block's address may have been mapped again for a newer buffer: skip released ones. */
-  for (b = registry; b != NULL && (b->released || b->base != base); b = b->next) continue;
+  /* Released blocks have left the table, so a base mapped again for a newer buffer finds that one. */
+  for (b = buckets[bucket_of(base)]; b != NULL && b->base != base; b = b->next) continue;
   if (b != NULL) {
     explicit_bzero(b->base, b->mapped);
     b->wiping = true;
@@ -203,8 +235,7 @@ napi_value secure_wipe(napi_env env, napi_callback_info info) {
   if (status == napi_ok) release_pages(b);
   if (b->finalized) {
     if (!b->released) release_pages(b);
-    unlink_block(b);
-    free(b);
+    free_block(b);
   }
   pthread_mutex_unlock(&registry_lock);
   if (status != napi_ok) throw_napi_failure(env, "napi_detach_arraybuffer");
@@ -213,14 +244,13 @@ napi_value secure_wipe(napi_env env, napi_callback_info info) {
 
 napi_value secure_stats(napi_env env, napi_callback_info info) {
   napi_value result;
-  size_t bytes, buffers, awaiting = 0;
-  const struct block *b;
+  size_t bytes, buffers, awaiting;
   (void)info;
   pthread_mutex_lock(&registry_lock);
   bytes = locked_bytes;
   buffers = live_buffers;
-  /* Wiped blocks stay listed until the GC finalizes their Buffer; tests watch that this reaches 0. */
-  for (b = registry; b != NULL; b = b->next) awaiting += b->released ? 1 : 0;
+  /* Wiped blocks wait for the GC to finalize their Buffer; tests watch that this reaches 0. */
+  awaiting = awaiting_gc;
   pthread_mutex_unlock(&registry_lock);
   NAPI_CALL(env, napi_create_object(env, &result));
   if (!set_number(env, result, "lockedBytes", (double)bytes) ||

@@ -29,7 +29,9 @@ export function redact(value: unknown, depth = 0): unknown {
   if (Array.isArray(value)) return value.map((v) => redact(v, depth + 1));
   const out: Record<string, unknown> = {};
   for (const [k, v] of Object.entries(value as Record<string, unknown>)) {
-    out[k] = SECRET_FIELD.test(k) && k !== 'key_id' && k !== 'key_source' && k !== 'key_scope' ? '[redacted]' : redact(v, depth + 1);
+    // A number or boolean cannot carry key material; redacting one hid timings_ms.key, the key fetch's time, from every attach line.
+    const secret = SECRET_FIELD.test(k) && k !== 'key_id' && k !== 'key_source' && k !== 'key_scope' && typeof v !== 'number' && typeof v !== 'boolean';
+    out[k] = secret ? '[redacted]' : redact(v, depth + 1);
   }
   return out;
 }

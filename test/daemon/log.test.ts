@@ -17,6 +17,10 @@ describe('redact()', () => {
     const cleaned = redact({ key_id: 'k1', key_source: 'cache', token: 'gAAAA', nested: { password: 'p', bytes: Buffer.from('ab'), fine: 1 }, key: 'deadbeef' });
     assert.deepEqual(cleaned, { key_id: 'k1', key_source: 'cache', token: '[redacted]', nested: { password: '[redacted]', bytes: '[redacted bytes]', fine: 1 }, key: '[redacted]' });
   });
+
+  it('keeps numbers and booleans under secret-sounding names: timings_ms.key is a time, not a key', () => {
+    assert.deepEqual(redact({ timings_ms: { key: 3, open: 40 }, token_cached: true, key: 'deadbeef' }), { timings_ms: { key: 3, open: 40 }, token_cached: true, key: '[redacted]' });
+  });
 });
 
 describe('createLogger()', () => {

