@@ -64,6 +64,10 @@ export function parseBody(raw: Buffer, schema: ZodType): unknown {
   } catch {
     throw daemonError('E_BAD_REQUEST', 'Request body is not valid JSON');
   }
+  const broken = illFormedString(json, '');
+  if (broken !== undefined) {
+    throw daemonError('E_BAD_REQUEST', `Request body is invalid: ${broken || '(body)'} holds a lone UTF-16 surrogate (a \\uD800–\\uDFFF escape without its pair), which no id or name can contain; refusing`, { details: { path: broken } });
+  }
   const result = schema.safeParse(json);
   if (!result.success) {
     // Key names are the caller's text: quoted short, so a body of a thousand odd keys does not come back twice its size.
@@ -71,4 +75,31 @@ export function parseBody(raw: Buffer, schema: ZodType): unknown {
     throw daemonError('E_BAD_REQUEST', `Request body is invalid: ${issues.map((i) => `${i.path || '(body)'}: ${i.message}`).join('; ')}`, { details: { issues } });
   }
   return result.data;
+}
+
+/**
+ * The path of the first string (value or key) that is not well-formed
+ * Unicode, or undefined. JSON's \\u escapes can spell a lone surrogate that
+ * strict UTF-8 decoding never sees; such a project id would be stored one
+ * way (UTF-8 turns it into U+FFFD) and compared another, so a key bound to
+ * it fails its keystore authentication: a false tampering alarm.
+ */
+const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
+const wellFormed = (text: string): boolean => !LONE_SURROGATE.test(text);
+
+function illFormedString(value: unknown, path: string): string | undefined {
+  // A loop, not recursion: bodies may nest half a million deep, which a recursive walk would not survive.
+  const stack: Array<[unknown, string]> = [[value, path]];
+  for (let item = stack.pop(); item !== undefined; item = stack.pop()) {
+    const [inner, at] = item;
+    if (typeof inner === 'string') {
+      if (!wellFormed(inner)) return at;
+    } else if (typeof inner === 'object' && inner !== null) {
+      for (const [key, next] of Object.entries(inner)) {
+        if (!wellFormed(key)) return at === '' ? '(a key)' : `${at} (a key)`;
+        stack.push([next, at === '' ? key : `${at}.${key}`]);
+      }
+    }
+  }
+  return undefined;
 }

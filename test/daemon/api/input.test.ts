@@ -117,6 +117,22 @@ describe('socket API input defects stay fixed', { skip: process.getuid?.() !== 0
     assert.match(JSON.parse(reply.text).error.message, /not valid UTF-8/);
   });
 
+  it('a lone UTF-16 surrogate spelt as a JSON escape is 400 naming where, before any key is made (an ephemeral attach answered 500 E_KEYSTORE_INTEGRITY, a false tampering alarm)', async () => {
+    const loop = devices.loops[0] ?? '';
+    for (const [where, text] of [
+      ['project_id', `{"device":"${loop}","project_id":"x\\udfffy","key_scope":"instance","provider":"luks2"}`],
+      ['(body) (a key)', `{"device":"${loop}","project_id":"p","\\ud800":1}`],
+    ] as const) {
+      const reply = await client.call('PUT', '/v1/ephemeral/surrogate/disk0', text, { 'content-type': 'application/json' });
+      assert.equal(reply.status, 400, reply.text);
+      assert.equal(codeOf(reply), 'E_BAD_REQUEST');
+      assert.equal(JSON.parse(reply.text).error.details.path, where === '(body) (a key)' ? '(a key)' : where);
+    }
+    // A well-formed pair is text like any other: refused here only for what it is, never as a surrogate.
+    const paired = await client.call('PUT', '/v1/ephemeral/surrogate/disk0', `{"device":"/dev/portcullis-none","project_id":"x\\ud83d\\ude00y"}`, { 'content-type': 'application/json' });
+    assert.doesNotMatch(paired.text, /surrogate/);
+  });
+
   it('a nop attach needs a block device: /dev/null and a symlink to /etc/passwd are 422 E_DEVICE_NOT_FOUND; a loop device is 200', async () => {
     for (const device of ['/dev/null', join(devices.devDir, 'to-passwd'), join(devices.devDir, 'nothing-here')]) {
       const reply = await client.call('PUT', '/v1/volumes/nop', JSON.stringify(attach(device)));
