@@ -1,18 +1,19 @@
 import { assertBlank, describeSignature, probeSignature } from './blank.js';
 import { luksError, LuksError } from './errors.js';
-import { cryptTargetVersion, deviceBehindSymlink, holderCount, pointSymlink, removeHalfCreated, tablelessDevice } from './mapping-host.js';
+import { cryptTargetVersion, deviceBehindSymlink, holderCount, pointSymlink, removeHalfCreated } from './mapping-host.js';
 import { identifyDevice, rdevAt, type DeviceIdentity } from './device-identity.js';
 import { readLuksHeader, type LuksHeader } from './header.js';
 import { dmState } from './sysfs-mapping.js';
 import { exec, type ExecContext } from './exec.js';
 import { keyedLock } from '../util/keyed-lock.js';
-import { hexPassphrase, mangledHexPassphrase } from './passphrase.js';
-import { describeKdf, keyslotKdfs, satisfies } from './keyslots.js';
-import { DEFAULT_PBKDF, type DriverOptions, type FormatOptions, type KeyslotKdf, type KeyslotUpgrade, type LuksDump, type OpenOptions, type OpenResult, type Pbkdf } from './options.js';
+import { checkKeyLength, hexPassphrase, mangledHexPassphrase } from './passphrase.js';
+import { keyslotOperations } from './keyslot-upgrade.js';
+import { keyslotKdfs } from './keyslots.js';
+import { DEFAULT_PBKDF, type DriverOptions, type FormatOptions, type KeyslotKdf, type LuksDump, type OpenOptions, type OpenResult } from './options.js';
 import { providerDefinition } from './providers/index.js';
-import { pbkdfArgs } from './providers/luks-header.js';
 import { plainAllocator } from '../keyclient/secure-memory.js';
-import { parseStatus, type MappingStatus } from './status.js';
+import type { MappingStatus } from './status.js';
+import { describeMapping, listMappings } from './mapping-status.js';
 
 export type { MappingStatus } from './status.js';
 export type { DeviceIdentity } from './device-identity.js';
@@ -23,11 +24,6 @@ export type { DriverOptions, FormatOptions, KeyslotKdf, KeyslotUpgrade, LuksDump
 
 const NAME = /^[A-Za-z0-9][A-Za-z0-9_.+-]{0,126}$/;
 const DEVICE = /^\/dev\/[A-Za-z0-9_./:+@-]+$/;
-const MIN_KEY_BYTES = 16;
-
-function checkKeyLength(key: Uint8Array): void {
-  if (key.length < MIN_KEY_BYTES) throw luksError('E_LUKS_INVALID_ARGUMENT', `Key of ${key.length} bytes is too short (at least ${MIN_KEY_BYTES})`);
-}
 
 export type LuksDriver = ReturnType<typeof createLuksDriver>;
 
@@ -103,21 +99,7 @@ export function createLuksDriver(options: DriverOptions) {
   }
 
   /** `cryptsetup status`: what sysfs does not say (cipher, key size, in use), for the admin views. */
-  async function describe(name: string): Promise<MappingStatus | undefined> {
-    checkName(name);
-    // Exit 4: no such active mapping. Not an error for a status query.
-    const result = await exec(ctx, ['cryptsetup', 'status', name], { ok: [1, 4], what: `read the status of ${name}` });
-    if (result.code === 0) {
-      const full = parseStatus(name, result.stdout.toString('utf8'));
-      const quick = await status(name);
-      return quick?.deviceRdev === undefined ? full : { ...full, deviceRdev: quick.deviceRdev };
-    }
-    // Exit 1 with nothing said: a dm device without a table (an open killed midway) is no active mapping either.
-    if (result.code === 1 && (await tablelessDevice(ctx, name)) === undefined) {
-      throw luksError('E_CRYPTSETUP_PARAMS', `cryptsetup exited 1 trying to read the status of ${name}: ${result.stderr.toString('utf8').trim() || 'no reason given'}`, { details: { command: 'cryptsetup', exitCode: 1, stderr: result.stderr.toString('utf8').trim() } });
-    }
-    return undefined;
-  }
+  const describe = (name: string): Promise<MappingStatus | undefined> => (checkName(name), describeMapping(ctx, name, status));
 
   /** The LUKS header, read in-process. */
   const headerOf = (path: string): Promise<LuksHeader | undefined> => readLuksHeader(ops, path);
@@ -157,6 +139,8 @@ export function createLuksDriver(options: DriverOptions) {
   }
 
   const luksUuidOf = (path: string, type: OpenOptions['type']): Promise<string | null> => (type === 'plain' ? Promise.resolve(null) : luksUuid(path));
+
+  const slotOps = keyslotOperations({ ctx, allocator, locks, resolveDevice, dumpOf, withKey });
 
   async function ensureNode(name: string): Promise<string> {
     const mapperPath = `/dev/mapper/${name}`;
@@ -285,65 +269,8 @@ export function createLuksDriver(options: DriverOptions) {
       });
     },
 
-    /**
-     * Rewrites the keyslot `key` opens with `pbkdf` (default: the fast one
-     * portcullis formats with), so later opens of a volume os-brick formatted
-     * (cryptsetup's default: seconds of argon2id or pbkdf2 per open) cost
-     * milliseconds. With `legacyPassphrase` the slot is opened with os-brick's
-     * old mangled passphrase and rewritten with the proper one. cryptsetup
-     * writes the new keyslot before it retires the old, so a crash midway
-     * leaves a volume that still opens. A no-op when the slot is already fast.
-     */
-    async upgradeKeyslot(device: string | DeviceIdentity, key: Uint8Array, opts: { pbkdf?: Pbkdf; legacyPassphrase?: boolean } = {}): Promise<KeyslotUpgrade> {
-      const pbkdf = opts.pbkdf ?? DEFAULT_PBKDF;
-      const target = describeKdf(pbkdf);
-      checkKeyLength(key);
-      // cryptsetup's "default" means "benchmark this host": nothing to compare a slot against.
-      if (pbkdf.type === 'default') return { upgraded: false, from: null, to: target };
-      const pinned = await resolveDevice(device);
-      const { path } = pinned;
-      return locks.with([`dev:${pinned.rdev}`], async () => {
-        const header = await dumpOf(path);
-        const slots = keyslotKdfs(header);
-        const slow = slots.filter((s) => !satisfies(s, pbkdf));
-        if (slow.length === 0) return { upgraded: false, from: null, to: target };
-        const hexLength = key.length * 2;
-        // Both passphrases go on stdin, old then new, told apart by --keyfile-size / --new-keyfile-size.
-        const buffer = allocator.alloc(2 * hexLength);
-        try {
-          const oldLength = opts.legacyPassphrase === true ? mangledHexPassphrase(key, buffer.view()).length : hexPassphrase(key, buffer.view().subarray(0, hexLength)).length;
-          hexPassphrase(key, buffer.view().subarray(oldLength, oldLength + hexLength));
-          const stdin = buffer.view().subarray(0, oldLength + hexLength);
-          let slot = slow.length === slots.length ? slow[0] : undefined;
-          if (slots.length > 1) {
-            // Several slots, some fast: ask which one this key opens (one PBKDF run) rather than rewrite a fast one.
-            const test = await exec(ctx, ['cryptsetup', 'open', '--test-passphrase', '--verbose', '--key-file=-', `--keyfile-size=${oldLength}`, path], {
-              stdin,
-              what: `find the keyslot of ${path}`,
-            });
-            const unlocked = /Key slot (\d+) unlocked/.exec(test.stdout.toString('utf8') + test.stderr.toString('utf8'));
-            slot = slots.find((s) => s.slot === Number(unlocked?.[1] ?? -1));
-          }
-          if (slot === undefined || satisfies(slot, pbkdf)) return { upgraded: false, from: null, to: target };
-          const argv = ['cryptsetup', '--batch-mode', 'luksChangeKey', '--key-file=-', `--keyfile-size=${oldLength}`, `--new-keyfile-size=${hexLength}`];
-          argv.push(...pbkdfArgs(pbkdf, header.version === 1 ? 'luks' : 'luks2'), path, '-');
-          await exec(ctx, argv, { stdin, what: `rewrite keyslot ${slot.slot} of ${path} with ${target}` });
-          return { upgraded: true, from: describeKdf(slot), to: target };
-        } finally {
-          buffer.wipe();
-        }
-      });
-    },
-
-    /**
-     * Whether `key` opens a keyslot of the LUKS device, without mapping anything
-     * (one PBKDF run): how an attach proves it owns a mapping no record names.
-     */
-    async verifyKey(device: string | DeviceIdentity, key: Uint8Array): Promise<boolean> {
-      const { path } = await resolveDevice(device);
-      const result = await withKey(key, (stdin) => exec(ctx, ['cryptsetup', 'open', '--test-passphrase', '--key-file=-', path], { stdin, ok: [2], what: `test a key against ${path}` }));
-      return result.code === 0;
-    },
+    upgradeKeyslot: slotOps.upgradeKeyslot,
+    verifyKey: slotOps.verifyKey,
 
     /**
      * Closing an absent mapping is success: detach must be idempotent, and
@@ -388,16 +315,6 @@ export function createLuksDriver(options: DriverOptions) {
     pointSymlink: (link: string, name: string): Promise<string | undefined> => (checkName(name), pointSymlink(ops, link, name)),
 
     /** Every crypt mapping the kernel has, whoever made it. */
-    async list(): Promise<MappingStatus[]> {
-      // Not `dmsetup table`: that can print volume keys.
-      const ls = await exec(ctx, ['dmsetup', 'ls', '--target', 'crypt'], { what: 'list crypt mappings' });
-      const names = ls.stdout
-        .toString('utf8')
-        .split('\n')
-        .map((line) => line.split(/\s+/)[0] ?? '')
-        .filter((n) => n !== '' && n !== 'No');
-      const statuses = await Promise.all(names.filter((n) => NAME.test(n)).map((n) => describe(n)));
-      return statuses.filter((s): s is MappingStatus => s !== undefined);
-    },
+    list: (): Promise<MappingStatus[]> => listMappings(ctx, (name) => NAME.test(name), describe),
   };
 }

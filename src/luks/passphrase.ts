@@ -1,3 +1,5 @@
+import { luksError } from './errors.js';
+
 /**
  * os-brick's passphrase for a volume key is the lower-case hex of the raw key
  * bytes (binascii.hexlify), passed on stdin. Using the same convention is
@@ -34,4 +36,11 @@ export function mangledHexPassphrase(key: Uint8Array, out: Buffer = Buffer.alloc
     out[n++] = DIGITS[byte & 0x0f] as number;
   }
   return out.subarray(0, n);
+}
+
+const MIN_KEY_BYTES = 16;
+
+/** @throws E_LUKS_INVALID_ARGUMENT for a key too short to be one */
+export function checkKeyLength(key: Uint8Array): void {
+  if (key.length < MIN_KEY_BYTES) throw luksError('E_LUKS_INVALID_ARGUMENT', `Key of ${key.length} bytes is too short (at least ${MIN_KEY_BYTES})`);
 }

@@ -1,0 +1,44 @@
+import { luksError } from './errors.js';
+import { exec, type ExecContext } from './exec.js';
+import { tablelessDevice } from './mapping-host.js';
+import { parseStatus, type MappingStatus } from './status.js';
+
+/**
+ * The admin views of mappings: what sysfs does not say (cipher, key size,
+ * in use) from `cryptsetup status`, and every crypt mapping the kernel has.
+ * A process per mapping, so never on the attach path, which reads sysfs.
+ */
+
+/**
+ * `cryptsetup status` of one mapping, with the backing device's major:minor
+ * from `quick` (sysfs) where it knows it; undefined when there is none.
+ * @throws E_CRYPTSETUP_PARAMS when cryptsetup fails for another reason
+ */
+export async function describeMapping(ctx: ExecContext, name: string, quick: (name: string) => Promise<MappingStatus | undefined>): Promise<MappingStatus | undefined> {
+  // Exit 4: no such active mapping. Not an error for a status query.
+  const result = await exec(ctx, ['cryptsetup', 'status', name], { ok: [1, 4], what: `read the status of ${name}` });
+  if (result.code === 0) {
+    const full = parseStatus(name, result.stdout.toString('utf8'));
+    const fromSysfs = await quick(name);
+    return fromSysfs?.deviceRdev === undefined ? full : { ...full, deviceRdev: fromSysfs.deviceRdev };
+  }
+  // Exit 1 with nothing said: a dm device without a table (an open killed midway) is no active mapping either.
+  if (result.code === 1 && (await tablelessDevice(ctx, name)) === undefined) {
+    const stderr = result.stderr.toString('utf8').trim();
+    throw luksError('E_CRYPTSETUP_PARAMS', `cryptsetup exited 1 trying to read the status of ${name}: ${stderr || 'no reason given'}`, { details: { command: 'cryptsetup', exitCode: 1, stderr } });
+  }
+  return undefined;
+}
+
+/** Every crypt mapping the kernel has, whoever made it, among names `valid` accepts. */
+export async function listMappings(ctx: ExecContext, valid: (name: string) => boolean, describe: (name: string) => Promise<MappingStatus | undefined>): Promise<MappingStatus[]> {
+  // Not `dmsetup table`: that can print volume keys.
+  const ls = await exec(ctx, ['dmsetup', 'ls', '--target', 'crypt'], { what: 'list crypt mappings' });
+  const names = ls.stdout
+    .toString('utf8')
+    .split('\n')
+    .map((line) => line.split(/\s+/)[0] ?? '')
+    .filter((n) => n !== '' && n !== 'No');
+  const statuses = await Promise.all(names.filter(valid).map((n) => describe(n)));
+  return statuses.filter((s): s is MappingStatus => s !== undefined);
+}
