@@ -17,6 +17,7 @@ import { ephemeralService } from './service/ephemeral.js';
 import { healthService } from './service/health.js';
 import { volumeRegistry } from './volume-registry.js';
 import { volumeService } from './service/volumes.js';
+import { serviceLocks } from './service/lock-keys.js';
 import { listenSocket, type Listening } from './socket.js';
 import { startWatchdog } from './watchdog.js';
 import { armedKillStep, KILL_ENV } from './service/kill-point.js';
@@ -58,7 +59,9 @@ export async function startDaemon(configPath: string, initial: Config, deps: Dae
   // Only commands count against the limit: the in-process questions cost no process.
   const ops: DeviceOps = { ...deps.ops, run: (argv, options) => runner.run(argv, options) };
   const driver = createLuksDriver({ ops, allocator: deps.allocator, timeoutMs: config.limits.command_timeout_seconds * 1000 });
-  const registry = volumeRegistry(config.runtime.volumes_file ?? join(dirname(config.socket.path), 'volumes.json'), log);
+  // Records name devices by major:minor, which mean something only within one boot of the kernel that has the devices.
+  const [bootId] = await ops.readFiles(['/proc/sys/kernel/random/boot_id']);
+  const registry = volumeRegistry(config.runtime.volumes_file ?? join(dirname(config.socket.path), 'volumes.json'), log, { bootId });
   const serviceDeps = {
     keys: () => keys,
     backend: () => config.key_manager.backend,
@@ -68,8 +71,9 @@ export async function startDaemon(configPath: string, initial: Config, deps: Dae
     metrics,
     registry,
   };
-  const volumes = volumeService(serviceDeps);
-  const ephemeral = ephemeralService(serviceDeps, volumes);
+  const locks = serviceLocks();
+  const volumes = volumeService(serviceDeps, locks);
+  const ephemeral = ephemeralService(serviceDeps, locks);
   const health = healthService({ keys: () => keys, backend: () => config.key_manager.backend, driver, version: deps.version, startedAt, volumes: () => registry.size, commands: () => ({ limit: runner.limit, stuck: runner.stuck }) });
 
   const t = performance.now();

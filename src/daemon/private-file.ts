@@ -1,4 +1,5 @@
-import { closeSync, constants, fstatSync, openSync, readFileSync, renameSync, unlinkSync, writeSync } from 'node:fs';
+import { closeSync, constants, fstatSync, fsyncSync, openSync, readFileSync, renameSync, unlinkSync, writeSync } from 'node:fs';
+import { dirname } from 'node:path';
 
 /**
  * Files the daemon keeps beside its socket (the volume records) may sit in a
@@ -25,7 +26,12 @@ export function readPrivateFile(path: string): string {
   }
 }
 
-/** Write-then-rename through a fresh temporary file: O_EXCL|O_NOFOLLOW, so a planted file or symlink is removed, never written through. */
+/**
+ * Write-then-rename through a fresh temporary file: O_EXCL|O_NOFOLLOW, so a
+ * planted file or symlink is removed, never written through. The file is
+ * fsynced before the rename and the directory after it, so a power cut
+ * leaves the old content or the new, never an empty file.
+ */
 export function writePrivateFile(path: string, text: string, mode = 0o600): void {
   const tmp = `${path}.tmp`;
   const flags = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW;
@@ -40,8 +46,15 @@ export function writePrivateFile(path: string, text: string, mode = 0o600): void
   }
   try {
     writeSync(fd, text);
+    fsyncSync(fd);
   } finally {
     closeSync(fd);
   }
   renameSync(tmp, path);
+  const dir = openSync(dirname(path), constants.O_RDONLY | constants.O_DIRECTORY);
+  try {
+    fsyncSync(dir);
+  } finally {
+    closeSync(dir);
+  }
 }

@@ -25,6 +25,13 @@ export interface DeviceOps {
   stat(path: string): Promise<DeviceStat | undefined>;
   /** Up to `length` bytes at `offset` (fewer at the end of the device). */
   read(path: string, offset: number, length: number): Promise<Buffer>;
+  /**
+   * Reads `length` bytes from the start of `path` in chunks, without
+   * shipping them: how many bytes the device had (fewer at its end) and
+   * where the first non-zero byte is, if any. The blank check before a
+   * format covers everything the format will write (16 MiB for LUKS2).
+   */
+  scanZeros(path: string, length: number): Promise<ZeroScan>;
   /** Small text files (sysfs attributes), each trimmed; undefined for one that cannot be read. One round trip for many. */
   readFiles(paths: readonly string[]): Promise<Array<string | undefined>>;
   /** A directory's entries (a sysfs directory); undefined when it does not exist. */
@@ -47,6 +54,13 @@ export interface DeviceStat {
   symlink: boolean;
 }
 
+export interface ZeroScan {
+  /** Bytes read: `length`, or fewer when the device is smaller. */
+  scanned: number;
+  /** Offset of the first non-zero byte; undefined when all read as zeros. */
+  firstNonZero: number | undefined;
+}
+
 /** Linux's dev_t encoding (glibc's gnu_dev_major/minor): 12 bits of major, 20 of minor, split. */
 export function formatRdev(rdev: bigint): string {
   const major = ((rdev >> 8n) & 0xfffn) | ((rdev >> 32n) & ~0xfffn);
@@ -61,6 +75,10 @@ const missing = (err: unknown): boolean => {
 
 /** Reads at most this much in one call: a header, the first MiB for the blank check. */
 export const MAX_READ_BYTES = 16 * 1024 * 1024;
+/** A zero scan covers at most this much: the largest span a LUKS format writes is 16 MiB. */
+export const MAX_SCAN_BYTES = 64 * 1024 * 1024;
+const SCAN_CHUNK = 1024 * 1024;
+const ZEROS = Buffer.alloc(SCAN_CHUNK);
 
 export interface LocalOpsOptions {
   /** A device read that has not finished by then is answered READ_TIMEOUT (it may go on in the kernel). @default 10000 */
@@ -106,6 +124,30 @@ export function localDeviceOps(runner: CommandRunner = localRunner(), options: L
     }
   }
 
+  async function read(path: string, offset: number, length: number): Promise<Buffer> {
+    if (!Number.isSafeInteger(offset) || offset < 0 || !Number.isSafeInteger(length) || length < 0 || length > MAX_READ_BYTES) {
+      throw opError('EINVAL', `read of ${length} bytes at ${offset} is out of range`);
+    }
+    await refuseSuspended(path);
+    let abandoned = false;
+    // The slot is given back when the read really ends, not at the timeout: a hung read keeps holding its thread.
+    const attempt = slots.with(() => (abandoned ? Promise.reject(opError('READ_TIMEOUT', 'abandoned')) : readAt(path, offset, length)));
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        abandoned = true;
+        const queued = slots.active >= (options.maxReads ?? 2) ? `; ${slots.active} device read(s) still running` : '';
+        reject(opError('READ_TIMEOUT', `reading ${path} did not finish within ${readTimeoutMs} ms (hung I/O${queued})`));
+      }, readTimeoutMs);
+    });
+    try {
+      return await Promise.race([attempt, timeout]);
+    } finally {
+      clearTimeout(timer);
+      attempt.catch(() => undefined);
+    }
+  }
+
   return {
     run: (argv, options) => runner.run(argv, options),
 
@@ -127,28 +169,20 @@ export function localDeviceOps(runner: CommandRunner = localRunner(), options: L
       return { path: real, block, rdev: block || st.isCharacterDevice() ? formatRdev(st.rdev) : null, symlink: link.isSymbolicLink() };
     },
 
-    async read(path, offset, length) {
-      if (!Number.isSafeInteger(offset) || offset < 0 || !Number.isSafeInteger(length) || length < 0 || length > MAX_READ_BYTES) {
-        throw opError('EINVAL', `read of ${length} bytes at ${offset} is out of range`);
+    read,
+
+    async scanZeros(path, length) {
+      if (!Number.isSafeInteger(length) || length < 0 || length > MAX_SCAN_BYTES) throw opError('EINVAL', `a zero scan of ${length} bytes is out of range`);
+      let scanned = 0;
+      while (scanned < length) {
+        const chunk = await read(path, scanned, Math.min(SCAN_CHUNK, length - scanned));
+        // memcmp against zeros; the byte loop only to name the offset.
+        const at = chunk.equals(ZEROS.subarray(0, chunk.length)) ? -1 : chunk.findIndex((byte) => byte !== 0);
+        if (at !== -1) return { scanned: scanned + chunk.length, firstNonZero: scanned + at };
+        scanned += chunk.length;
+        if (chunk.length === 0) break;
       }
-      await refuseSuspended(path);
-      let abandoned = false;
-      // The slot is given back when the read really ends, not at the timeout: a hung read keeps holding its thread.
-      const attempt = slots.with(() => (abandoned ? Promise.reject(opError('READ_TIMEOUT', 'abandoned')) : readAt(path, offset, length)));
-      let timer: NodeJS.Timeout | undefined;
-      const timeout = new Promise<never>((_, reject) => {
-        timer = setTimeout(() => {
-          abandoned = true;
-          const queued = slots.active >= (options.maxReads ?? 2) ? `; ${slots.active} device read(s) still running` : '';
-          reject(opError('READ_TIMEOUT', `reading ${path} did not finish within ${readTimeoutMs} ms (hung I/O${queued})`));
-        }, readTimeoutMs);
-      });
-      try {
-        return await Promise.race([attempt, timeout]);
-      } finally {
-        clearTimeout(timer);
-        attempt.catch(() => undefined);
-      }
+      return { scanned, firstNonZero: undefined };
     },
 
     readFiles(paths) {

@@ -14,12 +14,17 @@ import { providerDefinition } from './providers/index.js';
 import { plainAllocator } from '../keyclient/secure-memory.js';
 import type { MappingStatus } from './status.js';
 import { describeMapping, listMappings } from './mapping-status.js';
+import { diskTokenJson, type DiskToken } from './disk-token.js';
+import { assertNotCryptMapping, deviceHolders } from './device-use.js';
+import { disksWithToken } from './disk-search.js';
 
 export type { MappingStatus } from './status.js';
 export type { DeviceIdentity } from './device-identity.js';
 export type { DeviceOps } from './device-ops.js';
 export { DEFAULT_PBKDF } from './options.js';
 export { keyslotKdfs } from './keyslots.js';
+export type { DiskToken } from './disk-token.js';
+export type { LuksHeader } from './header.js';
 export type { DriverOptions, FormatOptions, KeyslotKdf, KeyslotUpgrade, LuksDump, OpenOptions, OpenResult, Pbkdf } from './options.js';
 
 const NAME = /^[A-Za-z0-9][A-Za-z0-9_.+-]{0,126}$/;
@@ -165,6 +170,18 @@ export function createLuksDriver(options: DriverOptions) {
     /** Pins a device for a request: its real path and major:minor. */
     identify: (device: string): Promise<DeviceIdentity> => resolveDevice(device),
 
+    /**
+     * Pins the device an attach maps: as identify, and never a dm-crypt
+     * mapping (ours or anyone's): mapping over a cleartext device would
+     * stack encryption on another tenant's data, or on our own volume.
+     * @throws E_DEVICE_IS_MAPPING
+     */
+    async pinBacking(device: string): Promise<DeviceIdentity> {
+      const pinned = await resolveDevice(device);
+      await assertNotCryptMapping(ops, pinned);
+      return pinned;
+    },
+
     async uuid(device: string | DeviceIdentity): Promise<string> {
       return luksUuid((await resolveDevice(device)).path);
     },
@@ -183,12 +200,12 @@ export function createLuksDriver(options: DriverOptions) {
      * LUKS, any blkid signature, non-zero data in its first MiB, or that
      * cannot be read.
      */
-    async format(device: string | DeviceIdentity, key: Uint8Array, opts: FormatOptions): Promise<string> {
+    async format(device: string | DeviceIdentity, key: Uint8Array, opts: FormatOptions & { token?: DiskToken }): Promise<string> {
       const pinned = await resolveDevice(device);
       const { path } = pinned;
       return locks.with([`dev:${pinned.rdev}`], async () => {
         if (await isLuks(path)) throw luksError('E_DEVICE_NOT_BLANK', `Device ${path} already holds a LUKS header; refusing to format`, { details: { device: path, signature: 'crypto_LUKS' } });
-        await assertBlank(ctx, ops, path);
+        await assertBlank(ctx, ops, path, providerDefinition(opts.type).formatSpan);
         const formatArgv = providerDefinition(opts.type).formatArgv;
         if (formatArgv === undefined) throw luksError('E_LUKS_INVALID_ARGUMENT', `${opts.type} has no header to format`);
         const argv = formatArgv(path, opts, DEFAULT_PBKDF);
@@ -196,6 +213,11 @@ export function createLuksDriver(options: DriverOptions) {
         opts.signal?.throwIfAborted();
         await recheck(pinned, 'format it');
         await withKey(key, (stdin) => exec(ctx, argv, { stdin, what: `format ${path} as ${opts.type}` }));
+        if (opts.token !== undefined) {
+          if (opts.type !== 'luks2') throw luksError('E_LUKS_INVALID_ARGUMENT', 'Only a LUKS2 header carries tokens');
+          // The disk's identity (no secret) goes in right after the format, before anything is mapped.
+          await exec(ctx, ['cryptsetup', 'token', 'import', '--json-file=-', path], { stdin: Buffer.from(diskTokenJson(opts.token)), what: `record the portcullis token in ${path}` });
+        }
         return luksUuid(path);
       });
     },
@@ -296,14 +318,39 @@ export function createLuksDriver(options: DriverOptions) {
       );
     },
 
-    /** Crypto-erase: wipes every keyslot; the data can never be decrypted again. */
-    async eraseKeyslots(device: string | DeviceIdentity): Promise<void> {
-      const pinned = await resolveDevice(device);
+    /**
+     * Crypto-erase: wipes every keyslot; the data can never be decrypted
+     * again. Only the disk that was proven: under the device lock, right
+     * before the write, the node must still be the pinned major:minor, its
+     * header must still carry `uuid`, and nothing may hold the device (a
+     * mapping under any name, a partition table in use).
+     * @throws E_DEVICE_CHANGED when the device or its header is not the proven one, E_DEVICE_BUSY when something holds it
+     */
+    async eraseKeyslots(pinned: DeviceIdentity, expect: { uuid: string }): Promise<void> {
       await locks.with([`dev:${pinned.rdev}`], async () => {
         await recheck(pinned, 'erase its keyslots');
+        const header = await headerOf(pinned.path);
+        if (header?.uuid !== expect.uuid) {
+          throw luksError('E_DEVICE_CHANGED', `${pinned.path} no longer holds the LUKS header ${expect.uuid} (now ${header?.uuid ?? 'none'}); refusing to erase it`, {
+            details: { device: pinned.path, expected_uuid: expect.uuid, uuid: header?.uuid ?? null },
+          });
+        }
+        const holders = await deviceHolders(ops, pinned);
+        if (holders.length > 0) {
+          throw luksError('E_DEVICE_BUSY', `${pinned.path} is held by ${holders.join(', ')} (a mapping under another name, or a partition in use); refusing to erase it`, {
+            details: { device: pinned.path, holders },
+          });
+        }
         await exec(ctx, ['cryptsetup', '--batch-mode', 'luksErase', pinned.path], { what: `erase the keyslots of ${pinned.path}` });
       });
     },
+
+    /** The LUKS header of a pinned device, read in-process; undefined when it holds none. */
+    header: (pinned: DeviceIdentity): Promise<LuksHeader | undefined> => headerOf(pinned.path),
+    /** Disks whose portcullis header token `match` accepts (a scan of the host's block devices; erase without a record). */
+    disksWithToken: (match: (token: DiskToken) => boolean) => disksWithToken(ops, match),
+    /** Kernel names of what holds the device (dm mappings over it, partitions' users): sysfs, no process. */
+    holdersOf: (pinned: DeviceIdentity): Promise<string[]> => deviceHolders(ops, pinned),
 
     /** Holders of the mapping (a mounted file system, a guest). */
     holders: (name: string): Promise<number> => (checkName(name), holderCount(ctx, name)),

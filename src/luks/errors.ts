@@ -19,6 +19,7 @@ export const luksErrors = {
   E_DEVICE_NOT_PLAIN: 'Refused a plain mapping: the device holds a LUKS header or a file system signature, so it is not a plain-encrypted volume and writing through the mapping would destroy it.',
   E_DEVICE_UNREADABLE: 'The device could not be read to decide whether it is blank; refusing to format.',
   E_LUKS_HEADER: 'The device starts with a LUKS header that is damaged (unknown version, size out of range, JSON that does not parse); nothing was changed.',
+  E_DEVICE_IS_MAPPING: 'Refused: the device named as a backing device is itself a dm-crypt mapping (the cleartext of a volume); nothing was mapped or written.',
   E_MAPPING_CONFLICT: 'The mapping name is in use for another device.',
   E_LUKS_INVALID_ARGUMENT: 'A LUKS request is invalid (mapping name, provider, cipher, key size, key length); nothing was run.',
 } as const satisfies ErrorRegistry;

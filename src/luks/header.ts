@@ -1,6 +1,7 @@
 import { luksError } from './errors.js';
 import type { DeviceOps } from './device-ops.js';
 import type { KeyslotKdf, LuksDump } from './options.js';
+import { findDiskToken, type DiskToken } from './disk-token.js';
 
 /**
  * A LUKS header read from the device itself, in-process: what `cryptsetup
@@ -13,6 +14,10 @@ export interface LuksHeader {
   uuid: string;
   /** The keyslots and their PBKDF, as cryptsetup's dump would list them. */
   dump: LuksDump;
+  /** Where the encrypted data starts, in bytes: everything before it is header and keyslots. */
+  dataOffset: number | undefined;
+  /** LUKS2: portcullis' token naming the disk, project and key (disk-token.ts), when the header carries one. */
+  token: DiskToken | undefined;
 }
 
 const MAGIC = Buffer.from([0x4c, 0x55, 0x4b, 0x53, 0xba, 0xbe]); // "LUKS\xba\xbe"
@@ -27,6 +32,8 @@ const LUKS1_KEYSLOTS = 8;
 const LUKS1_KEYSLOT_AT = 208;
 const LUKS1_KEYSLOT_BYTES = 48;
 const LUKS1_ACTIVE = 0x00ac71f3;
+/** LUKS1's payload offset, in 512-byte sectors. */
+const LUKS1_PAYLOAD_OFFSET_AT = 104;
 
 const cString = (bytes: Buffer): string => {
   const nul = bytes.indexOf(0);
@@ -46,7 +53,7 @@ export async function readLuksHeader(ops: DeviceOps, path: string): Promise<Luks
   if (version !== 1 && version !== 2) throw damaged(path, `unknown LUKS version ${version}`);
   if (first.length < LUKS2_BINARY) throw damaged(path, 'the device ends inside the header');
   const uuid = cString(first.subarray(UUID_OFFSET, UUID_OFFSET + UUID_BYTES));
-  if (version === 1) return { version, uuid, dump: { version: 1, keyslots: luks1Keyslots(first) } };
+  if (version === 1) return { version, uuid, dump: { version: 1, keyslots: luks1Keyslots(first) }, dataOffset: first.readUInt32BE(LUKS1_PAYLOAD_OFFSET_AT) * 512, token: undefined };
   const hdrSize = Number(first.readBigUInt64BE(8));
   if (hdrSize <= LUKS2_BINARY || hdrSize > LUKS2_MAX_HDR) throw damaged(path, `LUKS2 header size ${hdrSize} is out of range`);
   const whole = hdrSize <= first.length ? first : await readOrFail(ops, path, 0, hdrSize);
@@ -57,7 +64,7 @@ export async function readLuksHeader(ops: DeviceOps, path: string): Promise<Luks
   } catch {
     throw damaged(path, 'its JSON metadata does not parse');
   }
-  return { version, uuid, dump: { version: 2, metadata } };
+  return { version, uuid, dump: { version: 2, metadata }, dataOffset: luks2DataOffset(metadata), token: findDiskToken(metadata) };
 }
 
 /** LUKS1 keyslots: active marker, iterations, salt, key material offset, stripes; 48 bytes each from 208. */
@@ -68,6 +75,15 @@ function luks1Keyslots(header: Buffer): KeyslotKdf[] {
     if (header.readUInt32BE(at) === LUKS1_ACTIVE) slots.push({ slot, type: 'pbkdf2', iterations: header.readUInt32BE(at + 4) });
   }
   return slots;
+}
+
+/** The first segment's offset (a decimal string of bytes, as the LUKS2 format stores it). */
+function luks2DataOffset(metadata: Record<string, unknown>): number | undefined {
+  const segments = metadata['segments'];
+  if (typeof segments !== 'object' || segments === null) return undefined;
+  const first = (segments as Record<string, unknown>)['0'];
+  const offset = typeof first === 'object' && first !== null ? (first as Record<string, unknown>)['offset'] : undefined;
+  return typeof offset === 'string' && /^\d+$/.test(offset) ? Number(offset) : undefined;
 }
 
 async function readOrFail(ops: DeviceOps, path: string, offset: number, length: number): Promise<Buffer> {

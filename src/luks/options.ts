@@ -95,6 +95,11 @@ export interface ProviderDefinition {
   readonly kernelType: string;
   /** Has a LUKS header (keyslots, UUID); plain has none. */
   readonly header: boolean;
+  /**
+   * Bytes from the start of the device that a format may write (its data
+   * offset): the blank check covers all of them. 0 when nothing is formatted.
+   */
+  readonly formatSpan: number;
   /** The luksFormat argv (the key follows on stdin); undefined: nothing to format. */
   readonly formatArgv: ((path: string, opts: FormatOptions, defaultPbkdf: Pbkdf) => string[]) | undefined;
   /** The argv that maps `path` as `name` (the key follows on stdin). */

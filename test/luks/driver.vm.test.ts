@@ -104,7 +104,8 @@ for (const type of ['luks', 'luks2'] as const) {
     });
 
     it('eraseKeyslots() makes the volume unopenable with its key for good', async () => {
-      await driver.eraseKeyslots(dev);
+      const pinned = await driver.identify(dev);
+      await driver.eraseKeyslots(pinned, { uuid: await driver.uuid(pinned) });
       await rejectsWithCode(driver.open(dev, `t-${type}`, key, { type }), 'E_WRONG_KEY', 'E_CRYPTSETUP_PARAMS');
       assert.equal(await driver.status(`t-${type}`), undefined);
     });

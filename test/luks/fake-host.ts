@@ -78,6 +78,15 @@ export function fakeHost(rules: Rule[], setup: { devices?: Record<string, FakeDe
       device.head?.copy(out, 0, offset, Math.min(device.head.length, offset + out.length));
       return out;
     },
+    async scanZeros(path, length) {
+      host.opsAsked.push('scanZeros');
+      const device = host.devices[host.links[path] ?? path];
+      if (device === undefined) throw errno('ENOENT');
+      if (device.readError !== undefined) throw errno(device.readError);
+      const scanned = Math.min(length, device.size ?? 64 * 1024 * 1024);
+      const at = device.head?.subarray(0, scanned).findIndex((byte) => byte !== 0) ?? -1;
+      return { scanned, firstNonZero: at === -1 ? undefined : at };
+    },
     async readFiles(paths) {
       host.opsAsked.push('readFiles');
       return paths.map((p) => sysfs(p));

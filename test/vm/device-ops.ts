@@ -29,6 +29,9 @@ export function serveDeviceOps(ops: DeviceOps): (name: string, args: unknown[]) 
       case 'read':
         if (!isString(a) || !isCount(b) || !isCount(c)) badArgs(name);
         return { json: null, body: await ops.read(a, b, c) };
+      case 'scanZeros':
+        if (!isString(a) || !isCount(b)) badArgs(name);
+        return json(await ops.scanZeros(a, b));
       case 'readFiles':
         if (!Array.isArray(a) || !a.every(isString)) badArgs(name);
         return json((await ops.readFiles(a)).map((t) => t ?? null));
@@ -63,6 +66,10 @@ export function remoteDeviceOps(runner: CommandRunner): DeviceOps {
     run: (argv, options) => runner.run(argv, options),
     stat: async (path) => orUndefined((await op('stat', path)).json),
     read: async (path, offset, length) => (await op('read', path, offset, length)).body,
+    scanZeros: async (path, length) => {
+      const scan = (await op('scanZeros', path, length)).json as { scanned: number; firstNonZero?: number | null };
+      return { scanned: scan.scanned, firstNonZero: scan.firstNonZero ?? undefined };
+    },
     readFiles: async (paths) => ((await op('readFiles', paths)).json as Array<string | null>).map((t) => t ?? undefined),
     list: async (dir) => orUndefined((await op('list', dir)).json),
     replaceSymlink: async (link, target) => orUndefined((await op('replaceSymlink', link, target)).json),

@@ -112,7 +112,10 @@ export interface DetachAnswer {
   /** False when there was nothing to close (idempotent detach). */
   closed: boolean;
   deferred: boolean;
+  /** Erase: the data can never be decrypted again (keyslots wiped, or the disk's own key deleted). */
   erased?: boolean;
+  /** Erase: the disk was found, proven by its LUKS UUID and token, and its keyslots wiped. */
+  keyslots_wiped?: boolean;
   key_deleted?: boolean;
   timings_ms: { total: number };
 }

@@ -1,24 +1,39 @@
+import { createHash } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import { resolveProvider } from '../../luks/providers/index.js';
+import { luksError } from '../../luks/errors.js';
 import { keyError } from '../../keyclient/errors.js';
-import type { RequestContext } from '../../keyclient/key-manager.js';
-import { killPoint } from './kill-point.js';
+import { canonicalKeyId } from '../../keyclient/key-id.js';
+import type { KeyedLock } from '../../util/keyed-lock.js';
 import { daemonError } from '../errors.js';
-import type { AttachAnswer, DetachAnswer, EphemeralAttachBody, EphemeralDetachBody, KeySource } from '../api/wire.js';
-import { checkBackend, codeOf, elapsed, fetchKey, keyContext, type ServiceDeps } from './context.js';
+import type { AttachAnswer, DetachAnswer, EphemeralAttachBody, EphemeralDetachBody } from '../api/wire.js';
 import type { Peer } from '../api/peer.js';
-import { eraseTarget } from './ownership.js';
-import type { VolumeService } from './volumes.js';
+import { attachPipeline, type KeyChoice, type KeyQuestion, type KeyStrategy } from './attach-pipeline.js';
+import { closeHeld } from './close-mapping.js';
+import { eraseService } from './erase.js';
+import { lockKey } from './lock-keys.js';
+import { codeOf, elapsed, keyContext, reportOutcome, checkBackend, type ServiceDeps } from './context.js';
+import type { VolumeRecord } from '../volume-registry.js';
 
-/** dm names are at most 127 bytes; "ephemeral-" + instance + "-" + disk must fit. */
+/** Ephemeral disks: encrypted scratch disks that live and die with an instance. */
+export interface EphemeralService {
+  attach(instance: string, disk: string, body: EphemeralAttachBody, peer: Peer, signal?: AbortSignal): Promise<AttachAnswer>;
+  detach(instance: string, disk: string, erase: boolean, body: EphemeralDetachBody | undefined, peer: Peer): Promise<DetachAnswer>;
+}
+
+/** dm names are at most 127 bytes. */
 const MAX_NAME = 127;
 
+/**
+ * The mapping name of an instance's disk, injective: ids never contain "+"
+ * (the API's id pattern), so "ephemeral-a-b+c" and "ephemeral-a+b-c" are two
+ * disks. A pair too long for dm's 127 bytes is named by a hash of both ids
+ * (no "+" in it, so it cannot collide with a readable name).
+ */
 export function ephemeralMappingName(instance: string, disk: string): string {
-  const name = `ephemeral-${instance}-${disk}`;
-  if (name.length > MAX_NAME) {
-    throw daemonError('E_BAD_REQUEST', `Instance and disk ids are too long together (mapping name ${name.length} > ${MAX_NAME} bytes)`, { details: { instance, disk } });
-  }
-  return name;
+  const readable = `ephemeral-${instance}+${disk}`;
+  if (readable.length <= MAX_NAME) return readable;
+  return `ephemeral-h-${createHash('sha256').update(`${instance}\0${disk}`).digest('hex')}`;
 }
 
 /**
@@ -30,167 +45,129 @@ export function ephemeralKeyName(scope: 'instance' | 'project', projectId: strin
   return scope === 'project' ? `portcullis-ephemeral-project:${projectId}` : `portcullis-ephemeral:${instance}/${disk}`;
 }
 
-export type EphemeralService = ReturnType<typeof ephemeralService>;
-
 /**
- * Ephemeral disks: encrypted scratch disks that live and die with an
- * instance. The first attach creates the key (instance scope) or reuses the
- * project's, and formats the blank disk; later attaches open it; an erase
- * wipes the keyslots and deletes an instance key: crypto-erase.
+ * The first attach creates the key (instance scope) or finds the project's
+ * and formats the blank disk as LUKS2 with a token naming disk, project and
+ * key; later attaches open it with the key its record or its token names.
+ * An erase (erase.ts) wipes the keyslots and deletes a key created for the
+ * disk: crypto-erase.
  */
-export function ephemeralService(deps: ServiceDeps, volumes: VolumeService) {
-  async function findKey(ctx: RequestContext, name: string): Promise<string | undefined> {
-    const found = await deps.keys().list(ctx, { name, type: 'symmetric' });
-    // The oldest wins if a race ever made two: every host then agrees on the same one.
-    const sorted = found.filter((o) => o.id !== undefined).sort((a, b) => (a.created?.getTime() ?? 0) - (b.created?.getTime() ?? 0));
-    return sorted[0]?.id;
+export function ephemeralService(deps: ServiceDeps, locks: KeyedLock): EphemeralService {
+  const pipeline = attachPipeline(deps, locks);
+  const erasing = eraseService(deps, locks);
+
+  /**
+   * The disk's own key: the one its record names (the same project's), else
+   * its header token's, else the request's, else found by name (one, never a
+   * guess among several), else created when the disk is blank.
+   * @throws E_MAPPING_CONFLICT, E_KEY_AMBIGUOUS, E_KEY_NOT_FOUND
+   */
+  function diskKey(name: string, body: EphemeralAttachBody, keyName: string): KeyStrategy {
+    return {
+      locks: [lockKey.ephemeralKey(body.project_id, keyName)],
+      async choose(q: KeyQuestion, peer: Peer): Promise<KeyChoice> {
+        const token = q.header?.token?.name === name && q.header.token.project_id === body.project_id ? q.header.token : undefined;
+        const recorded = q.previous?.projectId === body.project_id && q.previous.keyId !== null ? q.previous.keyId : token?.key_id;
+        const given = body.key === undefined ? undefined : canonicalKeyId(body.key.id);
+        if (recorded !== undefined) {
+          if (given !== undefined && given !== recorded) {
+            throw luksError('E_MAPPING_CONFLICT', `Ephemeral disk ${name} was made with key ${recorded}, not ${given}; refusing (the disk's key never changes)`, { details: { name, differs: ['key_id'] } });
+          }
+          return { keyId: recorded, created: false };
+        }
+        if (given !== undefined) return { keyId: given, created: false };
+        const found = (await deps.keys().list(q.ctx, { name: keyName, type: 'symmetric' })).filter((o) => o.id !== undefined);
+        if (found.length > 1) {
+          throw daemonError('E_KEY_AMBIGUOUS', `${found.length} keys are named ${keyName} in project ${body.project_id}; refusing to guess which one encrypts ${name}. Name it with key.id, or delete the stray key`, {
+            details: { key_name: keyName, key_ids: found.map((o) => o.id ?? '') },
+          });
+        }
+        const only = found[0]?.id;
+        if (only !== undefined) return { keyId: only, created: false };
+        if (q.header !== undefined) {
+          // A formatted disk whose key is gone was erased: a fresh key would only fail to open it.
+          throw keyError('E_KEY_NOT_FOUND', `No key named ${keyName} in project ${body.project_id} for the already formatted disk ${body.device} (was it erased?)`, {
+            details: { key_name: keyName, device: body.device },
+          });
+        }
+        q.ctx.signal?.throwIfAborted();
+        const keyId = await deps.keys().createKey(q.ctx, { algorithm: 'aes', length: body.key_size ?? deps.luks().key_size, name: keyName });
+        deps.log.audit('key_access', { op: 'create', purpose: `ephemeral ${name}`, project_id: body.project_id, key_id: keyId, key_scope: body.key_scope, outcome: 'ok', peer_uid: peer.uid, peer_pid: peer.pid });
+        return { keyId, created: true };
+      },
+    };
+  }
+
+  /**
+   * The scope a key was created with, and whether it was created for this
+   * disk, are facts of its creation: taken from the record or the header
+   * token when the disk has either, never from a later request.
+   */
+  function creation(previous: VolumeRecord | undefined, choice: KeyChoice, body: EphemeralAttachBody, token: { key_scope: 'instance' | 'project'; key_created: boolean } | undefined): Pick<VolumeRecord, 'keyScope' | 'keyCreated'> {
+    if (previous?.keyScope !== undefined && previous.projectId === body.project_id) return { keyScope: previous.keyScope, ...(previous.keyCreated === true ? { keyCreated: true } : {}) };
+    if (token !== undefined) return { keyScope: token.key_scope, ...(token.key_created ? { keyCreated: true } : {}) };
+    return { keyScope: body.key_scope, ...(choice.created ? { keyCreated: true } : {}) };
   }
 
   async function attach(instance: string, disk: string, body: EphemeralAttachBody, peer: Peer, signal?: AbortSignal): Promise<AttachAnswer> {
     const started = performance.now();
     const name = ephemeralMappingName(instance, disk);
     const provider = resolveProvider(body.provider);
-    if (provider === 'nop') throw daemonError('E_BAD_REQUEST', 'An ephemeral disk must be encrypted: provider "nop" is refused', { details: { provider: body.provider } });
+    if (provider !== 'luks2') {
+      throw daemonError('E_BAD_REQUEST', `An ephemeral disk is LUKS2: its header carries the token that proves the disk before an erase; provider "${body.provider}" is refused`, { details: { provider: body.provider } });
+    }
     checkBackend(deps, body.key?.backend);
-    const ctx = keyContext(body.project_id, body.auth?.token, signal);
     const keyName = ephemeralKeyName(body.key_scope, body.project_id, instance, disk);
-    const timings = { key: 0, format: 0, open: 0, total: 0 };
-    let keyId: string | undefined = body.key?.id;
-    let source: KeySource | null = null;
+    let keyId: string | null = body.key?.id ?? null;
     try {
-      // The project lock keeps two first attaches of one project from creating two project keys.
-      const lockKeys = [`dev:${body.device}`, `map:${name}`, `ephemeral-key:${body.project_id}:${keyName}`];
-      const answer = await volumes.locks.with(lockKeys, async (): Promise<AttachAnswer> => {
-        const pinned = await deps.driver.identify(body.device);
-        // The path lock serialises requests naming the disk one way; this one, every way.
-        return volumes.locks.with([`rdev:${pinned.rdev}`], async (): Promise<AttachAnswer> => {
-          const t = performance.now();
-          keyId ??= await findKey(ctx, keyName);
-          const wish = { projectId: body.project_id, keyId: keyId ?? '', provider, readOnly: body.read_only };
-          const existing = await volumes.existingFor(name, wish);
-          let created = false;
-          if (keyId === undefined) {
-            const isLuksType = provider === 'luks' || provider === 'luks2';
-            if (isLuksType && (await deps.driver.isLuks(pinned))) {
-              // A formatted disk whose key is gone was erased: a fresh key would only fail to open it.
-              throw keyError('E_KEY_NOT_FOUND', `No key named ${keyName} in project ${body.project_id} for the already formatted disk ${body.device} (was it erased?)`, {
-                details: { key_name: keyName, device: body.device },
-              });
-            }
-            signal?.throwIfAborted();
-            keyId = await deps.keys().createKey(ctx, { algorithm: 'aes', length: body.key_size ?? deps.luks().key_size, name: keyName });
-            created = true;
-            deps.log.audit('key_access', { op: 'create', purpose: `ephemeral ${name}`, project_id: body.project_id, key_id: keyId, key_scope: body.key_scope, outcome: 'ok', peer_uid: peer.uid, peer_pid: peer.pid });
-          }
-          const fetched = await fetchKey(deps, ctx, keyId, peer, `ephemeral attach ${name}`);
-          source = created ? 'created' : fetched.source;
-          timings.key = elapsed(t);
-          try {
-            if (existing !== undefined) await volumes.claimUnowned(name, existing, { ...wish, keyId }, fetched.object);
-            const previous = deps.registry.get(name);
-            // Only a key portcullis created for this disk may die with it; the mark survives detach and reattach.
-            const keyCreated = created || (previous?.keyCreated === true && previous.keyId === keyId && previous.projectId === body.project_id);
-            const record = { origin: previous?.origin ?? 'attached', device: pinned.path, rdev: pinned.rdev, projectId: body.project_id, keyId, keyScope: body.key_scope, ...(keyCreated ? { keyCreated } : {}) } as const;
-            const result = await volumes.withIntent(name, existing === undefined ? record : undefined, () =>
-              volumes.openWithKey(
-                { name, device: pinned, provider, format: 'if-blank', cipher: body.cipher, keySize: body.key_size, readOnly: body.read_only, allowDiscards: body.allow_discards },
-                fetched.object,
-                timings,
-                existing?.status,
-                signal,
-              ),
-            );
-            killPoint('attach:opened');
-            deps.registry.set(name, record);
-            return {
-              name,
-              mapper_path: `/dev/mapper/${name}`,
-              device: result.status?.device ?? pinned.path,
-              provider,
-              luks_uuid: result.uuid,
-              size_bytes: result.status?.sizeSectors === undefined ? null : result.status.sizeSectors * 512,
-              key_id: keyId,
-              key_source: source,
-              opened: result.opened,
-              formatted: result.formatted,
-              keyslot_upgraded: result.keyslotUpgraded,
-              key_scope: body.key_scope,
-              timings_ms: timings,
-            };
-          } finally {
-            fetched.object.zeroize();
-          }
-        });
-      });
-      answer.timings_ms.total = elapsed(started);
-      volumes.finished('attach', name, 'ok', started, { ephemeral: true, project_id: body.project_id, key_id: keyId ?? null, key_scope: body.key_scope, key_source: source, device: body.device, formatted: answer.formatted, timings_ms: answer.timings_ms });
+      const outcome = await pipeline.run(
+        {
+          name, device: body.device, symlink: false, provider, format: 'if-blank', cipher: body.cipher, keySize: body.key_size,
+          readOnly: body.read_only, allowDiscards: body.allow_discards, projectId: body.project_id,
+          ctx: keyContext(body.project_id, body.auth?.token, signal), purpose: `ephemeral attach ${name}`, key: diskKey(name, body, keyName),
+          record: (base, choice, previous) => ({
+            origin: previous?.origin ?? 'attached', device: base.device.path, rdev: base.device.rdev, projectId: body.project_id, keyId: base.keyId,
+            ...creation(previous, choice, body, base.token?.name === name && base.token.project_id === body.project_id ? base.token : undefined),
+            ...(base.luksUuid === undefined ? {} : { luksUuid: base.luksUuid }),
+          }),
+          token: (choice) => ({ name, project_id: body.project_id, key_id: choice.keyId, key_scope: body.key_scope, key_created: choice.created }),
+        },
+        peer,
+        signal,
+      );
+      keyId = outcome.keyId;
+      outcome.timings.total = elapsed(started);
+      const scope = deps.registry.get(name)?.keyScope ?? body.key_scope;
+      const answer: AttachAnswer = {
+        name, mapper_path: `/dev/mapper/${name}`, device: outcome.status?.device ?? outcome.pinned.path, provider, luks_uuid: outcome.uuid,
+        size_bytes: outcome.status?.sizeSectors === undefined ? null : outcome.status.sizeSectors * 512, key_id: outcome.keyId, key_source: outcome.source,
+        opened: outcome.opened, formatted: outcome.formatted, keyslot_upgraded: outcome.keyslotUpgraded, key_scope: scope, timings_ms: outcome.timings,
+      };
+      reportOutcome(deps, 'attach', name, 'ok', started, { ephemeral: true, project_id: body.project_id, key_id: keyId, key_scope: scope, key_source: outcome.source, device: body.device, formatted: answer.formatted, timings_ms: answer.timings_ms });
       return answer;
     } catch (err) {
-      volumes.finished('attach', name, codeOf(err), started, { ephemeral: true, project_id: body.project_id, key_id: keyId ?? null, key_scope: body.key_scope, device: body.device });
+      reportOutcome(deps, 'attach', name, codeOf(err), started, { ephemeral: true, project_id: body.project_id, key_id: keyId, key_scope: body.key_scope, device: body.device });
       throw err;
     }
   }
 
-  /** Detach keeps the disk's record (marked detached), so that a later erase knows its device and key. */
-  function detachOnly(name: string): Promise<DetachAnswer> {
-    return volumes.detach(name, { deferred: false, keepRecord: true });
-  }
-
-  /**
-   * Crypto-erase, on nothing but what the record names: its device (never one
-   * from the body), and the instance key portcullis created for the disk.
-   * Runs under the same device and mapping locks as attach.
-   */
-  async function erase(name: string, body: EphemeralDetachBody, peer: Peer): Promise<DetachAnswer> {
-    const started = performance.now();
-    const record = deps.registry.get(name);
-    if (record !== undefined && record.keyScope === undefined) {
-      throw daemonError('E_ERASE_REFUSED', `Refusing to erase ${name}: it is a volume, not an ephemeral disk; nothing was erased`, { details: { name } });
-    }
-    // A device named in the body counts only as the recorded one; one that is not there is not it.
-    const named = body.device === undefined ? undefined : await deps.driver.identify(body.device).catch(() => ({ path: body.device ?? '', rdev: 'none' }));
-    const target = eraseTarget(name, record, { projectId: body.project_id, device: named, keyId: body.key?.id });
-    const ctx = keyContext(body.project_id, body.auth?.token);
-    const path = typeof target.device === 'string' ? target.device : target.device.path;
-    const lockKeys = [`dev:${path}`, `map:${name}`, ...(typeof target.device === 'string' ? [] : [`rdev:${target.device.rdev}`])];
-    return volumes.locks.with(lockKeys, async () => {
-      if (deps.registry.get(name) !== record) {
-        throw daemonError('E_ERASE_REFUSED', `Ephemeral disk ${name} changed while this erase waited for it; nothing was erased, retry`, { details: { name } });
-      }
-      // The record stays until the erase is done: a crash midway leaves a disk a retried erase still knows.
-      const detached = await volumes.closeHeld(name, { deferred: false, keepRecord: true });
-      killPoint('erase:closed');
-      let erased = false;
-      if (await deps.driver.isLuks(target.device)) {
-        await deps.driver.eraseKeyslots(target.device);
-        erased = true;
-      }
-      killPoint('erase:erased');
-      let keyDeleted = false;
-      if (target.keyId !== undefined && deps.keys().capabilities.deletes) {
-        try {
-          await deps.keys().delete(ctx, target.keyId);
-        } catch (err) {
-          // Already gone (an earlier erase whose answer was lost) is what erase wants.
-          if (codeOf(err) !== 'E_KEY_NOT_FOUND') throw err;
-        }
-        keyDeleted = true;
-        deps.log.audit('key_access', { op: 'delete', purpose: `ephemeral erase ${name}`, project_id: body.project_id, key_id: target.keyId, outcome: 'ok', peer_uid: peer.uid, peer_pid: peer.pid });
-      }
-      killPoint('erase:key-deleted');
-      deps.registry.delete(name);
-      // A plain disk has no keyslots: deleting its key is the erase.
-      erased ||= keyDeleted;
-      volumes.finished('detach', name, 'ok', started, { ephemeral: true, erase: true, erased, key_deleted: keyDeleted, key_id: target.keyId ?? null });
-      return { ...detached, erased, key_deleted: keyDeleted, timings_ms: { total: elapsed(started) } };
-    });
-  }
-
   async function detach(instance: string, disk: string, doErase: boolean, body: EphemeralDetachBody | undefined, peer: Peer): Promise<DetachAnswer> {
     const name = ephemeralMappingName(instance, disk);
-    if (!doErase) return detachOnly(name);
-    if (body === undefined) throw daemonError('E_BAD_REQUEST', 'erase=true needs a JSON body with project_id (whose instance key to delete)', { details: { name } });
-    return erase(name, body, peer);
+    if (doErase) {
+      if (body === undefined) throw daemonError('E_BAD_REQUEST', 'erase=true needs a JSON body with project_id (whose instance key to delete)', { details: { name } });
+      return erasing.erase(name, body, peer);
+    }
+    // Detach keeps the disk's record (marked detached), so that a later erase knows its device and key.
+    const started = performance.now();
+    try {
+      const answer = await locks.with([lockKey.mapping(name)], () => closeHeld(deps, name, { deferred: false }));
+      answer.timings_ms.total = elapsed(started);
+      reportOutcome(deps, 'detach', name, 'ok', started, { ephemeral: true, closed: answer.closed });
+      return answer;
+    } catch (err) {
+      reportOutcome(deps, 'detach', name, codeOf(err), started, { ephemeral: true });
+      throw err;
+    }
   }
 
   return { attach, detach };

@@ -1,4 +1,4 @@
-import type { DeviceIdentity, MappingStatus } from '../../luks/driver.js';
+import type { MappingStatus } from '../../luks/driver.js';
 import { luksError } from '../../luks/errors.js';
 import { providerDefinition, type Provider } from '../../luks/providers/index.js';
 import { daemonError } from '../errors.js';
@@ -45,9 +45,20 @@ export function attachDifferences(record: VolumeRecord, status: MappingStatus, w
   const differs: string[] = [];
   if (record.projectId !== null && record.projectId !== wish.projectId) differs.push('project_id');
   if (record.keyId !== null && record.keyId !== wish.keyId) differs.push('key_id');
-  if (status.type !== undefined && status.type.toUpperCase() !== providerDefinition(wish.provider).kernelType) differs.push('provider');
+  if (status.type !== undefined && !opensAs(wish.provider, status.type)) differs.push('provider');
   if (status.readOnly !== wish.readOnly) differs.push('read_only');
   return differs;
+}
+
+/**
+ * Whether a mapping of the kernel's `type` is what `provider` opens: `luks`
+ * is cryptsetup's luksOpen, which opens LUKS1 and LUKS2 alike (os-brick's
+ * LuksEncryptor on a LUKS2 volume), so either is the same request.
+ */
+function opensAs(provider: AttachWish['provider'], type: string): boolean {
+  const kernel = type.toUpperCase();
+  if (provider === 'luks') return kernel === 'LUKS1' || kernel === 'LUKS2';
+  return kernel === providerDefinition(provider).kernelType;
 }
 
 /**
@@ -60,39 +71,4 @@ export function assertSameAttach(name: string, record: VolumeRecord, status: Map
   throw luksError('E_MAPPING_CONFLICT', `Mapping ${name} is already open with another ${differs.join(', ')}; refusing to answer it for this request (detach it first if it is stale)`, {
     details: { name, differs },
   });
-}
-
-/** What an erase may act on, from the record alone: never from the request body. */
-export interface EraseTarget {
-  /** The recorded device, with its recorded major:minor when the record has one (checked again before the erase). */
-  device: string | DeviceIdentity;
-  /** The instance key portcullis created for this disk, the only key an erase deletes. */
-  keyId: string | undefined;
-}
-
-/**
- * @throws E_VOLUME_NOT_FOUND when no record names the disk; E_ERASE_REFUSED when the
- * request's project, device or key is not the one the record names
- */
-export function eraseTarget(name: string, record: VolumeRecord | undefined, request: { projectId: string; device?: DeviceIdentity | undefined; keyId?: string | undefined }): EraseTarget {
-  if (record === undefined || record.device === undefined) {
-    throw daemonError('E_VOLUME_NOT_FOUND', `No ephemeral disk ${name} is recorded here (never attached through this daemon, or already erased); nothing was erased`, {
-      details: { name },
-    });
-  }
-  const refuse = (what: string, details: Record<string, unknown>) =>
-    daemonError('E_ERASE_REFUSED', `Refusing to erase ${name}: ${what}; nothing was erased`, { details: { name, ...details } });
-  if (record.projectId !== request.projectId) throw refuse(`it was attached for another project than ${request.projectId}`, { project_id: request.projectId });
-  // One device, however named: major:minor where the record has it, else the path.
-  if (request.device !== undefined && (record.rdev === undefined ? request.device.path !== record.device : request.device.rdev !== record.rdev)) {
-    throw refuse(`the request names device ${request.device.path} (${request.device.rdev}), but the disk is ${record.device}${record.rdev === undefined ? '' : ` (${record.rdev})`}`, {
-      device: request.device.path,
-      recorded_device: record.device,
-    });
-  }
-  const instanceKey = record.keyScope === 'instance' && record.keyCreated === true && record.keyId !== null ? record.keyId : undefined;
-  if (request.keyId !== undefined && request.keyId !== instanceKey) {
-    throw refuse(`key ${request.keyId} is not the instance key portcullis created for this disk`, { key_id: request.keyId });
-  }
-  return { device: record.rdev === undefined ? record.device : { path: record.device, rdev: record.rdev }, keyId: instanceKey };
 }

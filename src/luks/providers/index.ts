@@ -12,7 +12,7 @@ export type Provider = 'luks' | 'luks2' | 'plain' | 'nop';
  * the encryptor class names (current and legacy nova ones) that Cinder's
  * encryption metadata still carries.
  */
-const aliases: Record<string, Provider> = {
+const aliases: ReadonlyMap<string, Provider> = new Map(Object.entries({
   luks: 'luks',
   luks1: 'luks',
   luks2: 'luks2',
@@ -31,11 +31,15 @@ const aliases: Record<string, Provider> = {
   'nova.volume.encryptors.luks.LuksEncryptor': 'luks',
   'nova.volume.encryptors.cryptsetup.CryptsetupEncryptor': 'plain',
   'nova.volume.encryptors.nop.NoopEncryptor': 'nop',
-};
+} satisfies Record<string, Provider>));
 
-/** @throws E_LUKS_INVALID_ARGUMENT naming the accepted values */
+/**
+ * A Map, not an object: request input is never looked up through a
+ * prototype ("__proto__", "constructor" are unknown providers, not objects).
+ * @throws E_LUKS_INVALID_ARGUMENT naming the accepted values
+ */
 export function resolveProvider(name: string): Provider {
-  const provider = Object.hasOwn(aliases, name) ? aliases[name] : aliases[name.toLowerCase()];
+  const provider = aliases.get(name) ?? aliases.get(name.toLowerCase());
   if (provider === undefined) {
     throw luksError('E_LUKS_INVALID_ARGUMENT', `Unknown encryption provider "${name}" (use luks, luks2, plain, nop or an os-brick encryptor class name)`, {
       details: { provider: name },
@@ -44,7 +48,7 @@ export function resolveProvider(name: string): Provider {
   return provider;
 }
 
-export const providerNames = Object.keys(aliases);
+export const providerNames = [...aliases.keys()];
 
 const definitions: Record<Exclude<Provider, 'nop'>, ProviderDefinition> = { luks: luks1, luks2, plain };
 

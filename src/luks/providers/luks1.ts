@@ -5,6 +5,7 @@ import { luksFormatArgv, luksOpenArgv } from './luks-header.js';
 export const luks1: ProviderDefinition = {
   name: 'luks',
   kernelType: 'LUKS1',
+  formatSpan: 2 * 1024 * 1024,
   header: true,
   formatArgv: (path, opts, defaultPbkdf) => luksFormatArgv(path, 'luks1', opts, defaultPbkdf),
   openArgv: luksOpenArgv,

@@ -5,6 +5,7 @@ import { luksFormatArgv, luksOpenArgv } from './luks-header.js';
 export const luks2: ProviderDefinition = {
   name: 'luks2',
   kernelType: 'LUKS2',
+  formatSpan: 16 * 1024 * 1024,
   header: true,
   formatArgv: (path, opts, defaultPbkdf) => luksFormatArgv(path, 'luks2', opts, defaultPbkdf),
   openArgv: luksOpenArgv,

@@ -8,6 +8,7 @@ import type { ProviderDefinition } from '../options.js';
 export const plain: ProviderDefinition = {
   name: 'plain',
   kernelType: 'PLAIN',
+  formatSpan: 0,
   header: false,
   formatArgv: undefined,
   openArgv(path, name, flags, opts) {
