@@ -37,7 +37,7 @@ describe('ephemeral disks', () => {
     const other = await daemon.call('PUT', '/v1/ephemeral/pdi-9/disk0', { device: d1, key_scope: 'project', project_id: 'tenant-other' });
     assert.equal(other.status, 404);
     assert.equal(code(other), 'E_KEY_NOT_FOUND');
-    await kernel.sh('! test -e /dev/mapper/ephemeral-pdi-9-disk0');
+    await kernel.sh('! test -e /dev/mapper/ephemeral-pdi-9+disk0');
     // The owner reattaches it: opened, not formatted again.
     const back = ok<{ formatted: boolean; key_id: string }>(await daemon.call('PUT', '/v1/ephemeral/pdi-1/disk0', { device: d1, key_scope: 'project', project_id: 'tenant-eph' }));
     assert.deepEqual([back.formatted, back.key_id], [false, first.key_id]);
@@ -49,7 +49,7 @@ describe('ephemeral disks', () => {
     const dev = await kernel.loopDevice(32);
     const first = ok<{ key_id: string; key_source: string }>(await daemon.call('PUT', '/v1/ephemeral/pdi-3/disk1', { device: dev, project_id: 'tenant-eph' }));
     assert.equal(first.key_source, 'created');
-    await kernel.sh('echo secret-instance-data | dd of=/dev/mapper/ephemeral-pdi-3-disk1 conv=fsync status=none');
+    await kernel.sh('echo secret-instance-data | dd of=/dev/mapper/ephemeral-pdi-3+disk1 conv=fsync status=none');
     const erased = ok<{ closed: boolean; erased: boolean; key_deleted: boolean }>(await daemon.call('DELETE', '/v1/ephemeral/pdi-3/disk1?erase=true', { project_id: 'tenant-eph' }));
     assert.deepEqual([erased.closed, erased.erased, erased.key_deleted], [true, true, true]);
     await kernel.sh(`cryptsetup luksDump ${dev} | grep -q 'Keyslots:' && ! cryptsetup luksDump ${dev} | grep -qE '^  [0-9]+: luks2'`);

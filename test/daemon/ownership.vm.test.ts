@@ -192,7 +192,7 @@ describe('erase acts only on what the record names', () => {
     assert.equal(answer.status, 409, answer.text);
     assert.equal(code(answer), 'E_ERASE_REFUSED');
     assert.equal(keyCli('get', other, '--project', 'tenant-a', '--metadata-only', '--output', 'json').status, 0, 'the other key still exists');
-    await kernel.sh('test -b /dev/mapper/ephemeral-pdi-k-disk0');
+    await kernel.sh('test -b /dev/mapper/ephemeral-pdi-k+disk0');
     const erased = ok<{ key_deleted: boolean; erased: boolean }>(await daemon.call('DELETE', '/v1/ephemeral/pdi-k/disk0?erase=true', { project_id: 'tenant-a' }));
     assert.deepEqual([erased.erased, erased.key_deleted], [true, true]);
     assert.notEqual(keyCli('get', attached.key_id, '--project', 'tenant-a', '--metadata-only', '--output', 'json').status, 0, 'the instance key is gone');
@@ -203,7 +203,7 @@ describe('erase acts only on what the record names', () => {
     ok(await daemon.call('PUT', '/v1/ephemeral/pdi-p/disk0', { device: dev, project_id: 'tenant-a' }));
     const stranger = await daemon.call('DELETE', '/v1/ephemeral/pdi-p/disk0?erase=true', { project_id: 'tenant-b' });
     assert.equal(code(stranger), 'E_ERASE_REFUSED');
-    await kernel.sh('test -b /dev/mapper/ephemeral-pdi-p-disk0');
+    await kernel.sh('test -b /dev/mapper/ephemeral-pdi-p+disk0');
     ok(await daemon.call('DELETE', '/v1/ephemeral/pdi-p/disk0'));
     const erased = ok<{ erased: boolean; key_deleted: boolean }>(await daemon.call('DELETE', '/v1/ephemeral/pdi-p/disk0?erase=true', { project_id: 'tenant-a' }));
     assert.deepEqual([erased.erased, erased.key_deleted], [true, true]);

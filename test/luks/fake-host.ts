@@ -94,6 +94,9 @@ export function fakeHost(rules: Rule[], setup: { devices?: Record<string, FakeDe
     async list(dir) {
       host.opsAsked.push('list');
       if (dir === '/sys/block') return Object.keys(host.mappings).map((_, i) => `dm-${i}`);
+      if (dir === '/sys/class/block') return Object.keys(host.devices).map((d) => d.replace('/dev/', ''));
+      const holders = /^\/sys\/dev\/block\/(\d+:\d+)\/holders$/.exec(dir);
+      if (holders !== null) return Object.values(host.mappings).flatMap((m, i) => (m.slaveRdev === holders[1] ? [`dm-${i}`] : []));
       const slaves = /^\/sys\/block\/dm-(\d+)\/slaves$/.exec(dir);
       const m = slaves === null ? undefined : Object.values(host.mappings)[Number(slaves[1])];
       return m === undefined ? undefined : [m.slave];
@@ -107,6 +110,14 @@ export function fakeHost(rules: Rule[], setup: { devices?: Record<string, FakeDe
   };
   const mappingIndex = (name: string) => Object.keys(host.mappings).indexOf(name);
   function sysfs(path: string): string | undefined {
+    // A mapping's node is 254:N (stat above): /sys/dev/block/254:N is its dm-N.
+    const classSize = /^\/sys\/class\/block\/([^/]+)\/size$/.exec(path);
+    if (classSize !== null) {
+      const device = host.devices[`/dev/${classSize[1]}`];
+      return device === undefined ? undefined : String(Math.floor((device.size ?? 64 * 1024 * 1024) / 512));
+    }
+    const byDev = /^\/sys\/dev\/block\/254:(\d+)\/(dm\/.+)$/.exec(path);
+    if (byDev !== null) return sysfs(`/sys/block/dm-${byDev[1]}/${byDev[2]}`);
     const match = /^\/sys\/block\/dm-(\d+)\/(.+)$/.exec(path);
     if (match === null) return undefined;
     const name = Object.keys(host.mappings)[Number(match[1])];
@@ -129,13 +140,13 @@ export function luks1Head(uuid: string, iterations = 1000): Buffer {
   return head;
 }
 
-/** A minimal LUKS2 header: magic, version, 16 KiB header size, UUID at 168, JSON metadata at 4096. */
-export function luks2Head(uuid: string, keyslots: Record<string, unknown> = { '0': { kdf: { type: 'pbkdf2', iterations: 1000 } } }): Buffer {
+/** A minimal LUKS2 header: magic, version, 16 KiB header size, UUID at 168, JSON metadata (keyslots, and `more`: tokens, segments) at 4096. */
+export function luks2Head(uuid: string, keyslots: Record<string, unknown> = { '0': { kdf: { type: 'pbkdf2', iterations: 1000 } } }, more: Record<string, unknown> = {}): Buffer {
   const head = Buffer.alloc(16384);
   Buffer.from([0x4c, 0x55, 0x4b, 0x53, 0xba, 0xbe]).copy(head, 0);
   head.writeUInt16BE(2, 6);
   head.writeBigUInt64BE(16384n, 8);
   head.write(uuid, 168, 'latin1');
-  head.write(JSON.stringify({ keyslots }), 4096, 'utf8');
+  head.write(JSON.stringify({ keyslots, ...more }), 4096, 'utf8');
   return head;
 }

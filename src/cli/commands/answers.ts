@@ -36,8 +36,15 @@ export function printDetach(values: OptionValues, d: DetachAnswer): void {
     : d.closed
       ? `${d.name}: closed`
       : `${d.name}: was not attached; nothing to close`;
-  const erase = d.erased === true ? `; keyslots erased${d.key_deleted === true ? ' and key deleted' : ' (the project key is kept)'}: the data cannot be read again` : '';
+  const erase = d.erased === true ? `; ${erasedWhat(d)}: the data cannot be read again` : '';
   process.stdout.write(`${what}${erase} (${d.timings_ms?.total ?? '-'} ms)\n`);
+}
+
+/** What an erase did: keyslots wiped (a daemon before keyslots_wiped always wiped them when it erased), key deleted. */
+function erasedWhat(d: DetachAnswer): string {
+  const wiped = d.keyslots_wiped !== false;
+  if (!wiped) return 'disk not found on this host; its key, created for it, deleted';
+  return `keyslots erased${d.key_deleted === true ? ' and key deleted' : ' (the project key is kept)'}`;
 }
 
 export function printVolume(values: OptionValues, v: VolumeAnswer): void {

@@ -12,7 +12,7 @@ const path = (positionals: string[]) => `/v1/ephemeral/${ephemeralId(positionals
 
 const attach: Command = {
   path: ['ephemeral', 'attach'],
-  summary: 'open an ephemeral disk as /dev/mapper/ephemeral-INSTANCE-DISK, creating its key on first use',
+  summary: 'open an ephemeral disk as /dev/mapper/ephemeral-INSTANCE+DISK, creating its key on first use',
   usage: 'INSTANCE DISK --device DEV --project P [--scope instance|project] [--key-id ID] [--provider NAME] [--cipher C] [--key-size BITS] [--allow-discards] [--json]',
   positionals: 2,
   notes: [
@@ -24,7 +24,7 @@ const attach: Command = {
     project: daemonOptions.project,
     scope: { type: 'string', help: 'instance (default): a key per disk; project: one key per project', valueName: 'SCOPE' },
     'key-id': { type: 'string', help: 'use this existing key instead of finding or creating one', valueName: 'ID' },
-    provider: { ...daemonOptions.provider, help: 'luks2 (default), luks, plain or an os-brick encryptor class name' },
+    provider: { ...daemonOptions.provider, help: 'luks2 (the default and the only one: an ephemeral disk\'s LUKS2 header carries the token that proves it before an erase)' },
     cipher: daemonOptions.cipher,
     'key-size': daemonOptions['key-size'],
     'allow-discards': daemonOptions['allow-discards'],
@@ -60,7 +60,7 @@ const detach: Command = {
     erase: { type: 'boolean', help: 'wipe the keyslots and delete an instance-scoped key (irreversible)' },
     project: { ...daemonOptions.project, help: 'project (tenant) of the disk; required with --erase' },
     'key-id': { type: 'string', help: 'the disk\'s key, when it was attached with --key-id', valueName: 'ID' },
-    device: { ...daemonOptions.device, help: 'the disk, when it is no longer mapped' },
+    device: { ...daemonOptions.device, help: 'the disk, where it is now if it moved (proven by its LUKS UUID and header token, never by its path)' },
   },
   async run({ values, positionals }: CommandInput) {
     const erase = values['erase'] === true;

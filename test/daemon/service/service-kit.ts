@@ -1,0 +1,130 @@
+/**
+ * The service core (attach pipeline, volumes, ephemeral disks, erase) over
+ * the named fake host (test/luks/fake-host.ts) and a real embedded local
+ * keystore: host-level specifications of what the services decide, with the
+ * commands they would run recorded instead of a kernel. The same behaviour
+ * on a real kernel is in the *.vm tests.
+ */
+import { randomUUID } from 'node:crypto';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { PassThrough } from 'node:stream';
+import { configSchema } from '../../../src/config/schema.js';
+import type { CachingKeyManager } from '../../../src/keyclient/cache.js';
+import { openCachedKeyManager } from '../../../src/keyclient/open.js';
+import { plainAllocator } from '../../../src/keyclient/secure-memory.js';
+import { createLuksDriver } from '../../../src/luks/driver.js';
+import { createLogger } from '../../../src/daemon/log.js';
+import { createMetrics } from '../../../src/daemon/metrics.js';
+import { logOptionsSchema, luksOptionsSchema, type LuksOptions } from '../../../src/daemon/options.js';
+import type { Peer } from '../../../src/daemon/api/peer.js';
+import type { ServiceDeps } from '../../../src/daemon/service/context.js';
+import { serviceLocks } from '../../../src/daemon/service/lock-keys.js';
+import { volumeService, type VolumeService } from '../../../src/daemon/service/volumes.js';
+import { ephemeralService, type EphemeralService } from '../../../src/daemon/service/ephemeral.js';
+import { volumeRegistry, type VolumeRegistry } from '../../../src/daemon/volume-registry.js';
+import { fakeHost, luks1Head, luks2Head, type FakeHost } from '../../luks/fake-host.js';
+
+export const peer: Peer = { uid: 0, gid: 0, pid: 1, groups: [] };
+
+export interface ServiceKit {
+  host: FakeHost;
+  keys: CachingKeyManager;
+  registry: VolumeRegistry;
+  volumes: VolumeService;
+  ephemeral: EphemeralService;
+  /** The passphrase (hex of the key) each device's keyslot opens with; absent once erased. */
+  secrets: Map<string, string>;
+  /** cryptsetup argv run so far, as lines. */
+  commands(): string[];
+  /** A second daemon on the same files (a restart): `bootId` as the kernel says it. */
+  restart(bootId?: string): ServiceKit;
+  close(): Promise<void>;
+}
+
+/**
+ * A host whose cryptsetup keeps state as the kernel would: luksFormat writes
+ * a header with a fresh UUID, token import adds the token, luksOpen and
+ * create map (luksOpen only with the key the slot was made with), close
+ * unmaps, luksErase wipes the keyslots.
+ */
+function diskHost(devices: Record<string, { rdev: string; head?: Buffer }>, secrets: Map<string, string>): FakeHost {
+  const tokens = new Map<string, unknown>();
+  const head = (path: string, version: string, keyslots: Record<string, unknown>): Buffer => {
+    const uuid = (h.devices[path]?.head?.subarray(168, 204).toString('latin1') ?? '').replace(/\0.*$/, '') || randomUUID();
+    const token = tokens.get(path);
+    return version === 'luks1' ? luks1Head(uuid) : luks2Head(uuid, keyslots, { segments: { '0': { offset: '16777216' } }, ...(token === undefined ? {} : { tokens: { '0': token } }) });
+  };
+  const h: FakeHost = fakeHost(
+    [
+      ['blkid -p', { code: 2 }],
+      ['cryptsetup --help', { stdout: '' }],
+      ['cryptsetup --batch-mode luksFormat', (call) => {
+        const path = call.argv.at(-1) ?? '';
+        tokens.delete(path);
+        const device = h.devices[path];
+        if (device !== undefined) device.head = undefined;
+        if (device !== undefined) device.head = head(path, call.argv.includes('luks1') ? 'luks1' : 'luks2', { '0': { kdf: { type: 'pbkdf2', iterations: 1000 } } });
+        secrets.set(path, call.stdin?.toString() ?? '');
+        return {};
+      }],
+      ['cryptsetup token import', (call) => {
+        const path = call.argv.at(-1) ?? '';
+        tokens.set(path, JSON.parse(call.stdin?.toString() ?? '{}'));
+        const device = h.devices[path];
+        if (device !== undefined) device.head = head(path, 'luks2', { '0': { kdf: { type: 'pbkdf2', iterations: 1000 } } });
+        return {};
+      }],
+      ['cryptsetup luksOpen', (call) => {
+        const path = call.argv.at(-2) ?? '';
+        if (secrets.get(path) !== call.stdin?.toString()) return { code: 2, stderr: 'No key available with this passphrase.' };
+        return mapped(call.argv.at(-1) ?? '', path);
+      }],
+      ['cryptsetup create', (call) => mapped(call.argv.at(-2) ?? '', call.argv.at(-1) ?? '')],
+      ['cryptsetup close', (call) => {
+        const name = call.argv.at(-1) ?? '';
+        if (h.mappings[name] === undefined) return { code: 4 };
+        delete h.mappings[name];
+        return {};
+      }],
+      ['cryptsetup --batch-mode luksErase', (call) => {
+        const path = call.argv.at(-1) ?? '';
+        secrets.delete(path);
+        const device = h.devices[path];
+        if (device !== undefined) device.head = head(path, 'luks2', {});
+        return {};
+      }],
+    ],
+    { devices },
+  );
+  const mapped = (name: string, path: string): Record<string, never> => {
+    h.mappings[name] = { uuid: `CRYPT-LUKS2-x-${name}`, slave: path.replace('/dev/', ''), slaveRdev: h.devices[path]?.rdev ?? '' };
+    return {};
+  };
+  return h;
+}
+
+export async function serviceKit(options: { devices?: Record<string, { rdev: string; head?: Buffer }>; luks?: Partial<LuksOptions> } = {}): Promise<ServiceKit> {
+  const dir = mkdtempSync(join(tmpdir(), 'portcullis-service-'));
+  const config = configSchema.parse({ key_manager: { backend: 'local', local: { path: join(dir, 'keystore.db'), kek_file: join(dir, 'kek') } } });
+  const keys = await openCachedKeyManager(config, { allocator: plainAllocator() });
+  const secrets = new Map<string, string>();
+  const host = diskHost(options.devices ?? { '/dev/vdb': { rdev: '253:16' }, '/dev/vdc': { rdev: '253:32' } }, secrets);
+  const log = createLogger(logOptionsSchema.parse({ format: 'json', level: 'debug' }), new PassThrough().resume());
+  const luks = luksOptionsSchema.parse(options.luks ?? {});
+  const build = (bootId: string): ServiceKit => {
+    const registry = volumeRegistry(join(dir, 'volumes.json'), log, { bootId });
+    const deps: ServiceDeps = { keys: () => keys, backend: () => 'local', luks: () => luks, driver: createLuksDriver({ ops: host }), log, metrics: createMetrics(() => keys.stats()), registry };
+    const locks = serviceLocks();
+    return {
+      host, keys, registry, secrets,
+      volumes: volumeService(deps, locks),
+      ephemeral: ephemeralService(deps, locks),
+      commands: () => host.calls.filter((c) => c.argv[0] === 'cryptsetup' && c.argv[1] !== '--help').map((c) => c.argv.join(' ')),
+      restart: (next = bootId) => build(next),
+      close: () => keys.close(),
+    };
+  };
+  return build('boot-1');
+}
