@@ -1,4 +1,4 @@
-import { PortcullisError, type ErrorOptions, type ErrorRegistry } from '../errors.js';
+import { errorFamily, type ErrorOptions, type ErrorRegistry } from '../errors.js';
 
 /**
  * Codes of the admin CLI's own failures: talking to portcullisd over its
@@ -24,14 +24,8 @@ export const unreachableCodes: ReadonlySet<string> = new Set<CliErrorCode>([
   'E_DAEMON_UNREACHABLE',
 ]);
 
-export class CliError extends PortcullisError {
-  override readonly name = 'CliError';
-  declare readonly code: CliErrorCode;
-
-  constructor(code: CliErrorCode, message: string, options?: ErrorOptions) {
-    super(code, message, options);
-  }
-}
+export const CliError = errorFamily('CliError', cliErrors);
+export type CliError = InstanceType<typeof CliError>;
 
 export function cliError(code: CliErrorCode, message: string, options?: ErrorOptions): CliError {
   return new CliError(code, message, options);

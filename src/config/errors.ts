@@ -1,4 +1,4 @@
-import { PortcullisError, type ErrorOptions, type ErrorRegistry } from '../errors.js';
+import { errorFamily, type ErrorRegistry } from '../errors.js';
 
 export const configErrors = {
   E_CONFIG_NOT_FOUND: 'The configuration file does not exist or cannot be read.',
@@ -14,14 +14,7 @@ export interface ConfigIssue {
   message: string;
 }
 
-export class ConfigError extends PortcullisError {
-  override readonly name = 'ConfigError';
-  declare readonly code: ConfigErrorCode;
-
-  constructor(code: ConfigErrorCode, message: string, options?: ErrorOptions) {
-    super(code, message, options);
-  }
-
+export class ConfigError extends errorFamily('ConfigError', configErrors) {
   /** Every schema problem, for E_CONFIG_INVALID; empty otherwise. */
   get issues(): ConfigIssue[] {
     const issues = this.details['issues'];

@@ -1,4 +1,7 @@
-import { PortcullisError, type ErrorOptions, type ErrorRegistry } from '../errors.js';
+import { commonErrors, errorFamily, type ErrorOptions, type ErrorRegistry } from '../errors.js';
+import type { KeyClientErrorCode } from '../keyclient/errors.js';
+import type { LuksErrorCode } from '../luks/errors.js';
+import type { NativeErrorCode } from '../../native/errors.js';
 
 /** Codes the daemon itself answers with; the keyclient's and the LUKS driver's pass through unchanged. */
 export const daemonErrors = {
@@ -10,6 +13,7 @@ export const daemonErrors = {
   E_METHOD_NOT_ALLOWED: 'The API path exists but not with this HTTP method.',
   E_PEER_FORBIDDEN: 'The connecting process (by uid/gid from SO_PEERCRED) has no role that allows this request.',
   E_VOLUME_NOT_FOUND: 'No crypt mapping of that name exists.',
+  E_MAPPING_CONFLICT: 'An attach names a mapping that is already open for another device, project, key, provider or mode (details.differs names each); nothing was changed.',
   E_MAPPING_FOREIGN: 'A crypt mapping of that name exists but portcullis did not make it (crypttab, swap, another tool); it is never attached over, detached, resized or erased through the API.',
   E_ERASE_REFUSED: "Erase refused: the request's project, device or key is not the ephemeral disk's (as its record and its header's LUKS UUID and token say), several disks carry its token, or the recorded disk is gone and no key was created for it; nothing was erased or deleted.",
   E_KEY_AMBIGUOUS: 'Several keys carry the name an ephemeral disk\'s key is found by, and neither its record nor its header token says which; nothing was created, formatted or opened.',
@@ -24,21 +28,22 @@ export const daemonErrors = {
 
 export type DaemonErrorCode = keyof typeof daemonErrors;
 
-export class DaemonError extends PortcullisError {
-  override readonly name = 'DaemonError';
-  declare readonly code: DaemonErrorCode;
-
-  constructor(code: DaemonErrorCode, message: string, options?: ErrorOptions) {
-    super(code, message, options);
-  }
-}
+export const DaemonError = errorFamily('DaemonError', daemonErrors);
+export type DaemonError = InstanceType<typeof DaemonError>;
 
 export function daemonError(code: DaemonErrorCode, message: string, options?: ErrorOptions): DaemonError {
   return new DaemonError(code, message, options);
 }
 
-/** HTTP status for every code any layer throws; anything unlisted is a 500. */
-const statusByCode: Record<string, number> = {
+/** Every code a request can end with: the daemon's own and those of the layers below it. */
+export type ApiErrorCode = DaemonErrorCode | LuksErrorCode | KeyClientErrorCode | NativeErrorCode | keyof typeof commonErrors;
+
+/**
+ * The HTTP status of every code a request can end with. Typed over the code
+ * union: a code a layer adds without a status here, or a misspelt one, fails
+ * to compile instead of silently becoming a 500.
+ */
+const statusByCode: Record<ApiErrorCode, number> = {
   E_BAD_REQUEST: 400,
   E_LUKS_INVALID_ARGUMENT: 400,
   E_INVALID_ARGUMENT: 400,
@@ -51,6 +56,7 @@ const statusByCode: Record<string, number> = {
   E_KEY_NOT_FOUND: 404,
   E_METHOD_NOT_ALLOWED: 405,
   E_MAPPING_CONFLICT: 409,
+  E_MAPPING_IN_USE: 409,
   E_VOLUME_BUSY: 409,
   E_MAPPING_FOREIGN: 409,
   E_ERASE_REFUSED: 409,
@@ -78,8 +84,25 @@ const statusByCode: Record<string, number> = {
   E_SHUTTING_DOWN: 503,
   E_CRYPTSETUP_TIMEOUT: 504,
   E_REQUEST_TIMEOUT: 504,
+  // Failures of the host or of portcullis itself, not of the request.
+  E_CRYPTSETUP_FAILED: 500,
+  E_CRYPTSETUP_NOMEM: 500,
+  E_OBJECT_WIPED: 500,
+  E_BACKEND_INSECURE: 500,
+  E_KEYSTORE_INTEGRITY: 500,
+  E_KEYSTORE_KEK: 500,
+  E_KEYSTORE_FILE: 500,
+  E_KMIP_DECODE: 500,
+  E_SOCKET_IN_USE: 500,
+  E_SOCKET_SETUP: 500,
+  E_NATIVE_MISSING: 500,
+  E_NATIVE_MLOCK: 500,
+  E_NATIVE_CALL_FAILED: 500,
+  E_NATIVE_NOTIFY_SOCKET: 500,
+  E_NATIVE_NO_FD: 500,
+  E_INTERNAL: 500,
 };
 
 export function httpStatusOf(code: string): number {
-  return statusByCode[code] ?? 500;
+  return Object.hasOwn(statusByCode, code) ? statusByCode[code as ApiErrorCode] : 500;
 }

@@ -6,7 +6,7 @@ import { memlockLimit } from '../../native/index.js';
 import { startDaemon, type DaemonDeps } from './daemon.js';
 import { hostMemlockFacts, memlockWarning } from './memlock.js';
 
-/** portcullisd exit codes, documented in docs/daemon.md. */
+/** portcullisd exit codes, documented in portcullisd(8) (docs/man/portcullisd.8). */
 export const daemonExitCodes = { ok: 0, failed: 1, usage: 2, config: 3 } as const;
 
 const HELP = `Usage: portcullisd [--config FILE] [--check-config]

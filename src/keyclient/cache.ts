@@ -1,3 +1,7 @@
+/**
+ * The key cache (docs/configuration.md, `cache`): a KeyManager in front of
+ * another. Only get() is cached; everything else passes through.
+ */
 import { createHash } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import { z } from 'zod';
@@ -7,10 +11,7 @@ import { metadataOf, objectOfType, type ManagedObject, type ObjectMetadata, type
 import { seconds } from './options.js';
 import { copySecret, type SecretBuffer, type SecureAllocator } from './secure-memory.js';
 
-/**
- * The key cache (DESIGN.md "Key cache"): a KeyManager in front of another.
- * Only get() is cached; everything else passes through.
- */
+/** The `cache` section of the config. */
 export const cacheOptionsSchema = z.strictObject({
   /** How long a fetched key is served without asking the backend. @default 300 */
   ttl_seconds: seconds().default(300),
@@ -456,7 +457,7 @@ export function normaliseId(id: string): string {
 }
 
 /**
- * (backend, project, key id) as DESIGN.md says, plus a digest of a passed-through
+ * (backend, project, key id), plus a digest of a passed-through
  * token: Barbican ACLs can grant a secret to some users of a project and not
  * others, so one caller's fetch must not answer another token's request.
  */

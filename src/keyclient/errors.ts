@@ -1,4 +1,4 @@
-import { PortcullisError, type ErrorOptions, type ErrorRegistry } from '../errors.js';
+import { errorFamily, type ErrorOptions, type ErrorRegistry } from '../errors.js';
 
 /**
  * Error contract of every KeyManager (Castellan's, made explicit):
@@ -32,12 +32,27 @@ export const keyClientErrors = {
 
 export type KeyClientErrorCode = keyof typeof keyClientErrors;
 
-export class KeyClientError extends PortcullisError {
-  override readonly name = 'KeyClientError';
-  declare readonly code: KeyClientErrorCode;
+/**
+ * The key manager's errors. What the retry and cache layers decide on is
+ * read through typed fields, never by spelling a `details` key.
+ */
+export class KeyClientError extends errorFamily('KeyClientError', keyClientErrors) {
+  /** Whether the request reached the server; false: it cannot have acted on it. Undefined when unknown. */
+  get requestSent(): boolean | undefined {
+    const sent = this.details['requestSent'];
+    return typeof sent === 'boolean' ? sent : undefined;
+  }
 
-  constructor(code: KeyClientErrorCode, message: string, options?: ErrorOptions) {
-    super(code, message, options);
+  /** The server's Retry-After, in milliseconds, when it sent one. */
+  get retryAfterMs(): number | undefined {
+    const ms = this.details['retryAfterMs'];
+    return typeof ms === 'number' && Number.isFinite(ms) && ms >= 0 ? ms : undefined;
+  }
+
+  /** The HTTP status of the key manager's answer, for an HTTP backend's failure. */
+  get httpStatus(): number | undefined {
+    const status = this.details['status'];
+    return typeof status === 'number' ? status : undefined;
   }
 }
 

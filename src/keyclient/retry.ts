@@ -90,8 +90,7 @@ export function retryingKeyManager(inner: KeyManager, options: RetryOptions, dep
   /** Full jitter (AWS Architecture Blog, "Exponential Backoff and Jitter"), or the server's Retry-After. */
   function delayMs(attempt: number, err: KeyClientError): number {
     const maxMs = options.max_delay_seconds * 1000;
-    const retryAfterMs = err.details['retryAfterMs'];
-    if (typeof retryAfterMs === 'number' && Number.isFinite(retryAfterMs) && retryAfterMs >= 0) return Math.min(retryAfterMs, maxMs);
+    if (err.retryAfterMs !== undefined) return Math.min(err.retryAfterMs, maxMs);
     const ceiling = Math.min(maxMs, options.base_delay_seconds * 1000 * 2 ** (attempt - 1));
     return options.jitter ? random() * ceiling : ceiling;
   }
@@ -133,8 +132,7 @@ export function retryingKeyManager(inner: KeyManager, options: RetryOptions, dep
  * or it answered 429/503, which refuse a request before processing it.
  */
 function notProcessed(err: KeyClientError): boolean {
-  const status = err.details['status'];
-  return err.details['requestSent'] === false || status === 429 || status === 503;
+  return err.requestSent === false || err.httpStatus === 429 || err.httpStatus === 503;
 }
 
 /** The same failure, not mutated (it may be shared), with how many attempts were made. */

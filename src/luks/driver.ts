@@ -231,8 +231,8 @@ export function createLuksDriver(options: DriverOptions) {
         const existing = await status(name);
         if (existing !== undefined) {
           if (!(await sameDevice(existing, pinned))) {
-            throw luksError('E_MAPPING_CONFLICT', `Mapping ${name} is already open for ${existing.device ?? 'another device'}, not ${path}`, {
-              details: { name, device: path, existingDevice: existing.device },
+            throw luksError('E_MAPPING_IN_USE', `Mapping ${name} is already open for ${existing.device ?? 'another device'}, not ${path}`, {
+              details: { name, differs: ['device'], device: path, existing_device: existing.device ?? null },
             });
           }
           return { name, mapperPath: await ensureNode(name), opened: false, legacyPassphrase: false, removedHalfCreated: false, status: existing, uuid: await luksUuidOf(path, opts.type) };

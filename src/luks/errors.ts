@@ -1,4 +1,4 @@
-import { PortcullisError, type ErrorOptions, type ErrorRegistry } from '../errors.js';
+import { errorFamily, type ErrorOptions, type ErrorRegistry } from '../errors.js';
 
 /**
  * cryptsetup documents exit codes 1–5 (wrong parameters, no permission/bad
@@ -20,20 +20,14 @@ export const luksErrors = {
   E_DEVICE_UNREADABLE: 'The device could not be read to decide whether it is blank; refusing to format.',
   E_LUKS_HEADER: 'The device starts with a LUKS header that is damaged (unknown version, size out of range, JSON that does not parse); nothing was changed.',
   E_DEVICE_IS_MAPPING: 'Refused: the device named as a backing device is itself a dm-crypt mapping (the cleartext of a volume); nothing was mapped or written.',
-  E_MAPPING_CONFLICT: 'The mapping name is in use for another device.',
+  E_MAPPING_IN_USE: 'The mapping name is already open for another device; nothing was opened. (The API answers this as E_MAPPING_CONFLICT, found before the driver is asked.)',
   E_LUKS_INVALID_ARGUMENT: 'A LUKS request is invalid (mapping name, provider, cipher, key size, key length); nothing was run.',
 } as const satisfies ErrorRegistry;
 
 export type LuksErrorCode = keyof typeof luksErrors;
 
-export class LuksError extends PortcullisError {
-  override readonly name = 'LuksError';
-  declare readonly code: LuksErrorCode;
-
-  constructor(code: LuksErrorCode, message: string, options?: ErrorOptions) {
-    super(code, message, options);
-  }
-}
+export const LuksError = errorFamily('LuksError', luksErrors);
+export type LuksError = InstanceType<typeof LuksError>;
 
 export function luksError(code: LuksErrorCode, message: string, options?: ErrorOptions): LuksError {
   return new LuksError(code, message, options);

@@ -140,7 +140,7 @@ describe('createLuksDriver() command lines', () => {
     assert.deepEqual([answer.opened, answer.status?.type, answer.status?.device, answer.uuid], [false, 'LUKS1', '/dev/vdb', UUID]);
     assert.deepEqual(same.calls, [], 'the kernel answered through sysfs; nothing spawned');
     const other = host(blankDevice, mapped('253:32'));
-    await rejectsWithCode(createLuksDriver({ ops: other }).open('/dev/vdb', 'v', key, { type: 'luks' }), 'E_MAPPING_CONFLICT');
+    await rejectsWithCode(createLuksDriver({ ops: other }).open('/dev/vdb', 'v', key, { type: 'luks' }), 'E_MAPPING_IN_USE');
   });
 
   it('open() is idempotent when the kernel names the same major:minor another way (dm-3 for /dev/mapper/mpatha)', async () => {

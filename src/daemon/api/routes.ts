@@ -63,7 +63,7 @@ function flag(query: URLSearchParams, name: string): boolean {
 
 const param = (input: RouteInput, i: number): string => input.params[i] ?? '';
 
-/** Socket API v1 (DESIGN.md). The table is the API: one row per method and path. */
+/** Socket API v1 (docs/api.md). The table is the API: one row per method and path. */
 export const routes: readonly Route[] = [
   {
     method: 'PUT', path: exact(`/v1/volumes/${NAME}`), role: 'agent', mutating: true, body: { schema: attachBodySchema },

@@ -1,7 +1,7 @@
 import { z } from 'zod';
 
 /**
- * Socket API v1 on the wire (DESIGN.md "Socket API v1"): request bodies as
+ * Socket API v1 on the wire (docs/api.md): request bodies as
  * schemas, answers as types. The CLI's client and the daemon share this file,
  * so the two cannot drift apart.
  */

@@ -1,6 +1,5 @@
 import { performance } from 'node:perf_hooks';
 import type { DeviceIdentity, DiskToken, LuksHeader, MappingStatus } from '../../luks/driver.js';
-import { luksError } from '../../luks/errors.js';
 import type { Provider } from '../../luks/providers/index.js';
 import type { RequestContext } from '../../keyclient/key-manager.js';
 import type { ManagedObject } from '../../keyclient/objects/index.js';
@@ -8,6 +7,7 @@ import type { KeyedLock } from '../../util/keyed-lock.js';
 import type { AttachAnswer, KeySource } from '../api/wire.js';
 import type { Peer } from '../api/peer.js';
 import type { VolumeRecord } from '../volume-registry.js';
+import { daemonError } from '../errors.js';
 import { killPoint } from './kill-point.js';
 import { lockKey } from './lock-keys.js';
 import { assertSameAttach, ownRecord, type AttachWish } from './ownership.js';
@@ -116,7 +116,7 @@ export function attachPipeline(deps: ServiceDeps, locks: KeyedLock) {
     if (record.projectId !== null && record.keyId !== null) return;
     const proven = wish.provider !== 'plain' && status.device !== undefined && (await driver.verifyKey(status.device, key.bytes()));
     if (!proven) {
-      throw luksError('E_MAPPING_CONFLICT', `Mapping ${name} has no recorded owner and this key does not open its header; refusing to answer it for this request`, {
+      throw daemonError('E_MAPPING_CONFLICT', `Mapping ${name} has no recorded owner and this key does not open its header; refusing to answer it for this request`, {
         details: { name, differs: ['key_id'] },
       });
     }
@@ -155,7 +155,7 @@ export function attachPipeline(deps: ServiceDeps, locks: KeyedLock) {
     const fetched = early ?? (await keyFor(plan, { ctx: plan.ctx, pinned, header, previous }, peer, timings));
     const { choice, source } = fetched;
     try {
-      const wish: AttachWish = { projectId: plan.projectId, keyId: choice.keyId, provider: plan.provider, readOnly: plan.readOnly };
+      const wish: AttachWish = { device: pinned, projectId: plan.projectId, keyId: choice.keyId, provider: plan.provider, readOnly: plan.readOnly };
       const existing = await existingFor(plan.name, wish);
       if (existing !== undefined) await claimUnowned(plan.name, existing, wish, fetched.object);
       const record = plan.record({ device: pinned, keyId: choice.keyId, luksUuid: header?.uuid, token: header?.token }, choice, previous);

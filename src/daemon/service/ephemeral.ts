@@ -1,7 +1,6 @@
 import { createHash } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import { resolveProvider } from '../../luks/providers/index.js';
-import { luksError } from '../../luks/errors.js';
 import { keyError } from '../../keyclient/errors.js';
 import { canonicalKeyId } from '../../keyclient/key-id.js';
 import type { KeyedLock } from '../../util/keyed-lock.js';
@@ -71,7 +70,7 @@ export function ephemeralService(deps: ServiceDeps, locks: KeyedLock): Ephemeral
         const given = body.key === undefined ? undefined : canonicalKeyId(body.key.id);
         if (recorded !== undefined) {
           if (given !== undefined && given !== recorded) {
-            throw luksError('E_MAPPING_CONFLICT', `Ephemeral disk ${name} was made with key ${recorded}, not ${given}; refusing (the disk's key never changes)`, { details: { name, differs: ['key_id'] } });
+            throw daemonError('E_MAPPING_CONFLICT', `Ephemeral disk ${name} was made with key ${recorded}, not ${given}; refusing (the disk's key never changes)`, { details: { name, differs: ['key_id'] } });
           }
           return { keyId: recorded, created: false };
         }

@@ -1,5 +1,4 @@
-import type { MappingStatus } from '../../luks/driver.js';
-import { luksError } from '../../luks/errors.js';
+import type { DeviceIdentity, MappingStatus } from '../../luks/driver.js';
 import { providerDefinition, type Provider } from '../../luks/providers/index.js';
 import { daemonError } from '../errors.js';
 import type { VolumeRecord } from '../volume-registry.js';
@@ -16,6 +15,8 @@ import type { VolumeRecord } from '../volume-registry.js';
 
 /** What an attach asks for, as far as an existing mapping can be compared with it. */
 export interface AttachWish {
+  /** The device the request pinned: the same name over another device is another request. */
+  device: DeviceIdentity;
   projectId: string;
   keyId: string;
   provider: Exclude<Provider, 'nop'>;
@@ -43,6 +44,7 @@ export function ownRecord(name: string, record: VolumeRecord | undefined, operat
  */
 export function attachDifferences(record: VolumeRecord, status: MappingStatus, wish: AttachWish): string[] {
   const differs: string[] = [];
+  if (status.deviceRdev !== undefined && status.deviceRdev !== wish.device.rdev) differs.push('device');
   if (record.projectId !== null && record.projectId !== wish.projectId) differs.push('project_id');
   if (record.keyId !== null && record.keyId !== wish.keyId) differs.push('key_id');
   if (status.type !== undefined && !opensAs(wish.provider, status.type)) differs.push('provider');
@@ -68,7 +70,7 @@ function opensAs(provider: AttachWish['provider'], type: string): boolean {
 export function assertSameAttach(name: string, record: VolumeRecord, status: MappingStatus, wish: AttachWish): void {
   const differs = attachDifferences(record, status, wish);
   if (differs.length === 0) return;
-  throw luksError('E_MAPPING_CONFLICT', `Mapping ${name} is already open with another ${differs.join(', ')}; refusing to answer it for this request (detach it first if it is stale)`, {
+  throw daemonError('E_MAPPING_CONFLICT', `Mapping ${name} is already open with another ${differs.join(', ')}; refusing to answer it for this request (detach it first if it is stale)`, {
     details: { name, differs },
   });
 }

@@ -1,7 +1,6 @@
 import { performance } from 'node:perf_hooks';
 import type { MappingStatus } from '../../luks/driver.js';
 import { resolveProvider } from '../../luks/providers/index.js';
-import { luksError } from '../../luks/errors.js';
 import { canonicalKeyId } from '../../keyclient/key-id.js';
 import type { KeyedLock } from '../../util/keyed-lock.js';
 import { daemonError } from '../errors.js';
@@ -96,7 +95,7 @@ export function volumeService(deps: ServiceDeps, locks: KeyedLock): VolumeServic
         if ((await driver.status(name)) === undefined) throw notFound(name);
         const record = ownRecord(name, deps.registry.get(name), 'resize');
         if (record.projectId !== null && record.projectId !== body.project_id) {
-          throw luksError('E_MAPPING_CONFLICT', `Mapping ${name} was attached for another project; refusing to resize it for ${body.project_id}`, { details: { name, differs: ['project_id'] } });
+          throw daemonError('E_MAPPING_CONFLICT', `Mapping ${name} was attached for another project; refusing to resize it for ${body.project_id}`, { details: { name, differs: ['project_id'] } });
         }
         const { object: key } = await fetchKey(deps, keyContext(body.project_id, body.auth?.token), body.key.id, peer, `resize ${name}`);
         try {

@@ -252,7 +252,6 @@ interface FailedCall {
   now: number;
 }
 
-/** A non-2xx Barbican answer as the KeyClientError the contract names. */
 /**
  * A symmetric key's bytes must be what its metadata says. An answer cut short
  * where the cut looks like the end (a proxy that sends no Content-Length and
@@ -300,6 +299,7 @@ function beforeDeadline<T>(ctx: RequestContext, work: Promise<T>): Promise<T> {
   });
 }
 
+/** A non-2xx Barbican answer as the KeyClientError the contract names. */
 function statusError(f: FailedCall): KeyClientError {
   const { res, req, call: c } = f;
   const reason = safeReason(res, c.body);
