@@ -13,8 +13,16 @@
 // takes on a 2-core machine; past it the file's whole process group is killed and the file
 // fails. Files that used more than half their budget are named, so a slowdown shows in
 // every CI log before it becomes a failure.
+//
+// Skips: scripts/skip-reporter.mjs records every skipped test and suite (node 20's own
+// "skipped" total leaves out a skipped describe(), so a suite gated off by root or by a
+// container that would not start used to vanish). The summary names each with its reason.
+// Where the environment promised everything can run (CI=true: a root Debian machine with
+// the packages `make deps` installs), a skip fails the run unless PORTCULLIS_ALLOWED_SKIPS
+// (comma-separated substrings of "file: suite > test") lists it; .ci/run lists nothing.
 import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 
 const root = new URL('..', import.meta.url).pathname;
@@ -43,6 +51,16 @@ if (files.length === 0) {
   console.error(`no test files match ${filters.join(' ') || '(all)'} under ${testRoot}; did the build run?`);
   process.exit(1);
 }
+/** CI promises a root Debian machine with every package: nothing may skip there unless listed. */
+const strictSkips = !['', '0', 'false', 'no'].includes((process.env.CI ?? '').toLowerCase());
+const allowedSkips = (process.env.PORTCULLIS_ALLOWED_SKIPS ?? '')
+  .split(',')
+  .map((s) => s.trim())
+  .filter((s) => s !== '');
+const skipReporter = join(root, 'scripts', 'skip-reporter.mjs');
+const skipDir = join(tmpdir(), `portcullis-test-skips-${process.pid}`);
+rmSync(skipDir, { recursive: true, force: true });
+mkdirSync(skipDir, { recursive: true });
 const slots = Math.max(1, Number(process.env.TEST_CONCURRENCY ?? '2'));
 // Tests that drive whole systems (test/fixtures/diagnostics.ts) leave what they saw here on failure.
 const diagnostics = join(root, '.cache', 'test-diagnostics');
@@ -64,9 +82,11 @@ function runFile(file) {
   const kind = kindOf(file);
   const budgetMs = BUDGET_SECONDS[kind] * 1000;
   const t0 = Date.now();
+  const skipFile = join(skipDir, `${relative(testRoot, file).replaceAll('/', '_')}.jsonl`);
   return new Promise((resolve) => {
     // Its own process group, so that a file over budget is killed with every server it started.
-    const child = spawn(process.execPath, ['--test', '--test-reporter=spec', `--test-timeout=${budgetMs}`, file], {
+    const reporters = ['--test-reporter=spec', '--test-reporter-destination=stdout', `--test-reporter=${skipReporter}`, `--test-reporter-destination=${skipFile}`];
+    const child = spawn(process.execPath, ['--test', ...reporters, `--test-timeout=${budgetMs}`, file], {
       cwd: root,
       detached: true,
       stdio: ['ignore', 'pipe', 'pipe'],
@@ -98,7 +118,13 @@ function runFile(file) {
       const c = counts(output);
       const ok = code === 0 && !timedOut;
       if (!ok && c.fail === 0) c.fail = 1; // a crash or a kill counts, even with no test reported failed
-      resolve({ file: relative(testRoot, file), kind, seconds, budget: BUDGET_SECONDS[kind], ok, timedOut, code, signal, output, ...c });
+      const skips = existsSync(skipFile)
+        ? readFileSync(skipFile, 'utf8')
+            .split('\n')
+            .filter((line) => line !== '')
+            .map((line) => JSON.parse(line))
+        : [];
+      resolve({ file: relative(testRoot, file), kind, seconds, budget: BUDGET_SECONDS[kind], ok, timedOut, code, signal, output, ...c, skips });
     });
   });
 }
@@ -171,6 +197,28 @@ if (failed.length > 0) {
     }
   }
 }
-const skipped = total('skipped');
-console.log(`\n${total('pass')} passed, ${total('fail') + total('cancelled')} failed${skipped > 0 ? `, ${skipped} skipped` : ''}`);
-process.exit(failed.length === 0 ? 0 : 1);
+rmSync(skipDir, { recursive: true, force: true });
+
+// Every skipped test and suite by name with its reason; a skipped suite is one line, its tests never ran.
+const skips = results.flatMap((r) => r.skips.map((s) => ({ ...s, label: `${r.file}: ${s.name}` })));
+const forbidden = strictSkips ? skips.filter((s) => !allowedSkips.some((needle) => s.label.includes(needle))) : [];
+if (skips.length > 0) {
+  console.log(`\n# skipped (${skips.length}):`);
+  for (const s of skips) {
+    const mark = forbidden.includes(s) ? '  NOT ALLOWED' : '';
+    console.log(`#   ${s.suite ? 'suite ' : ''}${s.label} # ${s.reason || '(no reason given)'}${mark}`);
+  }
+}
+if (forbidden.length > 0) {
+  console.log(
+    `# ${forbidden.length} skip(s) not allowed: CI=${process.env.CI} promises a machine where everything runs; ` +
+      `PORTCULLIS_ALLOWED_SKIPS ${allowedSkips.length > 0 ? `lists only ${allowedSkips.join(', ')}` : 'is empty'}`,
+  );
+}
+const suites = skips.filter((s) => s.suite).length;
+const skipNote =
+  skips.length > 0
+    ? `, ${skips.length} skipped${suites > 0 ? ` (${suites} of them whole suites)` : ''}${forbidden.length > 0 ? `, ${forbidden.length} of the skips not allowed` : ''}`
+    : '';
+console.log(`\n${total('pass')} passed, ${total('fail') + total('cancelled')} failed${skipNote}`);
+process.exit(failed.length === 0 && forbidden.length === 0 ? 0 : 1);

@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { daemonClient } from '../../src/cli/daemon-client.js';
 import { rejectsWithCode } from '../helpers/errors.js';
+import { recordTimeouts } from '../helpers/timers.js';
 import { healthOk, jsonError, portcullis, startStandIn, type StandIn } from './daemon-stand-in.js';
 
 /**
@@ -75,9 +76,12 @@ describe('daemonClient() request', () => {
 
   it('gives up after timeoutMs with E_DAEMON_TIMEOUT, saying the request may still complete', async () => {
     standIn.answer('PUT', '/v1/volumes/slow', { hang: true });
-    const started = Date.now();
-    const err = await rejectsWithCode(daemonClient(standIn.socketPath, { timeoutMs: 300 }).request('PUT', '/v1/volumes/slow', {}), 'E_DAEMON_TIMEOUT');
-    assert.ok(Date.now() - started < 5000);
+    const timers = recordTimeouts();
+    const err = await rejectsWithCode(daemonClient(standIn.socketPath, { timeoutMs: 300 }).request('PUT', '/v1/volumes/slow', {}), 'E_DAEMON_TIMEOUT').finally(() => timers.restore());
+    // What ended it: the client's one timer, armed with timeoutMs, not the default (the stand-in never answers).
+    assert.deepEqual(timers.delays(), [300]);
+    assert.deepEqual((err as unknown as { details: unknown }).details, { socket: standIn.socketPath, method: 'PUT', path: '/v1/volumes/slow', timeout_seconds: 0.3 });
+    assert.equal(standIn.seen.at(-1)?.url, '/v1/volumes/slow', 'the request was sent, so it may still complete');
     assert.match(err.message, /may still complete/);
   });
 });

@@ -13,6 +13,7 @@ import { fileURLToPath } from 'node:url';
 import { after, describe, it } from 'node:test';
 import { stringify } from 'yaml';
 import { startDaemonProcess } from '../fixtures/daemon.js';
+import { waitUntil } from '../helpers/wait.js';
 
 const cli = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
 const daemonMain = fileURLToPath(new URL('../fixtures/daemon-main.js', import.meta.url));
@@ -58,6 +59,16 @@ describe('portcullisd key memory', () => {
       t.skip('core dumps go to a helper (core_pattern is a pipe) on this host; cannot look for a core file');
       return;
     }
+    // Positive control: a dumpable process started the same way, killed the same way, does leave a core here;
+    // without this, a host whose core_pattern writes elsewhere would pass for any daemon.
+    const control = mkdtempSync(join(dir, 'control-'));
+    const dumpable = spawn('/bin/sh', ['-c', 'ulimit -c unlimited && exec sleep 600'], { cwd: control, stdio: 'ignore' });
+    const dumped = new Promise<NodeJS.Signals | null>((resolve) => dumpable.once('exit', (_code, signal) => resolve(signal)));
+    await waitUntil('the control process runs sleep', () => readFileSync(`/proc/${dumpable.pid as number}/comm`, 'utf8').trim() === 'sleep');
+    dumpable.kill('SIGSEGV');
+    assert.equal(await dumped, 'SIGSEGV');
+    assert.equal(readdirSync(control).filter((f) => f.startsWith('core')).length, 1, `a dumpable process leaves a core in its cwd (core_pattern ${readFileSync('/proc/sys/kernel/core_pattern', 'utf8').trim()})`);
+
     const sub = mkdtempSync(join(dir, 'core-'));
     const configPath = join(sub, 'portcullis.yaml');
     writeFileSync(configPath, stringify({ ...config, socket: { path: join(sub, 'portcullis.sock') } }));

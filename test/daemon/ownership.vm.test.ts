@@ -170,18 +170,28 @@ describe('plain never maps over a device that holds something else', () => {
 });
 
 describe('erase acts only on what the record names', () => {
-  it("a device no record of that disk names is refused (409 E_ERASE_REFUSED): another volume's LUKS header is intact", async () => {
+  it("an erase naming a device no record of that disk names erases nothing: 404 E_VOLUME_NOT_FOUND without a record, 409 E_ERASE_REFUSED when the record names another device; the other volume's LUKS header is intact", async () => {
     const dev = await kernel.loopDevice(32);
     const key = createKey('tenant-a');
     ok(await daemon.call('PUT', '/v1/volumes/pd-victim', { device: dev, provider: 'luks2', key: { id: key }, project_id: 'tenant-a', format: 'if-blank' }));
     ok(await daemon.call('DELETE', '/v1/volumes/pd-victim'));
     const header = await kernel.sha(dev, 32 * 1024 * 1024);
-    const answer = await daemon.call('DELETE', '/v1/ephemeral/pdi-none/disk0?erase=true', { project_id: 'tenant-a', device: dev });
-    assert.ok([404, 409].includes(answer.status), answer.text);
-    assert.ok(['E_ERASE_REFUSED', 'E_VOLUME_NOT_FOUND'].includes(code(answer)), code(answer));
+    // No record of the disk at all: eraseTarget() (src/daemon/service/ownership.ts) answers E_VOLUME_NOT_FOUND.
+    const unrecorded = await daemon.call('DELETE', '/v1/ephemeral/pdi-none/disk0?erase=true', { project_id: 'tenant-a', device: dev });
+    assert.equal(unrecorded.status, 404, unrecorded.text);
+    assert.equal(code(unrecorded), 'E_VOLUME_NOT_FOUND');
+    // A record of the disk on its own device: naming the victim instead is E_ERASE_REFUSED.
+    const own = await kernel.loopDevice(32);
+    ok(await daemon.call('PUT', '/v1/ephemeral/pdi-dev/disk0', { device: own, project_id: 'tenant-a' }));
+    const refused = await daemon.call('DELETE', '/v1/ephemeral/pdi-dev/disk0?erase=true', { project_id: 'tenant-a', device: dev });
+    assert.equal(refused.status, 409, refused.text);
+    assert.equal(code(refused), 'E_ERASE_REFUSED');
+    await kernel.sh('test -b /dev/mapper/ephemeral-pdi-dev-disk0');
     assert.equal(await kernel.sha(dev, 32 * 1024 * 1024), header);
     ok(await daemon.call('PUT', '/v1/volumes/pd-victim', { device: dev, provider: 'luks2', key: { id: key }, project_id: 'tenant-a' }));
     ok(await daemon.call('DELETE', '/v1/volumes/pd-victim'));
+    const erased = ok<{ erased: boolean; key_deleted: boolean }>(await daemon.call('DELETE', '/v1/ephemeral/pdi-dev/disk0?erase=true', { project_id: 'tenant-a' }));
+    assert.deepEqual([erased.erased, erased.key_deleted], [true, true]);
   });
 
   it('a key the record did not create for that disk is never deleted (409 E_ERASE_REFUSED), and the disk is not erased', async () => {
@@ -207,6 +217,7 @@ describe('erase acts only on what the record names', () => {
     ok(await daemon.call('DELETE', '/v1/ephemeral/pdi-p/disk0'));
     const erased = ok<{ erased: boolean; key_deleted: boolean }>(await daemon.call('DELETE', '/v1/ephemeral/pdi-p/disk0?erase=true', { project_id: 'tenant-a' }));
     assert.deepEqual([erased.erased, erased.key_deleted], [true, true]);
-    await kernel.sh(`! cryptsetup luksDump ${dev} | grep -qE '^  [0-9]+: luks2'`);
+    // luksDump's own exit is checked: a failed dump shows no keyslot either, and must not pass for an erased disk.
+    await kernel.sh(`dump="$(cryptsetup luksDump ${dev})" && ! printf '%s\\n' "$dump" | grep -qE '^  [0-9]+: luks2'`);
   });
 });

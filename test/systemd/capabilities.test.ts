@@ -39,20 +39,48 @@ function effectiveCapabilities(pid: number): bigint {
 }
 
 /** GET path as uid nobody with the given supplementary groups (setpriv), from a child; resolves the HTTP status. */
-function statusAsNobody(socketPath: string, groups: number[], path: string): Promise<number> {
+/**
+ * A GET as uid nobody with `groups`. With `change`, the peer's supplementary groups differ between what
+ * the kernel recorded at connect() and what /proc/PID/status shows when the daemon accepts: the daemon
+ * (pid `change.daemonPid`) is stopped while the peer connects, switches to `change.groupsAfterConnect`
+ * (it keeps CAP_SETGID for that, as an ambient capability) and sends its request; then it is continued.
+ */
+async function statusAsNobody(socketPath: string, groups: number[], path: string, change?: { daemonPid: number; groupsAfterConnect: number[] }): Promise<number> {
   const script = `
-    const req = require('node:http').request({ socketPath: process.argv[1], path: process.argv[2] }, (res) => { res.resume(); res.on('end', () => process.stdout.write(String(res.statusCode))); });
-    req.on('error', (e) => process.stdout.write('error ' + e.code));
-    req.end();`;
-  const child = spawn('/usr/bin/setpriv', [`--reuid=${NOBODY}`, `--regid=${NOBODY}`, `--groups=${groups.join(',')}`, '--', process.execPath, '-e', script, socketPath, path], {
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
-  let out = '';
-  child.stdout.on('data', (c: Buffer) => (out += c.toString()));
-  return new Promise((resolve, reject) => {
-    child.on('error', reject);
-    child.on('close', () => (/^\d+$/.test(out) ? resolve(Number(out)) : reject(new Error(`peer printed "${out}"`))));
-  });
+    const [socketPath, path, after] = process.argv.slice(1);
+    const socket = require('node:net').connect(socketPath, () => {
+      if (after !== '') process.setgroups(after.split(',').map(Number));
+      const req = require('node:http').request({ createConnection: () => socket, path }, (res) => { res.resume(); res.on('end', () => process.stdout.write(String(res.statusCode))); });
+      req.on('error', (e) => process.stdout.write('error ' + e.code));
+      req.end(() => process.stderr.write('sent\\n'));
+    });
+    socket.on('error', (e) => process.stdout.write('error ' + e.code));`;
+  const keepSetgid = change === undefined ? [] : ['--inh-caps=+setgid', '--ambient-caps=+setgid'];
+  const argv = [`--reuid=${NOBODY}`, `--regid=${NOBODY}`, `--groups=${groups.join(',')}`, ...keepSetgid, '--', process.execPath, '-e', script, socketPath, path, (change?.groupsAfterConnect ?? []).join(',')];
+  if (change !== undefined) process.kill(change.daemonPid, 'SIGSTOP');
+  try {
+    const child = spawn('/usr/bin/setpriv', argv, { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (c: Buffer) => (out += c.toString()));
+    const sent = new Promise<void>((resolve) =>
+      child.stderr.on('data', (c: Buffer) => {
+        err += c.toString();
+        if (err.includes('sent\n')) resolve();
+      }),
+    );
+    const closed = new Promise<number>((resolve, reject) => {
+      child.on('error', reject);
+      child.on('close', () => (/^\d+$/.test(out) ? resolve(Number(out)) : reject(new Error(`peer printed "${out}" ${err}`))));
+    });
+    if (change !== undefined) {
+      await Promise.race([sent, closed]);
+      process.kill(change.daemonPid, 'SIGCONT');
+    }
+    return await closed;
+  } finally {
+    if (change !== undefined) process.kill(change.daemonPid, 'SIGCONT');
+  }
 }
 
 describe("portcullisd with the unit's capability bounding set", { skip: !isRoot && 'needs root (setpriv, chown, other uids)' }, () => {
@@ -102,7 +130,7 @@ describe("portcullisd with the unit's capability bounding set", { skip: !isRoot 
     assert.equal(await daemon.stop(), 0);
   });
 
-  it("authorises a peer of another uid by a supplementary group read from its /proc/PID/status, without CAP_DAC_OVERRIDE", async (t) => {
+  it('authorises a peer of another uid by the supplementary groups it had at connect() (SO_PEERGROUPS), never those /proc/PID/status shows later, without CAP_DAC_OVERRIDE', async (t) => {
     const cfg = config('peers');
     const daemon = spawnDaemon(['/usr/bin/setpriv', `--bounding-set=${boundingSet(caps)}`, '--', process.execPath, daemonMain, '--config', cfg], {
       CREDENTIALS_DIRECTORY: credentials,
@@ -113,6 +141,11 @@ describe("portcullisd with the unit's capability bounding set", { skip: !isRoot 
     // The socket group lets both connect; only the agent group (supplementary, not primary) grants the role.
     assert.equal(await statusAsNobody(socketPath, [SOCKET_GID], '/v1/health'), 403);
     assert.ok([200, 503].includes(await statusAsNobody(socketPath, [SOCKET_GID, AGENT_GID], '/v1/health')));
+    // Groups changed between connect() and the daemon's accept(): the ones at connect() decide, as SO_PEERGROUPS recorded them.
+    const left = await statusAsNobody(socketPath, [SOCKET_GID, AGENT_GID], '/v1/health', { daemonPid: daemon.pid, groupsAfterConnect: [SOCKET_GID] });
+    assert.ok([200, 503].includes(left), `the agent group left after connect(): ${left}`);
+    const joined = await statusAsNobody(socketPath, [SOCKET_GID], '/v1/health', { daemonPid: daemon.pid, groupsAfterConnect: [SOCKET_GID, AGENT_GID] });
+    assert.equal(joined, 403, 'the agent group joined after connect()');
     assert.equal(await daemon.stop(), 0);
   });
 

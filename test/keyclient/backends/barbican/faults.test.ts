@@ -18,6 +18,7 @@ import { startBarbican, type BarbicanServer } from '../../../fixtures/barbican-s
 import { makeTestCa, startInterposer, startSilentServer, startTlsProxy, type Exchange } from '../../../fixtures/servers/fakes.js';
 import { freePort } from '../../../fixtures/servers/process.js';
 import { rejectsWithCode } from '../../../helpers/errors.js';
+import { recordTimeouts } from '../../../helpers/timers.js';
 
 const allocator = plainAllocator();
 const a: RequestContext = { projectId: 'project-a' };
@@ -51,13 +52,17 @@ describe('barbican order polling', () => {
   it('createKey() polls a PENDING order until it is ACTIVE, retry_delay apart', async () => {
     const proxy = await startInterposer(barbican.url, pendingFor(2));
     const km = await openBarbican({ endpoint: proxy.url, number_of_retries: 5, retry_delay: 0.1 });
-    const started = Date.now();
-    const id = await km.createKey(a, { algorithm: 'aes', length: 256 });
-    assert.ok(Date.now() - started >= 200, 'two waits of retry_delay');
-    assert.equal(proxy.exchanges.filter(isOrderPoll).length, 3);
-    assert.equal((await km.get(a, id)).bytes().length, 32);
-    await km.close();
-    await proxy.stop();
+    try {
+      const timers = recordTimeouts();
+      const id = await km.createKey(a, { algorithm: 'aes', length: 256 }).finally(() => timers.restore());
+      // 100 ms is no other timer's delay here (the request timeout defaults to 30 s): these are the waits between polls.
+      assert.deepEqual(timers.delays().filter((ms) => ms === 100), [100, 100], 'two waits of retry_delay, one before each poll after the first');
+      assert.equal(proxy.exchanges.filter(isOrderPoll).length, 3);
+      assert.equal((await km.get(a, id)).bytes().length, 32);
+    } finally {
+      await km.close();
+      await proxy.stop();
+    }
   });
 
   it('createKey() gives up with E_KEY_CREATE_FAILED after one poll plus number_of_retries', async () => {
@@ -191,15 +196,19 @@ describe('barbican timeouts', () => {
     // FAKE: a hung server; a real one cannot be made to hang on demand.
     const silent = await startSilentServer();
     const km = await openBarbican({ endpoint: silent.url, timeout: 0.3 });
-    const started = Date.now();
-    const err = await rejectsWithCode(km.get(a, randomUUID()), 'E_BACKEND_UNAVAILABLE');
-    const elapsed = Date.now() - started;
-    assert.ok(elapsed >= 250 && elapsed < 2000, `took ${elapsed} ms`);
-    assert.match(err.message, /did not answer within 0.3 s/);
-    assert.equal((err as unknown as { details: { requestSent: boolean } }).details.requestSent, true);
-    assert.equal((await km.health()).ok, false);
-    await km.close();
-    await silent.stop();
+    try {
+      const timers = recordTimeouts();
+      const err = await rejectsWithCode(km.get(a, randomUUID()), 'E_BACKEND_UNAVAILABLE').finally(() => timers.restore());
+      // What ended it: the client's own timer, armed with `timeout` (the silent server never answers nor closes).
+      assert.deepEqual(timers.delays(), [300], 'one request, its timer armed with timeout: 0.3');
+      assert.match(err.message, /did not answer within 0.3 s/);
+      assert.equal(silent.connections(), 1, 'the request reached the server once');
+      assert.equal((err as unknown as { details: { requestSent: boolean } }).details.requestSent, true);
+      assert.equal((await km.health()).ok, false);
+    } finally {
+      await km.close();
+      await silent.stop();
+    }
   });
 });
 

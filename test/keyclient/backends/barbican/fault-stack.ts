@@ -1,18 +1,21 @@
 /**
- * What the key-manager fault tests share: a real Keystone, a real Barbican
- * behind it (keystone pipeline), the fault proxy in front of Barbican, a
- * direct client for making keys, and the daemon's own stack
- * (openCachedKeyManager from a validated config) talking through the proxy.
+ * What the Barbican fault tests (faults-*.test.ts) share: a real Keystone, a
+ * real Barbican behind it (keystone pipeline), the fault proxy in front of
+ * Barbican, a direct client for making keys, and the stacks the daemon and
+ * the CLI build from a validated config, talking through the proxy.
  */
-import { validateConfig } from '../../src/config/load.js';
-import type { CachingKeyManager } from '../../src/keyclient/cache.js';
-import type { KeyManager, RequestContext } from '../../src/keyclient/key-manager.js';
-import { openCachedKeyManager, openKeyManager } from '../../src/keyclient/open.js';
-import { plainAllocator } from '../../src/keyclient/secure-memory.js';
-import { startBarbican, type BarbicanServer } from '../fixtures/barbican-server.js';
-import { startFaultProxy, type Attempt, type FaultProxy } from '../fixtures/fault-proxy.js';
-import { startKeystone, type KeystoneServer } from '../fixtures/keystone-server.js';
-import { waitUntil } from '../helpers/wait.js';
+import { setTimeout as delay } from 'node:timers/promises';
+import { validateConfig } from '../../../../src/config/load.js';
+import { barbicanBackend } from '../../../../src/keyclient/backends/barbican/backend.js';
+import { cachingKeyManager, type CachingKeyManager } from '../../../../src/keyclient/cache.js';
+import type { KeyManager, RequestContext } from '../../../../src/keyclient/key-manager.js';
+import { openKeyManager } from '../../../../src/keyclient/open.js';
+import { retryingKeyManager } from '../../../../src/keyclient/retry.js';
+import { plainAllocator } from '../../../../src/keyclient/secure-memory.js';
+import { startBarbican, type BarbicanServer } from '../../../fixtures/barbican-server.js';
+import { startFaultProxy, type Attempt, type FaultProxy } from '../../../fixtures/fault-proxy.js';
+import { startKeystone, type KeystoneServer } from '../../../fixtures/keystone-server.js';
+import { waitUntil } from '../../../helpers/wait.js';
 
 export interface StackOptions {
   cache?: object;
@@ -28,8 +31,14 @@ export interface FaultStack {
   direct: KeyManager;
   /** Project A, where portcullis' service user may create and read. */
   ctx: RequestContext;
-  /** The daemon's stack through the proxy: 3 attempts, 50 ms base backoff, 2 s timeout unless overridden. */
-  openStack(options?: StackOptions, now?: () => number): Promise<CachingKeyManager>;
+  /**
+   * The daemon's stack through the proxy, cache(retry(barbican)) as openCachedKeyManager() builds it:
+   * 3 attempts, 50 ms base backoff, 2 s timeout unless overridden. `retryWaits` lists each wait
+   * (ms) the retry layer chose between attempts, in order: what it waited for, not how long it took.
+   */
+  openStack(options?: StackOptions, now?: () => number): Promise<CachingKeyManager & { retryWaits: number[] }>;
+  /** The CLI's stack through the proxy, retry(barbican) (openKeyManager(), no cache). */
+  openRetrying(options?: StackOptions): Promise<KeyManager>;
   newKey(): Promise<string>;
   /** Resolves once every exchange the proxy received was answered or torn down (bounded: 1 s). */
   noneInFlight(): Promise<void>;
@@ -73,7 +82,21 @@ export async function startFaultStack(): Promise<FaultStack> {
       proxy,
       direct,
       ctx,
-      openStack: (options = {}, now) => openCachedKeyManager(configFor(proxy.url, options), now === undefined ? { allocator } : { allocator, now }),
+      async openStack(options = {}, now) {
+        const config = configFor(proxy.url, options);
+        const deps = now === undefined ? { allocator } : { allocator, now };
+        // openCachedKeyManager()'s composition, with the retry layer's sleep observed (it still really waits).
+        const barbicanOptions = config.key_manager.barbican;
+        if (barbicanOptions === undefined) throw new Error('the validated config has no barbican section');
+        const backend = await barbicanBackend.create(barbicanOptions, deps);
+        const retryWaits: number[] = [];
+        const sleep = async (ms: number, signal: AbortSignal) => {
+          retryWaits.push(ms);
+          await delay(ms, undefined, { signal }).catch(() => undefined);
+        };
+        return Object.assign(cachingKeyManager(retryingKeyManager(backend, config.retry, { sleep }), config.cache, deps), { retryWaits });
+      },
+      openRetrying: (options = {}) => openKeyManager(configFor(proxy.url, options), { allocator }),
       newKey: () => direct.createKey(ctx, { algorithm: 'aes', length: 256 }),
       noneInFlight: () => waitUntil('no exchange left open at the proxy', () => proxy.inFlight() === 0, { timeoutMs: 1000, intervalMs: 10, describe: () => `in flight: ${proxy.inFlight()}` }),
       noConnections: () => waitUntil('no connection left open to the proxy', () => proxy.openConnections() === 0, { timeoutMs: 1000, intervalMs: 10, describe: () => `open: ${proxy.openConnections()}` }),
