@@ -1,4 +1,4 @@
-import { PortcullisError, type ErrorOptions, type ErrorRegistry } from '../src/errors.js';
+import { errorFamily, type ErrorOptions, type ErrorRegistry } from '../src/errors.js';
 
 /**
  * Codes the native addon (native/src) and its loader throw. Arguments of the
@@ -16,14 +16,8 @@ export const nativeErrors = {
 
 export type NativeErrorCode = keyof typeof nativeErrors;
 
-export class NativeError extends PortcullisError {
-  override readonly name = 'NativeError';
-  declare readonly code: NativeErrorCode;
-
-  constructor(code: NativeErrorCode, message: string, options?: ErrorOptions) {
-    super(code, message, options);
-  }
-}
+export const NativeError = errorFamily('NativeError', nativeErrors);
+export type NativeError = InstanceType<typeof NativeError>;
 
 export function nativeError(code: NativeErrorCode, message: string, options?: ErrorOptions): NativeError {
   return new NativeError(code, message, options);

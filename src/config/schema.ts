@@ -9,13 +9,14 @@ import { limitsOptionsSchema, logOptionsSchema, luksOptionsSchema, rolesOptionsS
  * only composes them. Unknown keys are rejected everywhere (strict objects),
  * so a typo is an error, not a silently ignored setting.
  */
+type BackendSections = { [K in BackendName]: z.ZodOptional<(typeof backends)[K]['optionsSchema']> };
+/** One optional section per registered backend, named as registry.ts names it: a new backend needs no line here. */
+const backendSections = Object.fromEntries(backendNames.map((name) => [name, backends[name].optionsSchema.optional()])) as BackendSections;
+
 const keyManagerSchema = z
   .strictObject({
     backend: z.enum(backendNames as [BackendName, ...BackendName[]]).default('local'),
-    local: backends.local.optionsSchema.optional(),
-    barbican: backends.barbican.optionsSchema.optional(),
-    kmip: backends.kmip.optionsSchema.optional(),
-    fixed: backends.fixed.optionsSchema.optional(),
+    ...backendSections,
   })
   .transform((km, ctx) => {
     // The selected backend's section may be omitted when its defaults suffice;

@@ -17,6 +17,7 @@ import { describeMapping, listMappings } from './mapping-status.js';
 import { diskTokenJson, type DiskToken } from './disk-token.js';
 import { assertNotCryptMapping, deviceHolders } from './device-use.js';
 import { disksWithToken } from './disk-search.js';
+import type { LuksDriver } from './luks-driver.js';
 
 export type { MappingStatus } from './status.js';
 export type { DeviceIdentity } from './device-identity.js';
@@ -30,7 +31,7 @@ export type { DriverOptions, FormatOptions, KeyslotKdf, KeyslotUpgrade, LuksDump
 const NAME = /^[A-Za-z0-9][A-Za-z0-9_.+-]{0,126}$/;
 const DEVICE = /^\/dev\/[A-Za-z0-9_./:+@-]+$/;
 
-export type LuksDriver = ReturnType<typeof createLuksDriver>;
+export type { LuksDriver } from './luks-driver.js';
 
 /**
  * cryptsetup for what only it can do (format, open, close, resize, erase),
@@ -40,7 +41,7 @@ export type LuksDriver = ReturnType<typeof createLuksDriver>;
  * never argv, environment, logs or temp files. One lock per device and per
  * mapping name.
  */
-export function createLuksDriver(options: DriverOptions) {
+export function createLuksDriver(options: DriverOptions): LuksDriver {
   const { ops } = options;
   const ctx: ExecContext = { runner: ops, timeoutMs: options.timeoutMs ?? 120_000 };
   const locks = keyedLock();

@@ -170,23 +170,27 @@ describe('plain never maps over a device that holds something else', () => {
 });
 
 describe('erase acts only on what the record names', () => {
-  it("an erase naming a device no record of that disk names erases nothing: 404 E_VOLUME_NOT_FOUND without a record, 409 E_ERASE_REFUSED when the record names another device; the other volume's LUKS header is intact", async () => {
+  it("an erase never acts on a disk it cannot prove: 404 E_VOLUME_NOT_FOUND with no record and no disk carrying its token, 409 E_ERASE_REFUSED for a named device that is not the disk (with or without a record); the other volume's LUKS header is intact", async () => {
     const dev = await kernel.loopDevice(32);
     const key = createKey('tenant-a');
     ok(await daemon.call('PUT', '/v1/volumes/pd-victim', { device: dev, provider: 'luks2', key: { id: key }, project_id: 'tenant-a', format: 'if-blank' }));
     ok(await daemon.call('DELETE', '/v1/volumes/pd-victim'));
     const header = await kernel.sha(dev, 32 * 1024 * 1024);
-    // No record of the disk at all: eraseTarget() (src/daemon/service/ownership.ts) answers E_VOLUME_NOT_FOUND.
-    const unrecorded = await daemon.call('DELETE', '/v1/ephemeral/pdi-none/disk0?erase=true', { project_id: 'tenant-a', device: dev });
+    // No record and no disk on the host carries the token of pdi-none: nothing to erase.
+    const unrecorded = await daemon.call('DELETE', '/v1/ephemeral/pdi-none/disk0?erase=true', { project_id: 'tenant-a' });
     assert.equal(unrecorded.status, 404, unrecorded.text);
     assert.equal(code(unrecorded), 'E_VOLUME_NOT_FOUND');
+    // Naming the victim: its header holds no token of that disk, so it is not the disk.
+    const named = await daemon.call('DELETE', '/v1/ephemeral/pdi-none/disk0?erase=true', { project_id: 'tenant-a', device: dev });
+    assert.equal(named.status, 409, named.text);
+    assert.equal(code(named), 'E_ERASE_REFUSED');
     // A record of the disk on its own device: naming the victim instead is E_ERASE_REFUSED.
     const own = await kernel.loopDevice(32);
     ok(await daemon.call('PUT', '/v1/ephemeral/pdi-dev/disk0', { device: own, project_id: 'tenant-a' }));
     const refused = await daemon.call('DELETE', '/v1/ephemeral/pdi-dev/disk0?erase=true', { project_id: 'tenant-a', device: dev });
     assert.equal(refused.status, 409, refused.text);
     assert.equal(code(refused), 'E_ERASE_REFUSED');
-    await kernel.sh('test -b /dev/mapper/ephemeral-pdi-dev-disk0');
+    await kernel.sh('test -b /dev/mapper/ephemeral-pdi-dev+disk0');
     assert.equal(await kernel.sha(dev, 32 * 1024 * 1024), header);
     ok(await daemon.call('PUT', '/v1/volumes/pd-victim', { device: dev, provider: 'luks2', key: { id: key }, project_id: 'tenant-a' }));
     ok(await daemon.call('DELETE', '/v1/volumes/pd-victim'));
