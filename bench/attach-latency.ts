@@ -7,7 +7,7 @@
  * Run: make build && node dist/bench/attach-latency.js [ROUNDS]
  */
 import { barbicanBackend } from '../src/keyclient/backends/barbican/backend.js';
-import { plainAllocator } from '../src/keyclient/secure-memory.js';
+import { plainAllocator } from '../src/util/secure-memory.js';
 import { startBarbican } from '../test/fixtures/barbican-server.js';
 import { daemonKernel } from '../test/daemon/vm-setup.js';
 

@@ -18,7 +18,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { barbicanBackend } from '../src/keyclient/backends/barbican/backend.js';
-import { plainAllocator } from '../src/keyclient/secure-memory.js';
+import { plainAllocator } from '../src/util/secure-memory.js';
 import { startBarbican } from '../test/fixtures/barbican-server.js';
 import { startKeystone } from '../test/fixtures/keystone-server.js';
 import { startInterposer } from '../test/fixtures/servers/fakes.js';

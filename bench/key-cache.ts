@@ -20,7 +20,7 @@ import { validateConfig } from '../src/config/load.js';
 import { cachingKeyManager } from '../src/keyclient/cache.js';
 import type { KeyManager } from '../src/keyclient/key-manager.js';
 import { openCachedKeyManager, openKeyManager } from '../src/keyclient/open.js';
-import { plainAllocator, type SecureAllocator } from '../src/keyclient/secure-memory.js';
+import { plainAllocator, type SecureAllocator } from '../src/util/secure-memory.js';
 import { lockedAllocator } from '../native/secure-allocator.js';
 import { startBenchDaemon, type BenchDaemon } from './daemon.js';
 import type { BenchRow } from './results.js';

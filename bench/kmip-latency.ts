@@ -7,7 +7,7 @@
  * Run: make build && node dist/bench/kmip-latency.js [ROUNDS]
  */
 import { kmipBackend, type KmipKeyManager } from '../src/keyclient/backends/kmip/backend.js';
-import { plainAllocator } from '../src/keyclient/secure-memory.js';
+import { plainAllocator } from '../src/util/secure-memory.js';
 import { startKmip } from '../test/fixtures/kmip-server.js';
 
 const rounds = Number(process.argv[2] ?? 200);

@@ -13,7 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { validateConfig } from '../src/config/load.js';
 import { openCachedKeyManager, openKeyManager } from '../src/keyclient/open.js';
-import { plainAllocator } from '../src/keyclient/secure-memory.js';
+import { plainAllocator } from '../src/util/secure-memory.js';
 import { lockedAllocator } from '../native/secure-allocator.js';
 import { secureStats } from '../native/index.js';
 import { pageSize } from '../src/daemon/memlock.js';

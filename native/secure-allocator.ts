@@ -1,4 +1,4 @@
-import { allocatorOver, type SecureAllocator } from '../src/keyclient/secure-memory.js';
+import { allocatorOver, type SecureAllocator } from '../src/util/secure-memory.js';
 import { loadNative, secureAlloc, secureWipe } from './index.js';
 
 /**

@@ -21,7 +21,7 @@ import { stringify } from 'yaml';
 import { validateConfig } from '../src/config/load.js';
 import type { KeyManager } from '../src/keyclient/key-manager.js';
 import { openKeyManager } from '../src/keyclient/open.js';
-import { plainAllocator } from '../src/keyclient/secure-memory.js';
+import { plainAllocator } from '../src/util/secure-memory.js';
 import { startBarbican, type BarbicanServer } from './fixtures/barbican-server.js';
 import { startDaemonProcess, type DaemonProcess } from './fixtures/daemon.js';
 import { startKeystone, type KeystoneServer } from './fixtures/keystone-server.js';

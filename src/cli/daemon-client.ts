@@ -5,7 +5,7 @@ import { cliError, type CliError } from './errors.js';
 
 /**
  * A small typed client of Socket API v1 (docs/api.md): HTTP/1.1 and JSON over
- * the daemon's unix socket. Answer types are in src/daemon/api/wire.ts.
+ * the daemon's unix socket. Answer types are in src/api/wire.ts.
  */
 
 export type Method = 'GET' | 'PUT' | 'POST' | 'DELETE';

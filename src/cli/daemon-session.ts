@@ -1,7 +1,7 @@
 import { existsSync } from 'node:fs';
 import { configPath, loadConfigFile, type LoadedConfig } from '../config/load.js';
 import { ConfigError } from '../config/errors.js';
-import { DEFAULT_SOCKET_PATH } from '../daemon/options.js';
+import { DEFAULT_SOCKET_PATH } from '../config/daemon-options.js';
 import { isPortcullisError } from '../errors.js';
 import { stringOption, type OptionValues } from './command.js';
 import { daemonClient, DEFAULT_TIMEOUT_MS, type DaemonClient } from './daemon-client.js';

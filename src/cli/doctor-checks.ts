@@ -1,9 +1,9 @@
 import { accessSync, constants, existsSync, lstatSync, readFileSync, statSync, type Stats } from 'node:fs';
 import { dirname } from 'node:path';
 import type { Config } from '../config/schema.js';
-import type { HealthAnswer } from '../daemon/api/wire.js';
+import type { HealthAnswer } from '../api/wire.js';
 import { isPortcullisError } from '../errors.js';
-import type { CommandRunner } from '../luks/runner.js';
+import type { CommandRunner } from '../luks/commands/runner.js';
 import type { SocketTarget } from './daemon-session.js';
 
 /**

@@ -2,7 +2,7 @@ import { configPath, loadConfigFile } from '../config/load.js';
 import type { KeyManager, RequestContext } from '../keyclient/key-manager.js';
 import { openKeyManager } from '../keyclient/open.js';
 import { isBackendName, type BackendName, backendNames } from '../keyclient/registry.js';
-import { plainAllocator } from '../keyclient/secure-memory.js';
+import { plainAllocator } from '../util/secure-memory.js';
 import { stringOption, type OptionValues } from './command.js';
 import { UsageError } from './output.js';
 

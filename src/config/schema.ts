@@ -2,7 +2,7 @@ import { z } from 'zod';
 import { cacheOptionsSchema } from '../keyclient/cache.js';
 import { backendNames, backends, type BackendName } from '../keyclient/registry.js';
 import { retryOptionsSchema } from '../keyclient/retry.js';
-import { limitsOptionsSchema, logOptionsSchema, luksOptionsSchema, rolesOptionsSchema, runtimeOptionsSchema, socketOptionsSchema } from '../daemon/options.js';
+import { limitsOptionsSchema, logOptionsSchema, luksOptionsSchema, rolesOptionsSchema, runtimeOptionsSchema, socketOptionsSchema } from './daemon-options.js';
 
 /**
  * The whole configuration. Each backend owns its section's schema; this file

@@ -4,7 +4,7 @@
  */
 import { isDumpable, notify, peerCredentials, peerGroups, setDumpable, socketFd } from '../../native/index.js';
 import { lockedAllocator } from '../../native/secure-allocator.js';
-import { localDeviceOps } from '../luks/device-ops.js';
+import { localDeviceOps } from '../luks/device/ops.js';
 import type { MainDeps } from './main.js';
 
 /** Everything but the device operations, which tests replace with the VM guest agent's. */

@@ -1,4 +1,4 @@
-import type { CommandRunner, RunResult } from '../luks/runner.js';
+import type { CommandRunner, RunResult } from '../luks/commands/runner.js';
 import { semaphore } from '../util/semaphore.js';
 
 export interface LimitedRunner extends CommandRunner {

@@ -1,6 +1,6 @@
 import { chmodSync, closeSync, openSync } from 'node:fs';
 import winston from 'winston';
-import type { LogOptions } from './options.js';
+import type { LogOptions } from '../config/daemon-options.js';
 
 /**
  * The daemon's logs. Library layers never log; the daemon logs once per

@@ -3,7 +3,7 @@ import type { Server } from 'node:http';
 import { connect } from 'node:net';
 import { dirname } from 'node:path';
 import { daemonError } from './errors.js';
-import type { SocketOptions } from './options.js';
+import type { SocketOptions } from '../config/daemon-options.js';
 
 export interface Listening {
   path: string;

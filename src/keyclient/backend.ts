@@ -1,6 +1,6 @@
 import type { z } from 'zod';
 import type { KeyManager } from './key-manager.js';
-import type { SecureAllocator } from './secure-memory.js';
+import type { SecureAllocator } from '../util/secure-memory.js';
 
 /** What every backend gets from whoever builds it (daemon, CLI, tests). */
 export interface BackendDeps {

@@ -9,7 +9,7 @@ import { isTransient, keyError, KeyClientError } from './errors.js';
 import type { GetOptions, KeyManager, RequestContext } from './key-manager.js';
 import { metadataOf, objectOfType, type ManagedObject, type ObjectMetadata, type ObjectType } from './objects/index.js';
 import { seconds } from './options.js';
-import { copySecret, type SecretBuffer, type SecureAllocator } from './secure-memory.js';
+import { copySecret, type SecretBuffer, type SecureAllocator } from '../util/secure-memory.js';
 
 /** The `cache` section of the config. */
 export const cacheOptionsSchema = z.strictObject({

@@ -1,8 +1,8 @@
-import type { DeviceIdentity } from './device-identity.js';
-import type { DiskToken } from './disk-token.js';
-import type { LuksHeader } from './header.js';
+import type { DeviceIdentity } from './device/identity.js';
+import type { DiskToken } from './header/token.js';
+import type { LuksHeader } from './header/read.js';
 import type { FormatOptions, KeyslotKdf, KeyslotUpgrade, LuksDump, OpenOptions, OpenResult, Pbkdf } from './options.js';
-import type { MappingStatus } from './status.js';
+import type { MappingStatus } from './mapping/status.js';
 
 /**
  * What src/luks offers the service: everything the daemon may do to devices

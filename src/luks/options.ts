@@ -1,6 +1,6 @@
-import type { DeviceOps } from './device-ops.js';
-import type { SecureAllocator } from '../keyclient/secure-memory.js';
-import type { MappingStatus } from './status.js';
+import type { DeviceOps } from './device/ops.js';
+import type { SecureAllocator } from '../util/secure-memory.js';
+import type { MappingStatus } from './mapping/status.js';
 import type { Provider } from './providers/index.js';
 
 /** The LUKS driver's inputs and answers, and what a provider (src/luks/providers/) defines. */

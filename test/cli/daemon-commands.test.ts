@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import type { AttachAnswer, DetachAnswer } from '../../src/daemon/api/wire.js';
+import type { AttachAnswer, DetachAnswer } from '../../src/api/wire.js';
 import { cacheFigures, healthOk, portcullis, startStandIn, volumeA, volumeB, type StandIn } from './daemon-stand-in.js';
 
 /**

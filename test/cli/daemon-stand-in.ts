@@ -4,7 +4,7 @@ import { createServer, type IncomingHttpHeaders, type Server } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { CacheAnswer, HealthAnswer, VolumeAnswer } from '../../src/daemon/api/wire.js';
+import type { CacheAnswer, HealthAnswer, VolumeAnswer } from '../../src/api/wire.js';
 
 /**
  * A STAND-IN for portcullisd, not the daemon: a tiny HTTP server on a unix

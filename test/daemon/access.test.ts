@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { validateConfig } from '../../src/config/load.js';
 import { openKeyManager } from '../../src/keyclient/open.js';
-import { plainAllocator } from '../../src/keyclient/secure-memory.js';
+import { plainAllocator } from '../../src/util/secure-memory.js';
 import { startDaemonProcess, type Answer, type DaemonProcess } from '../fixtures/daemon.js';
 
 const asRoot = { skip: process.geteuid?.() === 0 ? false : 'needs root to run peers as other uids' };

@@ -18,7 +18,7 @@ import { auditLines, startDaemonProcess, type Answer, type DaemonProcess } from 
 import { describeSecrets, findSecrets } from '../helpers/secret-scan.js';
 import { localBackend } from '../../src/keyclient/backends/local/backend.js';
 import { objectOfType } from '../../src/keyclient/objects/index.js';
-import { adoptSecret, plainAllocator } from '../../src/keyclient/secure-memory.js';
+import { adoptSecret, plainAllocator } from '../../src/util/secure-memory.js';
 
 const daemonMain = fileURLToPath(new URL('../fixtures/daemon-main.js', import.meta.url));
 const NOBODY = 65534;

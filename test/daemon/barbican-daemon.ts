@@ -5,7 +5,7 @@
  */
 import { barbicanBackend } from '../../src/keyclient/backends/barbican/backend.js';
 import type { KeyManager } from '../../src/keyclient/key-manager.js';
-import { plainAllocator } from '../../src/keyclient/secure-memory.js';
+import { plainAllocator } from '../../src/util/secure-memory.js';
 import { startBarbican, type BarbicanServer } from '../fixtures/barbican-server.js';
 import type { DaemonProcess } from '../fixtures/daemon.js';
 import { startInterposer } from '../fixtures/servers/fakes.js';

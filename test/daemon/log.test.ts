@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { PassThrough } from 'node:stream';
 import { describe, it } from 'node:test';
 import { createLogger, redact } from '../../src/daemon/log.js';
-import { logOptionsSchema } from '../../src/daemon/options.js';
+import { logOptionsSchema } from '../../src/config/daemon-options.js';
 
 function capture(format: 'json' | 'text') {
   const stream = new PassThrough();

@@ -11,8 +11,8 @@ import { PassThrough } from 'node:stream';
 import { describe, it } from 'node:test';
 import { loadConfigFile } from '../../src/config/load.js';
 import { startDaemon } from '../../src/daemon/daemon.js';
-import { plainAllocator } from '../../src/keyclient/secure-memory.js';
-import { localDeviceOps } from '../../src/luks/device-ops.js';
+import { plainAllocator } from '../../src/util/secure-memory.js';
+import { localDeviceOps } from '../../src/luks/device/ops.js';
 
 describe('startDaemon() reload()', () => {
   it('two reloads at once run one after the other: one new key manager for the new config, not two (one of them leaked)', async () => {

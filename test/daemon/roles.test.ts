@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { rolesOf } from '../../src/daemon/api/peer.js';
-import { rolesOptionsSchema } from '../../src/daemon/options.js';
+import { rolesOptionsSchema } from '../../src/config/daemon-options.js';
 
 const roles = rolesOptionsSchema.parse({ agent: { uids: [1001], gids: [64060] }, admin: { uids: [1002], gids: [27] } });
 const peer = (uid: number, gid: number, groups: number[] = []) => ({ pid: 1, uid, gid, groups });

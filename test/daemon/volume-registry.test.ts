@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { describe, it } from 'node:test';
 import { createLogger } from '../../src/daemon/log.js';
-import { logOptionsSchema } from '../../src/daemon/options.js';
+import { logOptionsSchema } from '../../src/config/daemon-options.js';
 import { volumeRegistry } from '../../src/daemon/volume-registry.js';
 
 function capture() {

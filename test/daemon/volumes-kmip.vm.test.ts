@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { kmipBackend } from '../../src/keyclient/backends/kmip/backend.js';
 import type { KeyManager } from '../../src/keyclient/key-manager.js';
-import { plainAllocator } from '../../src/keyclient/secure-memory.js';
+import { plainAllocator } from '../../src/util/secure-memory.js';
 import type { DaemonProcess } from '../fixtures/daemon.js';
 import { startKmip, type KmipServer } from '../fixtures/kmip-server.js';
 import { code, daemonKernel, ok, type DaemonKernel } from './vm-setup.js';

@@ -7,7 +7,7 @@ import { after, before, describe, it } from 'node:test';
 import { barbicanBackend } from '../../src/keyclient/backends/barbican/backend.js';
 import { cachingKeyManager, cacheOptionsSchema } from '../../src/keyclient/cache.js';
 import type { KeyManager } from '../../src/keyclient/key-manager.js';
-import { plainAllocator } from '../../src/keyclient/secure-memory.js';
+import { plainAllocator } from '../../src/util/secure-memory.js';
 import { startBarbican, type BarbicanServer } from '../fixtures/barbican-server.js';
 import { startInterposer } from '../fixtures/servers/fakes.js';
 import { rejectsWithCode } from '../helpers/errors.js';

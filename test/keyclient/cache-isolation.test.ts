@@ -18,7 +18,7 @@ import type { CachingKeyManager } from '../../src/keyclient/cache.js';
 import type { RequestContext } from '../../src/keyclient/key-manager.js';
 import { objectOfType } from '../../src/keyclient/objects/index.js';
 import { openCachedKeyManager } from '../../src/keyclient/open.js';
-import { plainAllocator } from '../../src/keyclient/secure-memory.js';
+import { plainAllocator } from '../../src/util/secure-memory.js';
 import { startBarbican, type BarbicanServer } from '../fixtures/barbican-server.js';
 import { startFaultProxy, type FaultProxy } from '../fixtures/fault-proxy.js';
 import { startKeystone, type KeystoneServer } from '../fixtures/keystone-server.js';

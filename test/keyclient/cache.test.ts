@@ -7,7 +7,7 @@ import type { KeyManager, RequestContext } from '../../src/keyclient/key-manager
 import { symmetricKey, type ManagedObject } from '../../src/keyclient/objects/index.js';
 import { retryingKeyManager } from '../../src/keyclient/retry.js';
 import { retryOptionsSchema } from '../../src/keyclient/retry.js';
-import { plainAllocator, type SecretBuffer, type SecureAllocator } from '../../src/keyclient/secure-memory.js';
+import { plainAllocator, type SecretBuffer, type SecureAllocator } from '../../src/util/secure-memory.js';
 import { rejectsWithCode, throwsWithCode } from '../helpers/errors.js';
 import { faultyKeyManager, forbidden, notFound, unavailable, type FaultyKeyManager } from '../helpers/faulty-key-manager.js';
 import { keyManagerContract } from './contract.js';

@@ -15,7 +15,7 @@ import {
   type ObjectMetadata,
   type ObjectType,
 } from '../../src/keyclient/objects/index.js';
-import { plainAllocator, type SecureAllocator } from '../../src/keyclient/secure-memory.js';
+import { plainAllocator, type SecureAllocator } from '../../src/util/secure-memory.js';
 import { rejectsWithCode, throwsWithCode } from '../helpers/errors.js';
 import { fixturePath } from '../helpers/paths.js';
 

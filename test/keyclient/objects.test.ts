@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { makeManagedObject, symmetricKey } from '../../src/keyclient/objects/index.js';
-import { plainAllocator } from '../../src/keyclient/secure-memory.js';
+import { plainAllocator } from '../../src/util/secure-memory.js';
 import { throwsWithCode } from '../helpers/errors.js';
 
 describe('makeManagedObject()', () => {

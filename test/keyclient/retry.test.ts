@@ -5,7 +5,7 @@ import { keyError, KeyClientError } from '../../src/keyclient/errors.js';
 import type { KeyManager, RequestContext } from '../../src/keyclient/key-manager.js';
 import { symmetricKey } from '../../src/keyclient/objects/index.js';
 import { retryingKeyManager, retryOptionsSchema } from '../../src/keyclient/retry.js';
-import { plainAllocator } from '../../src/keyclient/secure-memory.js';
+import { plainAllocator } from '../../src/util/secure-memory.js';
 import { rejectsWithCode } from '../helpers/errors.js';
 import { faultyKeyManager, forbidden, notFound, unavailable, type FaultyKeyManager, type Operation } from '../helpers/faulty-key-manager.js';
 

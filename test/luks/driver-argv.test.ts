@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { createLuksDriver } from '../../src/luks/driver.js';
-import { hexPassphrase, mangledHexPassphrase } from '../../src/luks/passphrase.js';
+import { hexPassphrase, mangledHexPassphrase } from '../../src/luks/commands/passphrase.js';
 import { resolveProvider } from '../../src/luks/providers/index.js';
 import { fakeHost, luks1Head, luks2Head, type FakeHost, type Rule } from './fake-host.js';
 import { rejectsWithCode, throwsWithCode } from '../helpers/errors.js';

@@ -4,8 +4,8 @@
  * same way) and an in-memory /dev and /sys. It pins argv, call counts and
  * error mapping; real devices and a real kernel are in the *.vm tests.
  */
-import type { DeviceOps, DeviceStat } from '../../src/luks/device-ops.js';
-import type { RunOptions, RunResult } from '../../src/luks/runner.js';
+import type { DeviceOps, DeviceStat } from '../../src/luks/device/ops.js';
+import type { RunOptions, RunResult } from '../../src/luks/commands/runner.js';
 
 export interface Call {
   argv: string[];

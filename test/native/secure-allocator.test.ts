@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { secureStats } from '../../native/index.js';
 import { lockedAllocator } from '../../native/secure-allocator.js';
-import { adoptSecret, copySecret, plainAllocator, type SecureAllocator } from '../../src/keyclient/secure-memory.js';
+import { adoptSecret, copySecret, plainAllocator, type SecureAllocator } from '../../src/util/secure-memory.js';
 import { throwsWithCode } from '../helpers/errors.js';
 import { pagesFor, vmLckBytes } from './helpers.js';
 

@@ -9,7 +9,7 @@ import { readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { parse } from 'yaml';
-import { DEFAULT_SOCKET_PATH } from '../../src/daemon/options.js';
+import { DEFAULT_SOCKET_PATH } from '../../src/config/daemon-options.js';
 import { make, repoRoot, tempDir } from './helpers.js';
 
 const read = (name: string) => readFileSync(join(repoRoot, 'systemd', name), 'utf8');

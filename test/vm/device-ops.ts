@@ -1,4 +1,4 @@
-import type { DeviceOps } from '../../src/luks/device-ops.js';
+import type { DeviceOps } from '../../src/luks/device/ops.js';
 import { VmError } from './errors.js';
 import type { CommandRunner, OpAnswer } from './runner.js';
 

@@ -9,7 +9,7 @@
  */
 import { createReadStream, createWriteStream, openSync, readFileSync, readdirSync } from 'node:fs';
 import { release } from 'node:os';
-import { localDeviceOps } from '../../src/luks/device-ops.js';
+import { localDeviceOps } from '../../src/luks/device/ops.js';
 import { serveChannel } from './channel.js';
 import { serveDeviceOps } from './device-ops.js';
 import { LocalRunner } from './local-runner.js';

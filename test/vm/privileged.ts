@@ -1,7 +1,7 @@
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { localDeviceOps, type DeviceOps } from '../../src/luks/device-ops.js';
+import { localDeviceOps, type DeviceOps } from '../../src/luks/device/ops.js';
 import { connectRunner } from './broker.js';
 import { remoteDeviceOps } from './device-ops.js';
 import { VmError } from './errors.js';

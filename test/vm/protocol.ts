@@ -42,7 +42,7 @@ export interface ErrorHeader {
   errno?: string;
 }
 /**
- * A device operation (src/luks/device-ops.ts: stat, read, readFiles, list,
+ * A device operation (src/luks/device/ops.ts: stat, read, readFiles, list,
  * replaceSymlink) run by the peer in-process, so the harness serves the
  * production implementation from the guest's kernel. Answered by an
  * OpResultHeader, or an ErrorHeader with code E_OP_FAILED and the errno.

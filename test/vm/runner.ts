@@ -46,7 +46,7 @@ export interface CommandRunner {
   run(argv: readonly string[], options?: RunOptions): Promise<RunResult>;
   /**
    * Runs a device operation beside the commands (the guest agent serves
-   * src/luks/device-ops.ts); absent where the runner serves commands only.
+   * src/luks/device/ops.ts); absent where the runner serves commands only.
    * @throws VmError E_OP_FAILED (details.errno), E_VM_CHANNEL, E_VM_STOPPED
    */
   op?(name: string, args: unknown[]): Promise<OpAnswer>;

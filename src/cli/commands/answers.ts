@@ -1,4 +1,4 @@
-import type { AttachAnswer, DetachAnswer, VolumeAnswer } from '../../daemon/api/wire.js';
+import type { AttachAnswer, DetachAnswer, VolumeAnswer } from '../../api/wire.js';
 import type { OptionValues } from '../command.js';
 import { bytes, dash, yesNo } from '../format.js';
 import { printFields, printJson, printTable } from '../output.js';

@@ -1,4 +1,4 @@
-import type { CacheAnswer } from '../../daemon/api/wire.js';
+import type { CacheAnswer } from '../../api/wire.js';
 import { normaliseId } from '../../keyclient/cache.js';
 import { exitCodes, type Command, type CommandInput } from '../command.js';
 import { connectDaemon } from '../daemon-session.js';

@@ -1,12 +1,12 @@
 import type { z } from 'zod';
-import { ID_PATTERN, NAME_PATTERN } from '../../daemon/api/wire.js';
+import { ID_PATTERN, NAME_PATTERN } from '../../api/wire.js';
 import { stringOption, type Command, type OptionValues } from '../command.js';
 import { UsageError } from '../output.js';
 
 /**
  * Options of the commands that talk to portcullisd, each declared once, and
  * the checks that turn them into Socket API v1 bodies. Bodies are validated
- * with the daemon's own schemas (src/daemon/api/wire.ts) before anything is
+ * with the daemon's own schemas (src/api/wire.ts) before anything is
  * sent, so a bad flag is a usage error (exit 2) that names the flag.
  */
 

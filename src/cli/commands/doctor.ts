@@ -1,5 +1,5 @@
-import { DEFAULT_SOCKET_PATH } from '../../daemon/options.js';
-import { localRunner } from '../../luks/runner.js';
+import { DEFAULT_SOCKET_PATH } from '../../config/daemon-options.js';
+import { localRunner } from '../../luks/commands/runner.js';
 import { exitCodes, stringOption, type Command, type CommandInput, type OptionValues } from '../command.js';
 import { daemonClient } from '../daemon-client.js';
 import { findConfig, findSocket, timeoutMs, type FoundConfig, type SocketTarget } from '../daemon-session.js';

@@ -1,4 +1,4 @@
-import { ephemeralAttachBodySchema, ephemeralDetachBodySchema, type AttachAnswer, type DetachAnswer } from '../../daemon/api/wire.js';
+import { ephemeralAttachBodySchema, ephemeralDetachBodySchema, type AttachAnswer, type DetachAnswer } from '../../api/wire.js';
 import { exitCodes, stringOption, type Command, type CommandInput } from '../command.js';
 import { connectDaemon } from '../daemon-session.js';
 import { UsageError } from '../output.js';

@@ -1,4 +1,4 @@
-import type { CacheAnswer, HealthAnswer } from '../../daemon/api/wire.js';
+import type { CacheAnswer, HealthAnswer } from '../../api/wire.js';
 import { isPortcullisError } from '../../errors.js';
 import { exitCodes, type Command, type CommandInput } from '../command.js';
 import type { DaemonClient } from '../daemon-client.js';

@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import type { ManagedObject, ObjectType } from '../../keyclient/objects/index.js';
 import { objectOfType, objectTypes } from '../../keyclient/objects/index.js';
-import { adoptSecret, plainAllocator } from '../../keyclient/secure-memory.js';
+import { adoptSecret, plainAllocator } from '../../util/secure-memory.js';
 import { exitCodes, stringOption, type Command, type CommandInput } from '../command.js';
 import { requestContext, withKeyManager } from '../key-manager-session.js';
 import { printJson, printTable, UsageError } from '../output.js';

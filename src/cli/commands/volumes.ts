@@ -1,4 +1,4 @@
-import { attachBodySchema, resizeBodySchema, type AttachAnswer, type DetachAnswer, type VolumeAnswer } from '../../daemon/api/wire.js';
+import { attachBodySchema, resizeBodySchema, type AttachAnswer, type DetachAnswer, type VolumeAnswer } from '../../api/wire.js';
 import { exitCodes, stringOption, type Command, type CommandInput } from '../command.js';
 import { connectDaemon } from '../daemon-session.js';
 import { printAttach, printDetach, printVolume, printVolumes } from './answers.js';

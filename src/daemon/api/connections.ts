@@ -3,7 +3,7 @@ import type { Socket } from 'node:net';
 import { daemonError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
-import type { LimitsOptions } from '../options.js';
+import type { LimitsOptions } from '../../config/daemon-options.js';
 import { errorBody, sendError, sendRawError, type ErrorBody } from './answer.js';
 
 /**

@@ -1,5 +1,5 @@
 import type { Socket } from 'node:net';
-import type { RolesOptions } from '../options.js';
+import type { RolesOptions } from '../../config/daemon-options.js';
 
 export type Role = 'agent' | 'admin';
 

@@ -7,7 +7,7 @@ import type { EphemeralService } from '../service/ephemeral.js';
 import type { Peer } from './peer.js';
 import type { VolumeService } from '../service/volumes.js';
 import type { Role } from './peer.js';
-import { attachBodySchema, ephemeralAttachBodySchema, ephemeralDetachBodySchema, ID_PATTERN, NAME_PATTERN, resizeBodySchema, type CacheAnswer, type HealthAnswer } from './wire.js';
+import { attachBodySchema, ephemeralAttachBodySchema, ephemeralDetachBodySchema, ID_PATTERN, NAME_PATTERN, resizeBodySchema, type CacheAnswer, type HealthAnswer } from '../../api/wire.js';
 
 export interface RouteDeps {
   volumes: VolumeService;

@@ -3,7 +3,7 @@ import type { Socket } from 'node:net';
 import { daemonError } from '../errors.js';
 import type { admission } from '../limits.js';
 import type { Logger } from '../log.js';
-import type { LimitsOptions, RolesOptions } from '../options.js';
+import type { LimitsOptions, RolesOptions } from '../../config/daemon-options.js';
 import { quoted, send, sendError } from './answer.js';
 import { parseBody, readBody } from './body.js';
 import { guardConnections, refused, TIMEOUT_SWEEP_MS } from './connections.js';

@@ -4,7 +4,7 @@ import type { Provider } from '../../luks/providers/index.js';
 import type { RequestContext } from '../../keyclient/key-manager.js';
 import type { ManagedObject } from '../../keyclient/objects/index.js';
 import type { KeyedLock } from '../../util/keyed-lock.js';
-import type { AttachAnswer, KeySource } from '../api/wire.js';
+import type { AttachAnswer, KeySource } from '../../api/wire.js';
 import type { Peer } from '../api/peer.js';
 import type { VolumeRecord } from '../volume-registry.js';
 import { daemonError } from '../errors.js';

@@ -1,4 +1,4 @@
-import type { DetachAnswer } from '../api/wire.js';
+import type { DetachAnswer } from '../../api/wire.js';
 import { daemonError } from '../errors.js';
 import type { VolumeRecord } from '../volume-registry.js';
 import { codeOf, type ServiceDeps } from './context.js';

@@ -6,8 +6,8 @@ import type { LuksDriver } from '../../luks/driver.js';
 import { daemonError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
-import type { LuksOptions } from '../options.js';
-import type { KeySource } from '../api/wire.js';
+import type { LuksOptions } from '../../config/daemon-options.js';
+import type { KeySource } from '../../api/wire.js';
 import type { Peer } from '../api/peer.js';
 import type { VolumeRegistry } from '../volume-registry.js';
 

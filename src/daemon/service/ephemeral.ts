@@ -5,7 +5,7 @@ import { keyError } from '../../keyclient/errors.js';
 import { canonicalKeyId } from '../../keyclient/key-id.js';
 import type { KeyedLock } from '../../util/keyed-lock.js';
 import { daemonError } from '../errors.js';
-import type { AttachAnswer, DetachAnswer, EphemeralAttachBody, EphemeralDetachBody } from '../api/wire.js';
+import type { AttachAnswer, DetachAnswer, EphemeralAttachBody, EphemeralDetachBody } from '../../api/wire.js';
 import type { Peer } from '../api/peer.js';
 import { attachPipeline, type KeyChoice, type KeyQuestion, type KeyStrategy } from './attach-pipeline.js';
 import { closeHeld } from './close-mapping.js';

@@ -3,7 +3,7 @@ import type { DeviceIdentity, DiskToken, LuksHeader } from '../../luks/driver.js
 import { canonicalKeyId } from '../../keyclient/key-id.js';
 import type { KeyedLock } from '../../util/keyed-lock.js';
 import { daemonError } from '../errors.js';
-import type { DetachAnswer, EphemeralDetachBody } from '../api/wire.js';
+import type { DetachAnswer, EphemeralDetachBody } from '../../api/wire.js';
 import type { Peer } from '../api/peer.js';
 import type { VolumeRecord } from '../volume-registry.js';
 import { closeHeld } from './close-mapping.js';

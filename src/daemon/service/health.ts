@@ -1,6 +1,6 @@
 import type { CachingKeyManager } from '../../keyclient/cache.js';
 import type { LuksDriver } from '../../luks/driver.js';
-import type { HealthAnswer, HealthCheck } from '../api/wire.js';
+import type { HealthAnswer, HealthCheck } from '../../api/wire.js';
 import { codeOf } from './context.js';
 
 export interface HealthDeps {

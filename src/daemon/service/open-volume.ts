@@ -3,7 +3,7 @@ import type { DeviceIdentity, DiskToken, LuksHeader, MappingStatus } from '../..
 import { luksError } from '../../luks/errors.js';
 import type { Provider } from '../../luks/providers/index.js';
 import type { ManagedObject } from '../../keyclient/objects/index.js';
-import type { AttachAnswer } from '../api/wire.js';
+import type { AttachAnswer } from '../../api/wire.js';
 import { killPoint } from './kill-point.js';
 import { codeOf, elapsed, type ServiceDeps } from './context.js';
 

@@ -4,7 +4,7 @@ import { resolveProvider } from '../../luks/providers/index.js';
 import { canonicalKeyId } from '../../keyclient/key-id.js';
 import type { KeyedLock } from '../../util/keyed-lock.js';
 import { daemonError } from '../errors.js';
-import type { AttachAnswer, AttachBody, DetachAnswer, ResizeBody, VolumeAnswer } from '../api/wire.js';
+import type { AttachAnswer, AttachBody, DetachAnswer, ResizeBody, VolumeAnswer } from '../../api/wire.js';
 import type { Peer } from '../api/peer.js';
 import { ownRecord } from './ownership.js';
 import { attachPipeline, type KeyStrategy } from './attach-pipeline.js';

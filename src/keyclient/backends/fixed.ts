@@ -5,7 +5,7 @@ import { keyError } from '../errors.js';
 import type { KeyManager, ListOptions, RequestContext } from '../key-manager.js';
 import { symmetricKey, type ManagedObject } from '../objects/index.js';
 import { resolveSecrets, secretFields } from '../options.js';
-import { copySecret } from '../secure-memory.js';
+import { copySecret } from '../../util/secure-memory.js';
 
 /** Nova's ConfKeyManager uses this id for its one key; volumes created under it carry it. */
 export const FIXED_KEY_ID = '00000000-0000-0000-0000-000000000000';

@@ -1,4 +1,4 @@
-import type { SecretBuffer } from '../secure-memory.js';
+import type { SecretBuffer } from '../../util/secure-memory.js';
 import { makeManagedObject, type ManagedObject, type ObjectMetadata, type ObjectType } from './managed-object.js';
 
 export * from './managed-object.js';

@@ -1,5 +1,5 @@
 import { keyError } from '../errors.js';
-import type { SecretBuffer } from '../secure-memory.js';
+import type { SecretBuffer } from '../../util/secure-memory.js';
 
 /** Object types, named as Barbican names its secret types. */
 export const objectTypes = ['symmetric', 'passphrase', 'opaque', 'private', 'public', 'certificate'] as const;

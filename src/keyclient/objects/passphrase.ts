@@ -1,4 +1,4 @@
-import type { SecretBuffer } from '../secure-memory.js';
+import type { SecretBuffer } from '../../util/secure-memory.js';
 import { makeManagedObject, type ManagedObject, type ObjectMetadata } from './managed-object.js';
 
 /** A passphrase: its bytes as stored (UTF-8 text, usually). */

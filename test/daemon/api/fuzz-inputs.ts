@@ -9,7 +9,7 @@ import fc from 'fast-check';
 import type { ZodType } from 'zod';
 import { shown, type RawBytes } from './fuzz-kit.js';
 import { resolveProvider } from '../../../src/luks/providers/index.js';
-import { attachBodySchema, ephemeralAttachBodySchema, ephemeralDetachBodySchema, ID_PATTERN, NAME_PATTERN, resizeBodySchema } from '../../../src/daemon/api/wire.js';
+import { attachBodySchema, ephemeralAttachBodySchema, ephemeralDetachBodySchema, ID_PATTERN, NAME_PATTERN, resizeBodySchema } from '../../../src/api/wire.js';
 
 /** Whether a provider name means no encryption (os-brick's NoOpEncryptor and its aliases). */
 export function isNop(provider: string): boolean {

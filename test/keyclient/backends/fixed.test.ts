@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { FIXED_KEY_ID, fixedBackend } from '../../../src/keyclient/backends/fixed.js';
-import { plainAllocator } from '../../../src/keyclient/secure-memory.js';
+import { plainAllocator } from '../../../src/util/secure-memory.js';
 import { rejectsWithCode } from '../../helpers/errors.js';
 import { keyManagerContract } from '../contract.js';
 

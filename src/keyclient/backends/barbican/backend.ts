@@ -4,7 +4,7 @@ import { createHttpClient, errorText, isUnavailableStatus, jsonBody, unavailable
 import type { KeyManager, RequestContext } from '../../key-manager.js';
 import { createKeystoneSession, type KeystoneSession } from './keystone.js';
 import { objectTypes, type ManagedObject } from '../../objects/index.js';
-import type { SecretBuffer } from '../../secure-memory.js';
+import type { SecretBuffer } from '../../../util/secure-memory.js';
 import { barbicanOptionsSchema, keystoneCredentials, type BarbicanOptions } from './options.js';
 import { pemToDer, storedAsPem } from './pem.js';
 import { keyOrder, keyPairOrder, objectFromMetadata, parseSecretMetadata, secretUuid, storeBody, uuidOfRef } from './wire.js';

@@ -4,7 +4,7 @@ import https from 'node:https';
 import type { Socket } from 'node:net';
 import { describeCause } from '../../../errors.js';
 import { keyError, type KeyClientError } from '../../errors.js';
-import type { SecretBuffer, SecureAllocator } from '../../secure-memory.js';
+import type { SecretBuffer, SecureAllocator } from '../../../util/secure-memory.js';
 
 /**
  * A small HTTP(S) client for the key-manager backends, on node:http/https

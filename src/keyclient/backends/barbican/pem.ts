@@ -1,6 +1,6 @@
 import { keyError } from '../../errors.js';
 import type { ObjectType } from '../../objects/index.js';
-import type { SecretBuffer, SecureAllocator } from '../../secure-memory.js';
+import type { SecretBuffer, SecureAllocator } from '../../../util/secure-memory.js';
 
 /**
  * Byte-level codecs for Barbican payloads that never turn key material into

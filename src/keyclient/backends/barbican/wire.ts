@@ -1,6 +1,6 @@
 import { keyError } from '../../errors.js';
 import { objectOfType, objectTypes, type ManagedObject, type ObjectMetadata, type ObjectType } from '../../objects/index.js';
-import type { SecretBuffer } from '../../secure-memory.js';
+import type { SecretBuffer } from '../../../util/secure-memory.js';
 import { base64Encode, derToPem, storedAsPem } from './pem.js';
 
 /**

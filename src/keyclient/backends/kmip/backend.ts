@@ -4,7 +4,7 @@ import { defineBackend, type BackendDeps } from '../../backend.js';
 import { keyError } from '../../errors.js';
 import type { KeyManager, RequestContext } from '../../key-manager.js';
 import { objectOfType, objectTypes, type ManagedObject } from '../../objects/index.js';
-import type { SecretBuffer } from '../../secure-memory.js';
+import type { SecretBuffer } from '../../../util/secure-memory.js';
 import { createKmipClient, type KmipClient } from './client.js';
 import { CryptographicAlgorithm, ObjectType, Operation, ResultReason, ResultStatus, RevocationReasonCode, State } from './enums.js';
 import { attribute, child, enm, findAll, int, struct, text, versionText, type RequestItem, type ResponseItem } from './messages.js';

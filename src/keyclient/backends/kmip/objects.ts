@@ -1,7 +1,7 @@
 import { createPublicKey } from 'node:crypto';
 import { keyError } from '../../errors.js';
 import type { ManagedObject, ObjectMetadata, ObjectType as PortcullisType } from '../../objects/index.js';
-import { copySecret, type SecretBuffer, type SecureAllocator } from '../../secure-memory.js';
+import { copySecret, type SecretBuffer, type SecureAllocator } from '../../../util/secure-memory.js';
 import { CertificateType, CryptographicAlgorithm, enumName, KeyFormatType, NameType, ObjectType, OpaqueDataType, SecretDataType, UsageMask } from './enums.js';
 import { attributesOf } from './attributes.js';
 import { attribute, bytes, child, enm, find, int, struct, text } from './messages.js';

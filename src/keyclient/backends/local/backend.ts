@@ -6,7 +6,7 @@ import { defineBackend } from '../../backend.js';
 import { keyError } from '../../errors.js';
 import type { KeyManager, KeyPairIds, KeySpec, ListOptions, RequestContext } from '../../key-manager.js';
 import { objectOfType, objectTypes, type ManagedObject, type ObjectType } from '../../objects/index.js';
-import { adoptSecret, type SecretBuffer, type SecureAllocator } from '../../secure-memory.js';
+import { adoptSecret, type SecretBuffer, type SecureAllocator } from '../../../util/secure-memory.js';
 import { bindKek, isInitialised, openKeystoreDb, RECORD_FORMAT, sqliteFailure } from './db.js';
 import { loadKek } from './kek.js';
 import { associatedData, seal, unseal } from './sealing.js';

@@ -3,7 +3,7 @@ import { accessSync, closeSync, constants, mkdirSync, openSync, readFileSync, st
 import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
 import { KeyClientError, keyError } from '../../errors.js';
-import type { SecretBuffer, SecureAllocator } from '../../secure-memory.js';
+import type { SecretBuffer, SecureAllocator } from '../../../util/secure-memory.js';
 import { accessProblem, errnoOf, syncDirectory } from './kek.js';
 import { associatedData, seal, unseal } from './sealing.js';
 

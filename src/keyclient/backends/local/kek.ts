@@ -2,7 +2,7 @@ import { randomFillSync, randomUUID } from 'node:crypto';
 import { closeSync, fstatSync, fsyncSync, linkSync, lstatSync, mkdirSync, openSync, readSync, unlinkSync, writeSync, type Stats } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { keyError, type KeyClientError } from '../../errors.js';
-import type { SecretBuffer, SecureAllocator } from '../../secure-memory.js';
+import type { SecretBuffer, SecureAllocator } from '../../../util/secure-memory.js';
 import { KEK_BYTES } from './sealing.js';
 
 /**

@@ -1,5 +1,5 @@
 import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
-import type { SecretBuffer, SecureAllocator } from '../../secure-memory.js';
+import type { SecretBuffer, SecureAllocator } from '../../../util/secure-memory.js';
 
 /**
  * Sealing of local keystore records: AES-256-GCM under the key-encryption key

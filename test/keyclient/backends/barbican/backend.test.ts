@@ -13,7 +13,7 @@ import { after, before, describe, it } from 'node:test';
 import { barbicanBackend } from '../../../../src/keyclient/backends/barbican/backend.js';
 import type { KeyManager, RequestContext } from '../../../../src/keyclient/key-manager.js';
 import { objectOfType, type ObjectType } from '../../../../src/keyclient/objects/index.js';
-import { plainAllocator } from '../../../../src/keyclient/secure-memory.js';
+import { plainAllocator } from '../../../../src/util/secure-memory.js';
 import { startBarbican, type BarbicanServer } from '../../../fixtures/barbican-server.js';
 import { freePort } from '../../../fixtures/servers/process.js';
 import { rejectsWithCode } from '../../../helpers/errors.js';

@@ -11,7 +11,7 @@ import { cachingKeyManager, type CachingKeyManager } from '../../../../src/keycl
 import type { KeyManager, RequestContext } from '../../../../src/keyclient/key-manager.js';
 import { openKeyManager } from '../../../../src/keyclient/open.js';
 import { retryingKeyManager } from '../../../../src/keyclient/retry.js';
-import { plainAllocator } from '../../../../src/keyclient/secure-memory.js';
+import { plainAllocator } from '../../../../src/util/secure-memory.js';
 import { startBarbican, type BarbicanServer } from '../../../fixtures/barbican-server.js';
 import { startFaultProxy, type Attempt, type FaultProxy } from '../../../fixtures/fault-proxy.js';
 import { startKeystone, type KeystoneServer } from '../../../fixtures/keystone-server.js';

@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { barbicanBackend } from '../../../../src/keyclient/backends/barbican/backend.js';
 import type { KeyManager, RequestContext } from '../../../../src/keyclient/key-manager.js';
-import { plainAllocator } from '../../../../src/keyclient/secure-memory.js';
+import { plainAllocator } from '../../../../src/util/secure-memory.js';
 import { startBarbican, type BarbicanServer } from '../../../fixtures/barbican-server.js';
 import { startKeystone, type KeystoneServer } from '../../../fixtures/keystone-server.js';
 import { startInterposer } from '../../../fixtures/servers/fakes.js';

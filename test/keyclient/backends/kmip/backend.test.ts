@@ -8,7 +8,7 @@ import { randomUUID } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import { kmipBackend, type KmipKeyManager } from '../../../../src/keyclient/backends/kmip/backend.js';
 import type { KeyManager } from '../../../../src/keyclient/key-manager.js';
-import { plainAllocator } from '../../../../src/keyclient/secure-memory.js';
+import { plainAllocator } from '../../../../src/util/secure-memory.js';
 import { startKmip, type KmipServer } from '../../../fixtures/kmip-server.js';
 import { rejectsWithCode } from '../../../helpers/errors.js';
 import { keyManagerContract } from '../../contract.js';

@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import tls from 'node:tls';
 import { after, before, describe, it } from 'node:test';
 import { kmipBackend, type KmipKeyManager } from '../../../../src/keyclient/backends/kmip/backend.js';
-import { plainAllocator } from '../../../../src/keyclient/secure-memory.js';
+import { plainAllocator } from '../../../../src/util/secure-memory.js';
 import { makePki, startKmip, type KmipServer } from '../../../fixtures/kmip-server.js';
 import { rejectsWithCode } from '../../../helpers/errors.js';
 

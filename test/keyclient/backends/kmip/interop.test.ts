@@ -10,7 +10,7 @@ import { after, before, describe, it } from 'node:test';
 import { kmipBackend } from '../../../../src/keyclient/backends/kmip/backend.js';
 import type { KeyManager } from '../../../../src/keyclient/key-manager.js';
 import { objectOfType, type ObjectType } from '../../../../src/keyclient/objects/index.js';
-import { adoptSecret, plainAllocator } from '../../../../src/keyclient/secure-memory.js';
+import { adoptSecret, plainAllocator } from '../../../../src/util/secure-memory.js';
 import { pykmipClient, startKmip, type KmipServer } from '../../../fixtures/kmip-server.js';
 import { rejectsWithCode } from '../../../helpers/errors.js';
 

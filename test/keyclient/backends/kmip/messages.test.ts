@@ -13,7 +13,7 @@ import { attribute, child, enm, int, parseResponse, requestMessage, struct, text
 import { nameAttribute, secretFromGet } from '../../../../src/keyclient/backends/kmip/objects.js';
 import { Tag } from '../../../../src/keyclient/backends/kmip/tags.js';
 import { decodeTtlv, encodeTtlv } from '../../../../src/keyclient/backends/kmip/ttlv.js';
-import { plainAllocator } from '../../../../src/keyclient/secure-memory.js';
+import { plainAllocator } from '../../../../src/util/secure-memory.js';
 
 const hex = (lines: string) => Buffer.from(lines.replace(/\s/g, ''), 'hex');
 const v11 = { major: 1, minor: 1 };

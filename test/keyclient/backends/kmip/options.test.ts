@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { kmipBackend } from '../../../../src/keyclient/backends/kmip/backend.js';
 import { configSchema } from '../../../../src/config/schema.js';
-import { plainAllocator } from '../../../../src/keyclient/secure-memory.js';
+import { plainAllocator } from '../../../../src/util/secure-memory.js';
 import { rejectsWithCode } from '../../../helpers/errors.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'portcullis-kmip-opts-'));

@@ -10,7 +10,7 @@ import Database from 'better-sqlite3';
 import { localBackend } from '../../../../src/keyclient/backends/local/backend.js';
 import type { KeyManager } from '../../../../src/keyclient/key-manager.js';
 import { objectOfType } from '../../../../src/keyclient/objects/index.js';
-import { adoptSecret, plainAllocator, type SecureAllocator } from '../../../../src/keyclient/secure-memory.js';
+import { adoptSecret, plainAllocator, type SecureAllocator } from '../../../../src/util/secure-memory.js';
 import { rejectsWithCode } from '../../../helpers/errors.js';
 import { keyManagerContract } from '../../contract.js';
 

@@ -15,7 +15,7 @@ import Database from 'better-sqlite3';
 import { localBackend } from '../../../../src/keyclient/backends/local/backend.js';
 import type { KeyManager } from '../../../../src/keyclient/key-manager.js';
 import { objectOfType } from '../../../../src/keyclient/objects/index.js';
-import { plainAllocator } from '../../../../src/keyclient/secure-memory.js';
+import { plainAllocator } from '../../../../src/util/secure-memory.js';
 import { rejectsWithCode } from '../../../helpers/errors.js';
 import { waitUntil } from '../../../helpers/wait.js';
 

@@ -1,8 +1,8 @@
 import { lstat, open, readdir, readFile, realpath, rename, stat, symlink, unlink } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { dirname, join } from 'node:path';
-import { localRunner, type CommandRunner, type RunOptions, type RunResult } from './runner.js';
-import { semaphore } from '../util/semaphore.js';
+import { localRunner, type CommandRunner, type RunOptions, type RunResult } from '../commands/runner.js';
+import { semaphore } from '../../util/semaphore.js';
 
 /**
  * The privileged operations src/luks asks of the host, and nothing more:

@@ -1,7 +1,7 @@
-import { luksError } from './errors.js';
-import type { DeviceOps } from './device-ops.js';
+import { luksError } from '../errors.js';
+import type { DeviceOps } from './ops.js';
 
-export { formatRdev } from './device-ops.js';
+export { formatRdev } from './ops.js';
 
 /**
  * A block device is its major:minor (st_rdev), not a path: /dev/mapper/x and

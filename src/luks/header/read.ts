@@ -1,7 +1,7 @@
-import { luksError } from './errors.js';
-import type { DeviceOps } from './device-ops.js';
-import type { KeyslotKdf, LuksDump } from './options.js';
-import { findDiskToken, type DiskToken } from './disk-token.js';
+import { luksError } from '../errors.js';
+import type { DeviceOps } from '../device/ops.js';
+import type { KeyslotKdf, LuksDump } from '../options.js';
+import { findDiskToken, type DiskToken } from './token.js';
 
 /**
  * A LUKS header read from the device itself, in-process: what `cryptsetup
@@ -16,7 +16,7 @@ export interface LuksHeader {
   dump: LuksDump;
   /** Where the encrypted data starts, in bytes: everything before it is header and keyslots. */
   dataOffset: number | undefined;
-  /** LUKS2: portcullis' token naming the disk, project and key (disk-token.ts), when the header carries one. */
+  /** LUKS2: portcullis' token naming the disk, project and key (token.ts), when the header carries one. */
   token: DiskToken | undefined;
 }
 

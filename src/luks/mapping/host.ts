@@ -1,5 +1,5 @@
-import { exec, type ExecContext } from './exec.js';
-import type { DeviceOps } from './device-ops.js';
+import { exec, type ExecContext } from '../commands/exec.js';
+import type { DeviceOps } from '../device/ops.js';
 import type { MappingStatus } from './status.js';
 
 /**

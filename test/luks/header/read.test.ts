@@ -9,10 +9,10 @@ import { closeSync, mkdtempSync, openSync, truncateSync, writeFileSync, writeSyn
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { localDeviceOps } from '../../src/luks/device-ops.js';
-import { readLuksHeader } from '../../src/luks/header.js';
-import { keyslotKdfs } from '../../src/luks/keyslots.js';
-import { rejectsWithCode } from '../helpers/errors.js';
+import { localDeviceOps } from '../../../src/luks/device/ops.js';
+import { readLuksHeader } from '../../../src/luks/header/read.js';
+import { keyslotKdfs } from '../../../src/luks/keyslots/kdf.js';
+import { rejectsWithCode } from '../../helpers/errors.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'portcullis-header-'));
 const ops = localDeviceOps();

@@ -1,7 +1,7 @@
-import { luksError, LuksError } from './errors.js';
-import { exec, type ExecContext } from './exec.js';
-import type { DeviceOps, ZeroScan } from './device-ops.js';
-import { readFailure } from './header.js';
+import { luksError, LuksError } from '../errors.js';
+import { exec, type ExecContext } from '../commands/exec.js';
+import type { DeviceOps, ZeroScan } from './ops.js';
+import { readFailure } from '../header/read.js';
 
 
 /**

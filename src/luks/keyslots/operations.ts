@@ -1,11 +1,11 @@
-import { describeKdf, keyslotKdfs, satisfies } from './keyslots.js';
-import type { DeviceIdentity } from './device-identity.js';
-import { exec, type ExecContext } from './exec.js';
-import { DEFAULT_PBKDF, type KeyslotUpgrade, type LuksDump, type Pbkdf } from './options.js';
-import { checkKeyLength, hexPassphrase, mangledHexPassphrase } from './passphrase.js';
-import { pbkdfArgs } from './providers/luks-header.js';
-import type { SecureAllocator } from '../keyclient/secure-memory.js';
-import type { KeyedLock } from '../util/keyed-lock.js';
+import { describeKdf, keyslotKdfs, satisfies } from './kdf.js';
+import type { DeviceIdentity } from '../device/identity.js';
+import { exec, type ExecContext } from '../commands/exec.js';
+import { DEFAULT_PBKDF, type KeyslotUpgrade, type LuksDump, type Pbkdf } from '../options.js';
+import { checkKeyLength, hexPassphrase, mangledHexPassphrase } from '../commands/passphrase.js';
+import { pbkdfArgs } from '../providers/luks-header.js';
+import type { SecureAllocator } from '../../util/secure-memory.js';
+import type { KeyedLock } from '../../util/keyed-lock.js';
 
 /** What the keyslot operations borrow from the driver: its commands, memory, locks and device resolution. */
 export interface KeyslotDeps {

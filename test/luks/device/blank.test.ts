@@ -6,9 +6,9 @@
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { createLuksDriver } from '../../src/luks/driver.js';
-import { rejectsWithCode } from '../helpers/errors.js';
-import { fakeHost } from './fake-host.js';
+import { createLuksDriver } from '../../../src/luks/driver.js';
+import { rejectsWithCode } from '../../helpers/errors.js';
+import { fakeHost } from '../fake-host.js';
 
 const key = Buffer.alloc(32, 7);
 const MiB = 1024 * 1024;

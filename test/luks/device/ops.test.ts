@@ -4,9 +4,9 @@ import { closeSync, lstatSync, mkdtempSync, openSync, readlinkSync, symlinkSync,
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { localDeviceOps } from '../../src/luks/device-ops.js';
-import { rejectsWithCode } from '../helpers/errors.js';
-import { waitUntil } from '../helpers/wait.js';
+import { localDeviceOps } from '../../../src/luks/device/ops.js';
+import { rejectsWithCode } from '../../helpers/errors.js';
+import { waitUntil } from '../../helpers/wait.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'portcullis-ops-'));
 

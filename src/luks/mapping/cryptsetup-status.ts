@@ -1,6 +1,6 @@
-import { luksError } from './errors.js';
-import { exec, type ExecContext } from './exec.js';
-import { tablelessDevice } from './mapping-host.js';
+import { luksError } from '../errors.js';
+import { exec, type ExecContext } from '../commands/exec.js';
+import { tablelessDevice } from './host.js';
 import { parseStatus, type MappingStatus } from './status.js';
 
 /**

@@ -1,4 +1,4 @@
-import { keyError } from './errors.js';
+import { keyError } from '../keyclient/errors.js';
 
 /**
  * Memory that holds key bytes. The allocator is an interface so that the key

@@ -1,4 +1,4 @@
-import type { DeviceOps } from './device-ops.js';
+import type { DeviceOps } from '../device/ops.js';
 import type { MappingStatus } from './status.js';
 
 /**

@@ -1,4 +1,4 @@
-import { luksError, type LuksErrorCode } from './errors.js';
+import { luksError, type LuksErrorCode } from '../errors.js';
 import type { CommandRunner, RunResult } from './runner.js';
 
 export interface ExecContext {

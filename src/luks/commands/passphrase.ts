@@ -1,4 +1,4 @@
-import { luksError } from './errors.js';
+import { luksError } from '../errors.js';
 
 /**
  * os-brick's passphrase for a volume key is the lower-case hex of the raw key

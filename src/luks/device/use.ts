@@ -1,6 +1,6 @@
-import { luksError } from './errors.js';
-import type { DeviceOps } from './device-ops.js';
-import type { DeviceIdentity } from './device-identity.js';
+import { luksError } from '../errors.js';
+import type { DeviceOps } from './ops.js';
+import type { DeviceIdentity } from './identity.js';
 
 /**
  * What the kernel says is using a block device, from sysfs (no process):

@@ -1,4 +1,4 @@
-import type { KeyslotKdf, LuksDump, Pbkdf } from './options.js';
+import type { KeyslotKdf, LuksDump, Pbkdf } from '../options.js';
 
 /** Enabled keyslots and their PBKDF, from either header version. */
 export function keyslotKdfs(dump: LuksDump): KeyslotKdf[] {

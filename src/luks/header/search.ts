@@ -1,7 +1,7 @@
-import type { DeviceOps } from './device-ops.js';
-import { identifyDevice, type DeviceIdentity } from './device-identity.js';
-import type { DiskToken } from './disk-token.js';
-import { readLuksHeader, type LuksHeader } from './header.js';
+import type { DeviceOps } from '../device/ops.js';
+import { identifyDevice, type DeviceIdentity } from '../device/identity.js';
+import type { DiskToken } from './token.js';
+import { readLuksHeader, type LuksHeader } from './read.js';
 
 /**
  * Finds the disks whose LUKS2 header carries a portcullis token that

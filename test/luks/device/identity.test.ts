@@ -3,9 +3,9 @@ import { existsSync, mkdtempSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { formatRdev, identifyDevice, rdevAt } from '../../src/luks/device-identity.js';
-import { localDeviceOps } from '../../src/luks/device-ops.js';
-import { rejectsWithCode } from '../helpers/errors.js';
+import { formatRdev, identifyDevice, rdevAt } from '../../../src/luks/device/identity.js';
+import { localDeviceOps } from '../../../src/luks/device/ops.js';
+import { rejectsWithCode } from '../../helpers/errors.js';
 
 /** glibc's makedev(): the inverse of what formatRdev() decodes. */
 const makedev = (major: bigint, minor: bigint) => ((major & 0xfffn) << 8n) | ((major & ~0xfffn) << 32n) | (minor & 0xffn) | ((minor & ~0xffn) << 12n);
