@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { DEVICE_PATH_PATTERN, MAPPING_NAME_PATTERN } from '../luks/names.js';
 
 /**
  * Socket API v1 on the wire (docs/api.md): request bodies as
@@ -7,13 +8,13 @@ import { z } from 'zod';
  */
 
 /** Mapping names and ephemeral ids: what dm and cryptsetup accept, and nothing a shell or a path could misread. */
-export const NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.+-]{0,126}$/;
+export const NAME_PATTERN = MAPPING_NAME_PATTERN;
 export const ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/;
 
 const devicePath = z
   .string()
   .max(4096)
-  .regex(/^\/dev\/[A-Za-z0-9_./:+@-]+$/, 'must be a /dev path')
+  .regex(DEVICE_PATH_PATTERN, 'must be a /dev path')
   .refine((p) => !p.split('/').includes('..'), 'must not contain ".."');
 
 const keyRef = z.strictObject({

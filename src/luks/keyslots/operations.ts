@@ -1,24 +1,13 @@
 import { describeKdf, keyslotKdfs, satisfies } from './kdf.js';
 import type { DeviceIdentity } from '../device/identity.js';
-import { exec, type ExecContext } from '../commands/exec.js';
-import { DEFAULT_PBKDF, type KeyslotUpgrade, type LuksDump, type Pbkdf } from '../options.js';
+import { exec } from '../commands/exec.js';
+import type { DriverContext } from '../driver-context.js';
+import { DEFAULT_PBKDF, type KeyslotUpgrade, type Pbkdf } from '../options.js';
 import { checkKeyLength, hexPassphrase, mangledHexPassphrase } from '../commands/passphrase.js';
 import { pbkdfArgs } from '../providers/luks-header.js';
-import type { SecureAllocator } from '../../util/secure-memory.js';
-import type { KeyedLock } from '../../util/keyed-lock.js';
-
-/** What the keyslot operations borrow from the driver: its commands, memory, locks and device resolution. */
-export interface KeyslotDeps {
-  ctx: ExecContext;
-  allocator: SecureAllocator;
-  locks: KeyedLock;
-  resolveDevice(device: string | DeviceIdentity): Promise<DeviceIdentity>;
-  dumpOf(path: string): Promise<LuksDump>;
-  withKey<T>(key: Uint8Array, fn: (stdin: Buffer) => Promise<T>): Promise<T>;
-}
 
 /** A LUKS device's keyslots beyond open: rewriting a slow one, and testing a key without mapping anything. */
-export function keyslotOperations(deps: KeyslotDeps) {
+export function keyslotOperations(deps: DriverContext) {
   const { ctx, allocator, locks, resolveDevice, dumpOf, withKey } = deps;
 
   /**
