@@ -11,6 +11,7 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { after, before } from 'node:test';
 import { startDaemonProcess, type Answer, type DaemonProcess, type StartOptions } from '../fixtures/daemon.js';
 import { privilegedRunner, serveRunner, type Broker, type PrivilegedRunner } from '../vm/index.js';
 import type { CommandRunner } from '../vm/runner.js';
@@ -127,4 +128,45 @@ export function createKeyIn(daemon: DaemonProcess, project: string, length = 512
   const run = spawnSync(process.execPath, [cli, '--config', daemon.configPath, 'key', 'create', '--project', project, '--length', String(length)], { encoding: 'utf8' });
   assert.equal(run.status, 0, run.stderr);
   return run.stdout.trim();
+}
+
+/** A test file's kernel and local-keystore daemon, restartable on the same directory (keystore, records, socket). */
+export interface FileDaemon {
+  readonly kernel: DaemonKernel;
+  readonly daemon: DaemonProcess;
+  readonly dir: string;
+  /** Stops the daemon, runs `whileStopped`, and starts another on the same directory with `env` added. */
+  restart(options?: { env?: Record<string, string>; whileStopped?: () => void }): Promise<DaemonProcess>;
+}
+
+/** Starts the kernel and the daemon before the file's tests and cleans both up after them. */
+export function fileDaemon(prefix: string): FileDaemon {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  const config = { key_manager: { backend: 'local', local: { path: `${dir}/keystore.db`, kek_file: `${dir}/kek` } }, log: { format: 'json' } };
+  let kernel: DaemonKernel | undefined;
+  let daemon: DaemonProcess | undefined;
+  const started = <T>(value: T | undefined): T => {
+    assert.ok(value !== undefined, 'the file daemon is started in before()');
+    return value;
+  };
+  before(async () => {
+    kernel = await daemonKernel();
+    daemon = await kernel.daemon({ dir, config });
+  });
+  after(() => kernel?.cleanup());
+  return {
+    get kernel() {
+      return started(kernel);
+    },
+    get daemon() {
+      return started(daemon);
+    },
+    dir,
+    async restart(options = {}) {
+      await started(daemon).stop();
+      options.whileStopped?.();
+      daemon = await started(kernel).daemon({ dir, config, ...(options.env === undefined ? {} : { env: options.env }) });
+      return daemon;
+    },
+  };
 }

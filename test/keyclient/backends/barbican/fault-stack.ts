@@ -4,6 +4,7 @@
  * Barbican, a direct client for making keys, and the stacks the daemon and
  * the CLI build from a validated config, talking through the proxy.
  */
+import { after, before } from 'node:test';
 import { setTimeout as delay } from 'node:timers/promises';
 import { validateConfig } from '../../../../src/config/load.js';
 import { barbicanBackend } from '../../../../src/keyclient/backends/barbican/backend.js';
@@ -48,6 +49,16 @@ export interface FaultStack {
 }
 
 const allocator = plainAllocator();
+
+/** One stack for a test file: started before its tests (handed to `use`), stopped after them. */
+export function faultStackForFile(use: (stack: FaultStack) => void): void {
+  let started: FaultStack | undefined;
+  before(async () => {
+    started = await startFaultStack();
+    use(started);
+  });
+  after(async () => started?.stop());
+}
 
 export async function startFaultStack(): Promise<FaultStack> {
   const stops: Array<() => Promise<unknown>> = [];

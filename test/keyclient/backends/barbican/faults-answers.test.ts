@@ -5,17 +5,13 @@
  * builds (cache(retry(barbican)) from a validated config).
  */
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import { rejectsWithCode } from '../../../helpers/errors.js';
-import { bytesOf, detailsOf, startFaultStack, toPayload, toSecret, type FaultStack } from './fault-stack.js';
+import { bytesOf, detailsOf, faultStackForFile, toPayload, toSecret, type FaultStack } from './fault-stack.js';
 
 let s: FaultStack;
 let ctx: FaultStack['ctx'];
-before(async () => {
-  s = await startFaultStack();
-  ctx = s.ctx;
-});
-after(async () => s?.stop());
+faultStackForFile((started) => ((s = started), (ctx = started.ctx)));
 
 describe('fault proxy: 500, 503, 429 and cut connections', () => {
   it('503 with Retry-After: 1 is retried after a wait of the second it asked for, and the get then succeeds', async () => {

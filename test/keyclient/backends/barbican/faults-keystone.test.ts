@@ -6,17 +6,13 @@
  * proxy in front of Barbican only records here (what reached Barbican).
  */
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import { rejectsWithCode } from '../../../helpers/errors.js';
-import { detailsOf, startFaultStack, type FaultStack } from './fault-stack.js';
+import { detailsOf, faultStackForFile, type FaultStack } from './fault-stack.js';
 
 let s: FaultStack;
 let ctx: FaultStack['ctx'];
-before(async () => {
-  s = await startFaultStack();
-  ctx = s.ctx;
-});
-after(async () => s?.stop());
+faultStackForFile((started) => ((s = started), (ctx = started.ctx)));
 
 /** Two attempts: enough to show each waited on Keystone, and half the wait of the default three. */
 const twoAttempts = (timeout: number) => ({ barbican: { timeout }, retry: { attempts: 2 } });

@@ -7,18 +7,14 @@
  * stands for a Barbican that fails after it said 404.
  */
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import { rejectsWithCode } from '../../../helpers/errors.js';
 import { waitUntil } from '../../../helpers/wait.js';
-import { bytesOf, detailsOf, startFaultStack, toSecret, type FaultStack } from './fault-stack.js';
+import { bytesOf, detailsOf, faultStackForFile, toSecret, type FaultStack } from './fault-stack.js';
 
 let s: FaultStack;
 let ctx: FaultStack['ctx'];
-before(async () => {
-  s = await startFaultStack();
-  ctx = s.ctx;
-});
-after(async () => s?.stop());
+faultStackForFile((started) => ((s = started), (ctx = started.ctx)));
 
 describe('Barbican down (stopped, then started again)', () => {
   it('serves cached keys, fails uncached ones with E_BACKEND_UNAVAILABLE after the configured attempts, and recovers', async () => {
