@@ -73,6 +73,8 @@ const statusByCode: Record<string, number> = {
   E_BACKEND_UNAVAILABLE: 503,
   E_OVERLOADED: 503,
   E_SHUTTING_DOWN: 503,
+  // The host cannot map anything (health says failing): retry elsewhere or once dm_mod is loaded, never fix the request.
+  E_DM_UNAVAILABLE: 503,
   E_CRYPTSETUP_TIMEOUT: 504,
   E_REQUEST_TIMEOUT: 504,
 };
