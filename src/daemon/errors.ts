@@ -14,7 +14,7 @@ export const daemonErrors = {
   E_ERASE_REFUSED: "Erase refused: the request's project, device or key is not the one the daemon's record names for that ephemeral disk; nothing was erased or deleted.",
   E_VOLUME_BUSY: 'The mapping is held open (mounted, or in use by a guest); detach refused. Use ?deferred=true to close it when released.',
   E_KEY_BACKEND_MISMATCH: 'The request names a key backend other than the one this daemon is configured with.',
-  E_OVERLOADED: 'Too many requests in flight (limits.max_pending_requests); retry after the Retry-After seconds.',
+  E_OVERLOADED: 'Too many requests in flight (limits.max_pending_requests, or limits.max_pending_reads for reads); retry after the Retry-After seconds.',
   E_SHUTTING_DOWN: 'The daemon is stopping and takes no new requests.',
   E_REQUEST_TIMEOUT: 'The request did not finish within limits.request_timeout_seconds; the work may still complete.',
   E_SOCKET_IN_USE: 'Another live daemon answers on the configured socket; refusing to start.',
