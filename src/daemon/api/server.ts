@@ -78,6 +78,8 @@ export function createApiServer(deps: ApiDeps): ApiServer {
     let release: (() => void) | undefined;
     let work: Promise<RouteAnswer> | undefined;
     let workEnded = false;
+    // A client that asked Expect: 100-continue sends its body only once told to.
+    let continued = false;
     try {
       if (peer === undefined || peer instanceof Error) {
         throw daemonError('E_PEER_FORBIDDEN', 'Cannot read the credentials of the connecting process; refusing', { details: { reason: peer?.message ?? 'none' } });
@@ -104,7 +106,10 @@ export function createApiServer(deps: ApiDeps): ApiServer {
       // Node stops parsing at an Upgrade: header and the body would never come; the API speaks HTTP/1.1 only.
       if (req.headers.upgrade !== undefined) throw daemonError('E_BAD_REQUEST', `Upgrade: ${quoted(req.headers.upgrade, 32)} is not part of the API (HTTP/1.1 only); refusing`);
       if (route.mutating && deps.stopping()) throw daemonError('E_SHUTTING_DOWN', 'portcullisd is shutting down; retry against the restarted daemon');
-      if (expectsContinue) res.writeContinue();
+      if (expectsContinue) {
+        res.writeContinue();
+        continued = true;
+      }
       const raw = await readBody(req, deps.limits().max_body_bytes);
       let body: unknown;
       if (route.body === undefined) {
@@ -152,7 +157,7 @@ export function createApiServer(deps: ApiDeps): ApiServer {
       const answer = await withTimeout(work, controller, deps.limits().request_timeout_seconds);
       send(res, answer);
     } catch (err) {
-      sendError(res, err, deps.log, what);
+      sendError(res, err, deps.log, what, !expectsContinue || continued);
     } finally {
       if (release !== undefined) holdUntilEnded(work, workEnded, release, what);
     }
