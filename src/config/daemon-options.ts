@@ -62,9 +62,20 @@ export const limitsOptionsSchema = z.strictObject({
   max_concurrent_commands: z.number().int().min(1).max(256).default(4),
   /** Mutating requests admitted at once (running or waiting); more get 503 with Retry-After. @default 64 */
   max_pending_requests: z.number().int().min(1).max(10_000).default(64),
+  /**
+   * Reads that run commands or ask the key manager (GET /v1/volumes, GET
+   * /v1/volumes/NAME, GET /v1/health) admitted at once; more get 503
+   * E_OVERLOADED with Retry-After. Separate from max_pending_requests, so
+   * reads cannot crowd attaches out of the command slots, nor attaches
+   * starve reads. @default 8
+   */
+  max_pending_reads: z.number().int().min(1).max(1_000).default(8),
   /** Per cryptsetup command. @default 120 */
   command_timeout_seconds: timerSeconds(86_400).refine((s) => s >= 1, 'must be at least 1').default(120),
-  /** A request that has not finished in this time gets 504 (the work goes on). @default 300 */
+  /**
+   * A request that has not finished in this time gets 504 (the work goes on,
+   * and keeps its admission slot and the shutdown drain until it ends). @default 300
+   */
   request_timeout_seconds: timerSeconds(86_400).refine((s) => s >= 1, 'must be at least 1').default(300),
   /** How long SIGTERM waits for in-flight requests. @default 30 */
   shutdown_grace_seconds: timerSeconds(3600).default(30),

@@ -74,7 +74,7 @@ export async function startDaemon(configPath: string, initial: Config, deps: Dae
   const locks = serviceLocks();
   const volumes = volumeService(serviceDeps, locks);
   const ephemeral = ephemeralService(serviceDeps, locks);
-  const health = healthService({ keys: () => keys, backend: () => config.key_manager.backend, driver, version: deps.version, startedAt, volumes: () => registry.size, commands: () => ({ limit: runner.limit, stuck: runner.stuck }) });
+  const health = healthService({ keys: () => keys, backend: () => config.key_manager.backend, driver, version: deps.version, startedAt, volumes: () => registry.size, commands: () => ({ limit: runner.limit, stuck: runner.stuck }), requests: () => ({ overrun: api.overrun }) });
 
   const t = performance.now();
   const { adopted, foreign } = await volumes.adopt().catch((err: unknown) => {
@@ -93,6 +93,7 @@ export async function startDaemon(configPath: string, initial: Config, deps: Dae
     limits: () => config.limits,
     readPeer: deps.readPeer,
     admission: admission(() => config.limits.max_pending_requests),
+    readAdmission: admission(() => config.limits.max_pending_reads),
     log,
     stopping: () => stopping,
   });

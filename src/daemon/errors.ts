@@ -19,7 +19,7 @@ export const daemonErrors = {
   E_KEY_AMBIGUOUS: 'Several keys carry the name an ephemeral disk\'s key is found by, and neither its record nor its header token says which; nothing was created, formatted or opened.',
   E_VOLUME_BUSY: 'The mapping is held open (mounted, or in use by a guest); detach refused. Use ?deferred=true to close it when released.',
   E_KEY_BACKEND_MISMATCH: 'The request names a key backend other than the one this daemon is configured with.',
-  E_OVERLOADED: 'Too many requests in flight (limits.max_pending_requests); retry after the Retry-After seconds.',
+  E_OVERLOADED: 'Too many requests in flight (limits.max_pending_requests, or limits.max_pending_reads for reads); retry after the Retry-After seconds.',
   E_SHUTTING_DOWN: 'The daemon is stopping and takes no new requests.',
   E_REQUEST_TIMEOUT: 'The request did not finish within limits.request_timeout_seconds; the work may still complete.',
   E_SOCKET_IN_USE: 'Another live daemon answers on the configured socket; refusing to start.',
@@ -82,6 +82,8 @@ const statusByCode: Record<ApiErrorCode, number> = {
   E_BACKEND_UNAVAILABLE: 503,
   E_OVERLOADED: 503,
   E_SHUTTING_DOWN: 503,
+  // The host cannot map anything (health says failing): retry elsewhere or once dm_mod is loaded, never fix the request.
+  E_DM_UNAVAILABLE: 503,
   E_CRYPTSETUP_TIMEOUT: 504,
   E_REQUEST_TIMEOUT: 504,
   // Failures of the host or of portcullis itself, not of the request.

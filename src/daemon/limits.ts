@@ -56,11 +56,21 @@ export function limitedRunner(runner: CommandRunner, limit: number, options: { g
   };
 }
 
+/** A bounded queue of admitted requests (running or waiting for a command slot). */
+export interface Admission {
+  /** Takes a place, or false when all `max()` are taken. */
+  tryEnter(): boolean;
+  /** Gives a place back: only once the admitted work has really ended. */
+  leave(): void;
+  readonly pending: number;
+}
+
 /**
- * Admission for mutating requests: a bounded queue. Past the bound a request
- * is answered 503 at once rather than waiting behind work it cannot overtake.
+ * Admission for requests that do real work: a bounded queue. Past the bound a
+ * request is answered 503 at once rather than waiting behind work it cannot
+ * overtake. Mutating requests and bounded reads each have their own.
  */
-export function admission(max: () => number) {
+export function admission(max: () => number): Admission {
   let pending = 0;
   return {
     tryEnter(): boolean {

@@ -29,7 +29,12 @@ export function createMetrics(cacheStats: () => CacheStats | undefined, commandS
     buckets,
     registers: [registry],
   });
-  const inFlight = new Gauge({ name: 'portcullis_requests_in_flight', help: 'Mutating requests admitted and not yet answered.', registers: [registry] });
+  const inFlight = new Gauge({ name: 'portcullis_requests_in_flight', help: 'Mutating requests admitted whose work has not ended (overrun ones included).', registers: [registry] });
+  const overrun = new Gauge({
+    name: 'portcullis_requests_overrun',
+    help: 'Requests answered 504 E_REQUEST_TIMEOUT whose work still runs; each keeps its admission slot (and a mutating one the shutdown drain) until it ends.',
+    registers: [registry],
+  });
   const connections = new Gauge({ name: 'portcullis_connections_open', help: 'Connections to the API socket open now, idle and slow ones included (limits.max_connections).', registers: [registry] });
   const rejected = new Counter({ name: 'portcullis_requests_rejected_total', help: 'Requests refused before any work, by reason.', labelNames: ['reason'] as const, registers: [registry] });
   const cacheCounter = (name: string, help: string, field: keyof Omit<CacheStats, 'backendLatency'>) =>
@@ -86,6 +91,7 @@ export function createMetrics(cacheStats: () => CacheStats | undefined, commandS
       keyFetch.observe({ source }, seconds);
     },
     inFlight,
+    overrun,
     connections,
     rejected(reason: string): void {
       rejected.inc({ reason });

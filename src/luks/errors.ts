@@ -3,7 +3,8 @@ import { errorFamily, type ErrorOptions, type ErrorRegistry } from '../errors.js
 /**
  * cryptsetup documents exit codes 1–5 (wrong parameters, no permission/bad
  * passphrase, out of memory, wrong device, device exists/busy); each maps to
- * one code here. The rest are portcullis' own refusals.
+ * one code here, except that exit 1 for a missing device-mapper is the
+ * host's fault and has its own. The rest are portcullis' own refusals.
  */
 export const luksErrors = {
   E_CRYPTSETUP_PARAMS: 'cryptsetup rejected its parameters (exit 1).',
@@ -11,6 +12,7 @@ export const luksErrors = {
   E_CRYPTSETUP_NOMEM: 'cryptsetup ran out of memory (exit 3), often an argon2 PBKDF on a small host.',
   E_DEVICE_WRONG: 'cryptsetup says the device is wrong or missing (exit 4).',
   E_DEVICE_BUSY: 'The device or mapping exists already or is busy (cryptsetup exit 5).',
+  E_DM_UNAVAILABLE: 'The kernel has no device-mapper (cryptsetup exit 1: "Cannot initialize device-mapper"), so no mapping can be opened on this host; the request itself was fine.',
   E_CRYPTSETUP_FAILED: 'cryptsetup failed for another reason (its message is in details.stderr).',
   E_CRYPTSETUP_TIMEOUT: 'cryptsetup (or blkid/dmsetup) did not finish in time and was killed.',
   E_DEVICE_NOT_FOUND: 'The block device does not exist.',

@@ -69,7 +69,7 @@ describe('portcullisd socket API on the local keystore', () => {
   it('GET /v1/health reports every check, and "failing" exactly when a host check fails', async () => {
     const answer = await daemon.call('GET', '/v1/health');
     const health = answer.body as { status: string; backend: string; checks: Record<string, { ok: boolean; detail: string }> };
-    assert.deepEqual(Object.keys(health.checks).sort(), ['commands', 'cryptsetup', 'dm_crypt', 'key_manager']);
+    assert.deepEqual(Object.keys(health.checks).sort(), ['commands', 'cryptsetup', 'dm_crypt', 'key_manager', 'requests']);
     assert.equal(health.backend, 'local');
     assert.equal(health.checks['key_manager']?.ok, true);
     const hostOk = health.checks['cryptsetup']?.ok === true && health.checks['dm_crypt']?.ok === true;
@@ -163,9 +163,9 @@ describe('portcullisd socket API on the local keystore', () => {
       assert.equal(answer.status, 404, answer.text);
       assert.equal(errorOf(answer).code, 'E_VOLUME_NOT_FOUND');
     } else {
-      // GET asks cryptsetup for the mapping's status, which cannot reach the kernel: the daemon says so, never "absent".
-      assert.equal(answer.status, 400, answer.text);
-      assert.equal(errorOf(answer).code, 'E_CRYPTSETUP_PARAMS');
+      // GET asks cryptsetup for the mapping's status, which cannot reach the kernel: the host's fault (503), never "absent".
+      assert.equal(answer.status, 503, answer.text);
+      assert.equal(errorOf(answer).code, 'E_DM_UNAVAILABLE');
       assert.match(errorOf(answer).message, /Cannot initialize device-mapper/);
     }
   });

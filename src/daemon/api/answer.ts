@@ -3,6 +3,7 @@ import type { Socket } from 'node:net';
 import { isPortcullisError } from '../../errors.js';
 import { httpStatusOf } from '../errors.js';
 import type { Logger } from '../log.js';
+import { endAfterLinger } from './linger.js';
 import type { RouteAnswer } from './routes.js';
 
 /**
@@ -46,13 +47,21 @@ function headersOf(error: ErrorBody, body: string, unread: boolean): Record<stri
   return headers;
 }
 
-export function sendError(res: ServerResponse, err: unknown, log: Logger, what: string): void {
+/**
+ * Answers an error. A refusal before the body was read to its end closes the
+ * connection (Node would otherwise read and discard the rest of the body,
+ * however long, to keep it), but gracefully: after reading on for a bounded
+ * while (linger.ts), so a client still writing gets its answer.
+ * `bodyComing` false: the client waits for a 100 Continue that was never sent.
+ */
+export function sendError(res: ServerResponse, err: unknown, log: Logger, what: string, bodyComing = true): void {
   const error = errorBody(err, log, what);
   if (!writable(res) || res.headersSent) return;
   const body = JSON.stringify({ error });
-  // Node would otherwise read and discard the rest of a refused body, however long, to keep the connection.
-  res.writeHead(httpStatusOf(error.code), headersOf(error, body, !res.req.complete));
-  res.end(body);
+  const unread = !res.req.complete;
+  res.writeHead(httpStatusOf(error.code), headersOf(error, body, unread));
+  if (unread) endAfterLinger(res, body, bodyComing);
+  else res.end(body);
 }
 
 /**

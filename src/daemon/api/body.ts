@@ -22,15 +22,18 @@ export function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let size = 0;
-    req.on('data', (chunk: Buffer) => {
+    const onData = (chunk: Buffer): void => {
       size += chunk.length;
       if (size > limit) {
+        // Not read on here; the refusal decides what becomes of the rest (answer.ts, linger.ts).
+        req.off('data', onData);
         req.pause();
         reject(tooLarge(limit, size));
         return;
       }
       chunks.push(chunk);
-    });
+    };
+    req.on('data', onData);
     // A client gone mid-body is its own failure, not the daemon's: never an E_INTERNAL in the log.
     const cutShort = () => reject(daemonError('E_BAD_REQUEST', `The connection closed after ${size} bytes of the body; nothing was done`, { details: { received: size } }));
     req.on('end', () => resolve(Buffer.concat(chunks)));

@@ -5,6 +5,7 @@ import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import type { LimitsOptions } from '../../config/daemon-options.js';
 import { errorBody, sendError, sendRawError, type ErrorBody } from './answer.js';
+import { lingering } from './linger.js';
 
 /**
  * What a client controls below the request handler, bounded: how many
@@ -57,6 +58,13 @@ export function guardConnections(server: Server, deps: { limits(): LimitsOptions
   });
 
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
+    // The peer has its answer and the rest of its body is being drained (linger.ts): what the parser or the request
+    // timeout says of that rest ends the drain; a second answer would be garbage after the first.
+    const endLinger = lingering.get(socket);
+    if (endLinger !== undefined) {
+      endLinger();
+      return;
+    }
     // The peer went away mid-request: nobody to answer.
     if (err.code === 'ECONNRESET' || err.code === 'EPIPE' || !socket.writable) {
       socket.destroy();

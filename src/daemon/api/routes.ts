@@ -9,11 +9,12 @@ import type { VolumeService } from '../service/volumes.js';
 import type { Role } from './peer.js';
 import { attachBodySchema, ephemeralAttachBodySchema, ephemeralDetachBodySchema, ID_PATTERN, NAME_PATTERN, resizeBodySchema, type CacheAnswer, type HealthAnswer } from '../../api/wire.js';
 
+/** What the routes use of each service: declared here, so a test can serve the API with fakes. */
 export interface RouteDeps {
-  volumes: VolumeService;
-  ephemeral: EphemeralService;
+  volumes: Pick<VolumeService, 'attach' | 'detach' | 'resize' | 'list' | 'volume'>;
+  ephemeral: Pick<EphemeralService, 'attach' | 'detach'>;
   health(): Promise<HealthAnswer>;
-  keys(): CachingKeyManager;
+  keys(): Pick<CachingKeyManager, 'stats' | 'flush' | 'evict'>;
   metrics: Metrics;
 }
 
@@ -42,6 +43,8 @@ export interface Route {
   role: Role;
   /** Mutating routes pass admission (the bounded queue) and drain on shutdown. */
   mutating: boolean;
+  /** A read that runs commands or asks the key manager: passes the read admission (limits.max_pending_reads). */
+  boundedRead?: true;
   /** Body schema; absent: the route takes no body (one is refused). `optional`: an empty body is fine. */
   body?: { schema: z.ZodType; optional?: boolean };
   /** Query parameters the route takes (flags); any other is refused. */
@@ -78,11 +81,11 @@ export const routes: readonly Route[] = [
     handle: async (input, deps) => ok(await deps.volumes.resize(param(input, 0), input.body as z.output<typeof resizeBodySchema>, input.peer)),
   },
   {
-    method: 'GET', path: exact('/v1/volumes'), role: 'agent', mutating: false,
+    method: 'GET', path: exact('/v1/volumes'), role: 'agent', mutating: false, boundedRead: true,
     handle: async (input, deps) => ok({ volumes: await deps.volumes.list({ admin: input.admin }) }),
   },
   {
-    method: 'GET', path: exact(`/v1/volumes/${NAME}`), role: 'agent', mutating: false,
+    method: 'GET', path: exact(`/v1/volumes/${NAME}`), role: 'agent', mutating: false, boundedRead: true,
     handle: async (input, deps) => ok(await deps.volumes.volume(param(input, 0), { admin: input.admin })),
   },
   {
@@ -95,7 +98,7 @@ export const routes: readonly Route[] = [
       ok(await deps.ephemeral.detach(param(input, 0), param(input, 1), flag(input.query, 'erase'), input.body as z.output<typeof ephemeralDetachBodySchema> | undefined, input.peer)),
   },
   {
-    method: 'GET', path: exact('/v1/health'), role: 'agent', mutating: false,
+    method: 'GET', path: exact('/v1/health'), role: 'agent', mutating: false, boundedRead: true,
     handle: async (_input, deps) => {
       const health = await deps.health();
       return { status: health.status === 'failing' ? 503 : 200, json: health };

@@ -1,17 +1,21 @@
-import type { CachingKeyManager } from '../../keyclient/cache.js';
+import type { KeyManager } from '../../keyclient/key-manager.js';
 import type { LuksDriver } from '../../luks/driver.js';
 import type { HealthAnswer, HealthCheck } from '../../api/wire.js';
 import { codeOf } from './context.js';
 
 export interface HealthDeps {
-  keys(): CachingKeyManager;
+  keys(): Pick<KeyManager, 'health'>;
   backend(): string;
-  driver: LuksDriver;
+  driver: Pick<LuksDriver, 'version' | 'cryptTarget'>;
   version: string;
   startedAt: number;
   volumes(): number;
   /** The privileged command slots: how many there are, and how many are stuck. */
   commands(): { limit: number; stuck: number };
+  /** Requests answered at their deadline whose work still runs (each holds an admission slot). */
+  requests(): { overrun: number };
+  /** The clock of the caches below. @default Date.now */
+  now?: () => number;
 }
 
 /** Host facts change rarely and cost a process each (seconds under emulation): ask at most this often. */
@@ -19,6 +23,12 @@ const HOST_CHECK_TTL_MS = 30_000;
 /** A failing host check is asked again after this long. */
 const FAILED_CHECK_TTL_MS = 2_000;
 const BACKEND_TIMEOUT_MS = 5_000;
+/**
+ * The key manager's answer is reused this long after it came: health is open
+ * to every agent, and each probe is a request to Barbican or KMIP (or a
+ * keystore read). Short, so an outage shows within seconds.
+ */
+export const BACKEND_CHECK_TTL_MS = 2_000;
 
 /**
  * Readiness with per-check detail. cryptsetup and dm-crypt missing means no
@@ -26,7 +36,10 @@ const BACKEND_TIMEOUT_MS = 5_000;
  * usable: degraded.
  */
 export function healthService(deps: HealthDeps) {
+  const clock = deps.now ?? Date.now;
   let host: { at: number; checks: Promise<Record<string, HealthCheck>> } | undefined;
+  /** The last key-manager probe; `at` once it answered. Concurrent calls share one that is under way. */
+  let probe: { at?: number; check: Promise<HealthCheck> } | undefined;
 
   async function hostChecks(): Promise<Record<string, HealthCheck>> {
     const cryptsetup = deps.driver.version().then(
@@ -58,22 +71,35 @@ export function healthService(deps: HealthDeps) {
     }
   }
 
+  function backendProbe(now: number): Promise<HealthCheck> {
+    if (probe !== undefined && (probe.at === undefined || now - probe.at <= BACKEND_CHECK_TTL_MS)) return probe.check;
+    const next: { at?: number; check: Promise<HealthCheck> } = { check: backendCheck() };
+    void next.check.then(() => (next.at = clock()));
+    probe = next;
+    return next.check;
+  }
+
   return async function health(): Promise<HealthAnswer> {
-    const now = Date.now();
+    const now = clock();
     if (host === undefined || now - host.at > HOST_CHECK_TTL_MS) host = { at: now, checks: hostChecks() };
-    const [hostResults, backend] = await Promise.all([host.checks, backendCheck()]);
+    const [hostResults, backend] = await Promise.all([host.checks, backendProbe(now)]);
     const { limit, stuck } = deps.commands();
     const commands: HealthCheck =
       stuck === 0
         ? { ok: true, detail: `${limit} command slot(s), none stuck` }
         : { ok: false, detail: `${stuck} of ${limit} command slot(s) held by commands stuck in the kernel past their timeout (uninterruptible I/O: check the devices and dmesg)` };
-    const checks: Record<string, HealthCheck> = { ...hostResults, commands, key_manager: backend };
+    const { overrun } = deps.requests();
+    const requests: HealthCheck =
+      overrun === 0
+        ? { ok: true, detail: 'no request runs past its deadline' }
+        : { ok: false, detail: `${overrun} request(s) answered 504 E_REQUEST_TIMEOUT still run, each holding its admission slot until it ends (slow devices or key manager?)` };
+    const checks: Record<string, HealthCheck> = { ...hostResults, commands, requests, key_manager: backend };
     // A failed host check is asked again soon, not after 30 s, so a fix shows at once; but not on every call:
     // health is open to agents, and each ask spawns cryptsetup and dmsetup (measured: 2,967 req/s, bench/key-cache).
     if (Object.values(hostResults).some((c) => !c.ok) && host !== undefined && host.at === now) host = { ...host, at: now - HOST_CHECK_TTL_MS + FAILED_CHECK_TTL_MS };
     // Every slot stuck: nothing can run. Some: attaches still work, slower.
     const failing = Object.values(hostResults).some((c) => !c.ok) || stuck >= limit;
-    const status = failing ? 'failing' : backend.ok && commands.ok ? 'ok' : 'degraded';
+    const status = failing ? 'failing' : backend.ok && commands.ok && requests.ok ? 'ok' : 'degraded';
     return {
       status,
       version: deps.version,

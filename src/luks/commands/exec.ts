@@ -16,6 +16,19 @@ const exitCodes: Record<number, LuksErrorCode> = {
   5: 'E_DEVICE_BUSY',
 };
 
+/**
+ * libdevmapper's words when the kernel has no device-mapper (no dm_mod, a
+ * container without /dev/mapper/control): cryptsetup then exits 1, the code
+ * it also uses for bad parameters. The host is at fault, not the request.
+ */
+const DM_UNAVAILABLE = /Cannot initiali[sz]e device-mapper/i;
+
+/** The code of a cryptsetup failure from its exit code and stderr; undefined for an exit code it does not document. */
+export function cryptsetupFailureCode(exitCode: number, stderr: string): LuksErrorCode | undefined {
+  if (exitCode === 1 && DM_UNAVAILABLE.test(stderr)) return 'E_DM_UNAVAILABLE';
+  return exitCodes[exitCode];
+}
+
 export interface ExecOptions {
   stdin?: Buffer;
   /** Exit codes that are not failures for this call (returned to the caller to interpret). */
@@ -45,7 +58,7 @@ export async function exec(ctx: ExecContext, argv: readonly string[], options: E
   }
   if (result.code === 0 || (result.code !== null && options.ok?.includes(result.code))) return result;
   const stderr = result.stderr.toString('utf8').trim().slice(0, 2000);
-  const mapped = argv[0] === 'cryptsetup' && result.code !== null ? exitCodes[result.code] : undefined;
+  const mapped = argv[0] === 'cryptsetup' && result.code !== null ? cryptsetupFailureCode(result.code, stderr) : undefined;
   const reason = result.code === null ? `was killed by ${result.signal ?? 'a signal'}` : `exited ${result.code}`;
   throw luksError(mapped ?? 'E_CRYPTSETUP_FAILED', `${argv[0]} ${reason} trying to ${options.what}${stderr === '' ? '' : `: ${stderr}`}`, {
     details: { command: argv[0], exitCode: result.code, stderr },

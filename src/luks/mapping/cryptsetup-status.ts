@@ -1,5 +1,5 @@
 import { luksError } from '../errors.js';
-import { exec, type ExecContext } from '../commands/exec.js';
+import { cryptsetupFailureCode, exec, type ExecContext } from '../commands/exec.js';
 import { tablelessDevice } from './host.js';
 import { parseStatus, type MappingStatus } from './status.js';
 
@@ -12,6 +12,7 @@ import { parseStatus, type MappingStatus } from './status.js';
 /**
  * `cryptsetup status` of one mapping, with the backing device's major:minor
  * from `quick` (sysfs) where it knows it; undefined when there is none.
+ * @throws E_DM_UNAVAILABLE when the kernel has no device-mapper
  * @throws E_CRYPTSETUP_PARAMS when cryptsetup fails for another reason
  */
 export async function describeMapping(ctx: ExecContext, name: string, quick: (name: string) => Promise<MappingStatus | undefined>): Promise<MappingStatus | undefined> {
@@ -25,7 +26,7 @@ export async function describeMapping(ctx: ExecContext, name: string, quick: (na
   // Exit 1 with nothing said: a dm device without a table (an open killed midway) is no active mapping either.
   if (result.code === 1 && (await tablelessDevice(ctx, name)) === undefined) {
     const stderr = result.stderr.toString('utf8').trim();
-    throw luksError('E_CRYPTSETUP_PARAMS', `cryptsetup exited 1 trying to read the status of ${name}: ${stderr || 'no reason given'}`, { details: { command: 'cryptsetup', exitCode: 1, stderr } });
+    throw luksError(cryptsetupFailureCode(1, stderr) ?? 'E_CRYPTSETUP_PARAMS', `cryptsetup exited 1 trying to read the status of ${name}: ${stderr || 'no reason given'}`, { details: { command: 'cryptsetup', exitCode: 1, stderr } });
   }
   return undefined;
 }
