@@ -20,6 +20,15 @@ export function isNop(provider: string): boolean {
   }
 }
 
+/** Whether a known provider name is refused for an ephemeral disk, which is LUKS2 only (E_BAD_REQUEST). */
+export function notForEphemeral(provider: string): boolean {
+  try {
+    return resolveProvider(provider) !== 'luks2';
+  } catch {
+    return false;
+  }
+}
+
 export interface FuzzWorld {
   /** A key that exists in project p1 of the daemon's keystore. */
   keyId: string;
@@ -65,9 +74,13 @@ export function validBody(kind: BodyKind, world: FuzzWorld): Record<string, unkn
   }
 }
 
-/** Strings no field should take quietly: NUL, traversal, separators, lone surrogates, controls, long runs. */
+/**
+ * Strings no field should take quietly: NUL, traversal, separators, lone surrogates, controls, long runs, and
+ * the names of Object.prototype's properties as values (a table lookup keyed by request input must use own
+ * properties only: "__proto__" as a provider once resolved through the prototype).
+ */
 export const oddStrings: readonly string[] = [
-  '', ' ', '\0', 'a\0b', '../', '../../etc/passwd', '/', '//', '\\', '%00', '%2F', '\ud800', 'x\udfffy', '\u202e', '\r\n', '\t', 'ü',
+  '__proto__', 'constructor', 'prototype', 'toString', 'hasOwnProperty', 'valueOf', '', ' ', '\0', 'a\0b', '../', '../../etc/passwd', '/', '//', '\\', '%00', '%2F', '\ud800', 'x\udfffy', '\u202e', '\r\n', '\t', 'ü',
   '$(id)', '`id`', ';ls', '-rf', '--help', 'null', 'true', '0', '-1', '1e400', 'a'.repeat(300), '€'.repeat(100), 'é'.repeat(128),
 ];
 

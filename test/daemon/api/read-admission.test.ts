@@ -10,7 +10,7 @@ import { after, before, describe, it } from 'node:test';
 import type { BackendHealth } from '../../../src/keyclient/key-manager.js';
 import { healthService } from '../../../src/daemon/service/health.js';
 import { waitUntil } from '../../helpers/wait.js';
-import { attachAnswer, gate, startApiHost, type ApiHost, type Gate } from '../../fixtures/api-host.js';
+import { gate, healthyHostFacts, startApiHost, volumesWith, type ApiHost, type Gate } from '../../fixtures/api-host.js';
 
 const READS = 3;
 const attachBody = { device: '/dev/loop0', provider: 'nop', key: { id: 'k' }, project_id: 'p1' };
@@ -33,28 +33,14 @@ describe('bounded reads', () => {
     };
     const health = healthService({
       keys: () => countingKeyManager,
-      backend: () => 'fixed',
-      driver: { version: async () => ({ version: '2.6.1', major: 2, minor: 6, patch: 1 }), cryptTarget: async () => '1.23.0' },
-      version: 'test',
-      startedAt: 0,
-      volumes: () => 0,
-      commands: () => ({ limit: 4, stuck: 0 }),
+      ...healthyHostFacts,
       requests: () => ({ overrun: 0 }),
     });
     host = await startApiHost({
       limits: { max_pending_reads: READS, max_pending_requests: 2 },
       deps: {
         health,
-        volumes: {
-          attach: async (name, body) => attachAnswer(name, body.device),
-          detach: async () => Promise.reject(new Error('not used')),
-          resize: async () => Promise.reject(new Error('not used')),
-          list: async () => {
-            await lists.pass();
-            return [];
-          },
-          volume: async () => Promise.reject(new Error('not used')),
-        },
+        volumes: volumesWith({ list: async () => (await lists.pass(), []) }),
       },
     });
   });

@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { BackendHealth } from '../../../src/keyclient/key-manager.js';
 import { BACKEND_CHECK_TTL_MS, healthService, type HealthDeps } from '../../../src/daemon/service/health.js';
-import { gate, type Gate } from '../../fixtures/api-host.js';
+import { gate, healthyHostFacts, type Gate } from '../../fixtures/api-host.js';
 
 interface Stand {
   health: ReturnType<typeof healthService>;
@@ -32,12 +32,7 @@ function stand(holding: boolean): Stand {
         return { ok: answer.ok, detail: answer.ok ? 'up' : 'down' };
       },
     }),
-    backend: () => 'fixed',
-    driver: { version: async () => ({ version: '2.6.1', major: 2, minor: 6, patch: 1 }), cryptTarget: async () => '1.23.0' },
-    version: 'test',
-    startedAt: 0,
-    volumes: () => 0,
-    commands: () => ({ limit: 4, stuck: 0 }),
+    ...healthyHostFacts,
     requests: () => ({ overrun: overrun.count }),
     now: () => clock.now,
   };

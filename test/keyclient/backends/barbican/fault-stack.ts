@@ -40,6 +40,10 @@ export interface FaultStack {
   openStack(options?: StackOptions, now?: () => number): Promise<CachingKeyManager & { retryWaits: number[] }>;
   /** The CLI's stack through the proxy, retry(barbican) (openKeyManager(), no cache). */
   openRetrying(options?: StackOptions): Promise<KeyManager>;
+  /** Runs `use` with a fresh openStack(options), then clears the proxy's faults and closes the stack, whatever happened. */
+  usingStack(options: StackOptions, use: (km: CachingKeyManager & { retryWaits: number[] }) => Promise<void>, now?: () => number): Promise<void>;
+  /** Runs `fn` with Barbican stopped (SIGSTOP: connections hang, nothing answers), and lets it go on after, whatever happened. */
+  whileStopped(fn: () => Promise<void>): Promise<void>;
   newKey(): Promise<string>;
   /** Resolves once every exchange the proxy received was answered or torn down (bounded: 1 s). */
   noneInFlight(): Promise<void>;
@@ -87,7 +91,7 @@ export async function startFaultStack(): Promise<FaultStack> {
     const direct = await openKeyManager(configFor(barbican.url), { allocator });
     stops.push(() => direct.close());
     const ctx = { projectId: keystone.projects.a.id };
-    return {
+    const stack: FaultStack = {
       keystone,
       barbican,
       proxy,
@@ -108,11 +112,29 @@ export async function startFaultStack(): Promise<FaultStack> {
         return Object.assign(cachingKeyManager(retryingKeyManager(backend, config.retry, { sleep }), config.cache, deps), { retryWaits });
       },
       openRetrying: (options = {}) => openKeyManager(configFor(proxy.url, options), { allocator }),
+      async usingStack(options, use, now) {
+        const km = await stack.openStack(options, now);
+        try {
+          await use(km);
+        } finally {
+          proxy.clear();
+          await km.close();
+        }
+      },
+      async whileStopped(fn) {
+        barbican.signal('SIGSTOP');
+        try {
+          await fn();
+        } finally {
+          barbican.signal('SIGCONT');
+        }
+      },
       newKey: () => direct.createKey(ctx, { algorithm: 'aes', length: 256 }),
       noneInFlight: () => waitUntil('no exchange left open at the proxy', () => proxy.inFlight() === 0, { timeoutMs: 1000, intervalMs: 10, describe: () => `in flight: ${proxy.inFlight()}` }),
       noConnections: () => waitUntil('no connection left open to the proxy', () => proxy.openConnections() === 0, { timeoutMs: 1000, intervalMs: 10, describe: () => `open: ${proxy.openConnections()}` }),
       stop,
     };
+    return stack;
   } catch (err) {
     await stop();
     throw err;

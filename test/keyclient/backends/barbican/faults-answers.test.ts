@@ -16,17 +16,13 @@ faultStackForFile((started) => ((s = started), (ctx = started.ctx)));
 describe('fault proxy: 500, 503, 429 and cut connections', () => {
   it('503 with Retry-After: 1 is retried after a wait of the second it asked for, and the get then succeeds', async () => {
     const id = await s.newKey();
-    const km = await s.openStack();
-    try {
+    await s.usingStack({}, async (km) => {
       s.proxy.inject({ fault: { kind: 'status', status: 503, retryAfter: '1' }, match: (m, p) => m === 'GET' && p === `/v1/secrets/${id}`, times: 2 });
       assert.equal((await km.get(ctx, id)).bytes().length, 32);
       const seen = s.proxy.attempts.filter(toSecret(id));
       assert.deepEqual(seen.map((a) => a.outcome), [503, 503, 'passed']);
       assert.deepEqual(km.retryWaits, [1000, 1000], "each retry waited Barbican's Retry-After, not the 50 ms backoff");
-    } finally {
-      s.proxy.clear();
-      await km.close();
-    }
+    });
   });
 
   it('429 with Retry-After on an order is resent (the order was refused, not made) after the wait, and one key results', async () => {
@@ -68,46 +64,34 @@ describe('fault proxy: 500, 503, 429 and cut connections', () => {
   it('a payload cut off mid-body is E_BACKEND_UNAVAILABLE, retried, and the next whole answer is served', async () => {
     const id = await s.newKey();
     const expected = await bytesOf(s.direct, ctx, id);
-    const km = await s.openStack();
-    try {
+    await s.usingStack({}, async (km) => {
       s.proxy.inject({ fault: { kind: 'cut', bytes: 10 }, match: (m, p) => m === 'GET' && p === `/v1/secrets/${id}/payload`, times: 1 });
       assert.deepEqual(await bytesOf(km, ctx, id), expected);
       assert.deepEqual(s.proxy.attempts.filter(toPayload(id)).map((a) => a.outcome), ['cut', 'passed']);
       await s.noneInFlight();
-    } finally {
-      s.proxy.clear();
-      await km.close();
-    }
+    });
   });
 
   it('a payload cut short where the cut looks like the end (no Content-Length, clean close) is never handed out as a shorter key', async () => {
     const id = await s.newKey();
-    const km = await s.openStack();
-    try {
+    await s.usingStack({}, async (km) => {
       s.proxy.inject({ fault: { kind: 'cut', bytes: 16, framing: 'close' }, match: (m, p) => m === 'GET' && p === `/v1/secrets/${id}/payload` });
       const err = await rejectsWithCode(km.get(ctx, id), 'E_BACKEND_PROTOCOL');
       assert.match(err.message, /16 bytes for a 256-bit symmetric key/);
       assert.equal(km.stats().entries, 0, 'nothing was cached');
       s.proxy.clear();
       assert.equal((await km.get(ctx, id)).bytes().length, 32);
-    } finally {
-      s.proxy.clear();
-      await km.close();
-    }
+    });
   });
 
   it('metadata cut off on every attempt ends in E_BACKEND_UNAVAILABLE, not a hang or a protocol error', async () => {
     const id = await s.newKey();
-    const km = await s.openStack({ barbican: { timeout: 30 } });
-    try {
+    await s.usingStack({ barbican: { timeout: 30 } }, async (km) => {
       s.proxy.inject({ fault: { kind: 'cut', bytes: 20 }, match: (m, p) => m === 'GET' && p === `/v1/secrets/${id}` });
       const err = await rejectsWithCode(km.get(ctx, id), 'E_BACKEND_UNAVAILABLE');
       assert.equal(detailsOf(err)['attempts'], 3);
       assert.match(err.message, /closed the connection mid-request|mid-answer|ECONNRESET/);
       await s.noneInFlight();
-    } finally {
-      s.proxy.clear();
-      await km.close();
-    }
+    });
   });
 });

@@ -19,8 +19,7 @@ faultStackForFile((started) => ((s = started), (ctx = started.ctx)));
 describe('Barbican down (stopped, then started again)', () => {
   it('serves cached keys, fails uncached ones with E_BACKEND_UNAVAILABLE after the configured attempts, and recovers', async () => {
     const [cachedId, uncachedId] = [await s.newKey(), await s.newKey()];
-    const km = await s.openStack();
-    try {
+    await s.usingStack({}, async (km) => {
       const cached = await bytesOf(km, ctx, cachedId);
       await s.barbican.kill();
       try {
@@ -33,40 +32,30 @@ describe('Barbican down (stopped, then started again)', () => {
         await s.barbican.restart();
       }
       assert.equal((await km.get(ctx, uncachedId)).bytes().length, 32, 'the same stack works once Barbican is back');
-    } finally {
-      await km.close();
-    }
+    });
   });
 });
 
 describe('Barbican SIGSTOPped (slow beyond every timeout)', () => {
   it('serves cached keys; an uncached get times out per attempt, gives up after the attempts, and leaves nothing in flight', async () => {
     const [cachedId, uncachedId] = [await s.newKey(), await s.newKey()];
-    const km = await s.openStack({ barbican: { timeout: 0.5 } });
-    try {
+    await s.usingStack({ barbican: { timeout: 0.5 } }, async (km) => {
       const cached = await bytesOf(km, ctx, cachedId);
-      s.barbican.signal('SIGSTOP');
-      try {
+      await s.whileStopped(async () => {
         assert.deepEqual(await bytesOf(km, ctx, cachedId), cached);
         const err = await rejectsWithCode(km.get(ctx, uncachedId), 'E_BACKEND_UNAVAILABLE');
         assert.match(err.message, /did not answer within 0.5 s/);
         assert.equal(detailsOf(err)['attempts'], 3);
         assert.equal(s.proxy.attempts.filter(toSecret(uncachedId)).length, 3);
         await s.noneInFlight();
-      } finally {
-        s.barbican.signal('SIGCONT');
-      }
-    } finally {
-      await km.close();
-    }
+      });
+    });
   });
 
   it('a get with a deadline rejects at the deadline, not at the 30 s request timeout, and its request is torn down', async () => {
     const id = await s.newKey();
-    const km = await s.openStack({ barbican: { timeout: 30 } });
-    try {
-      s.barbican.signal('SIGSTOP');
-      try {
+    await s.usingStack({ barbican: { timeout: 30 } }, async (km) => {
+      await s.whileStopped(async () => {
         const deadline = AbortSignal.timeout(1000);
         const err = await rejectsWithCode(km.get({ ...ctx, signal: deadline }, id), 'E_BACKEND_UNAVAILABLE');
         assert.ok(deadline.aborted, 'it rejected because of the deadline, not before it');
@@ -76,20 +65,14 @@ describe('Barbican SIGSTOPped (slow beyond every timeout)', () => {
         assert.equal(s.proxy.attempts.filter(toSecret(id)).length, 1, 'no retry started after the deadline');
         await s.noneInFlight();
         await s.noConnections(); // a fresh stack: its one connection was the abandoned exchange's
-      } finally {
-        s.barbican.signal('SIGCONT');
-      }
-    } finally {
-      await km.close();
-    }
+      });
+    });
   });
 
   it('two callers share one fetch: the first deadline fails only its caller; the fetch is torn down when the last one leaves', async () => {
     const id = await s.newKey();
-    const km = await s.openStack({ barbican: { timeout: 30 } });
-    try {
-      s.barbican.signal('SIGSTOP');
-      try {
+    await s.usingStack({ barbican: { timeout: 30 } }, async (km) => {
+      await s.whileStopped(async () => {
         const early = new AbortController();
         const late = new AbortController();
         const first = km.get({ ...ctx, signal: early.signal }, id);
@@ -103,12 +86,8 @@ describe('Barbican SIGSTOPped (slow beyond every timeout)', () => {
         await s.noneInFlight();
         await s.noConnections();
         assert.equal(km.stats().coalesced, 1);
-      } finally {
-        s.barbican.signal('SIGCONT');
-      }
-    } finally {
-      await km.close();
-    }
+      });
+    });
   });
 });
 
@@ -116,8 +95,7 @@ describe('stale-if-error against a real Barbican', () => {
   it('serves an expired key within stale_if_error_seconds while Barbican is down, and not after', async () => {
     const id = await s.newKey();
     let skew = 0;
-    const km = await s.openStack({ cache: { ttl_seconds: 60, stale_if_error_seconds: 120 } }, () => Date.now() + skew);
-    try {
+    await s.usingStack({ cache: { ttl_seconds: 60, stale_if_error_seconds: 120 } }, async (km) => {
       const key = await bytesOf(km, ctx, id);
       await s.barbican.kill();
       try {
@@ -130,16 +108,13 @@ describe('stale-if-error against a real Barbican', () => {
       } finally {
         await s.barbican.restart();
       }
-    } finally {
-      await km.close();
-    }
+    }, () => Date.now() + skew);
   });
 
   it('never serves stale after Barbican says the key is gone (404)', async () => {
     const id = await s.newKey();
     let skew = 0;
-    const km = await s.openStack({ cache: { ttl_seconds: 60, stale_if_error_seconds: 120 } }, () => Date.now() + skew);
-    try {
+    await s.usingStack({ cache: { ttl_seconds: 60, stale_if_error_seconds: 120 } }, async (km) => {
       await km.get(ctx, id);
       await s.direct.delete(ctx, id);
       skew = 90_000;
@@ -148,9 +123,6 @@ describe('stale-if-error against a real Barbican', () => {
       skew = 100_000; // past the negative cache, still inside the stale window
       await rejectsWithCode(km.get(ctx, id), 'E_BACKEND_UNAVAILABLE');
       assert.equal(km.stats().staleServed, 0);
-    } finally {
-      s.proxy.clear();
-      await km.close();
-    }
+    }, () => Date.now() + skew);
   });
 });
