@@ -6,25 +6,19 @@
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import type { LuksDriver } from '../../src/luks/driver.js';
 import { rejectsWithCode } from '../helpers/errors.js';
 import type { PrivilegedRunner } from '../vm/index.js';
-import { luksKernel, type LuksKernel } from './luks-kernel.js';
+import { luksKernelForFile, type LuksKernel } from './luks-kernel.js';
 
-let kernel: LuksKernel;
 let runner: PrivilegedRunner;
 let driver: LuksDriver;
 let sh: LuksKernel['sh'];
 let loopDevice: LuksKernel['loopDevice'];
 let sha: LuksKernel['sha'];
 let scratch: string;
-
-before(async () => {
-  kernel = await luksKernel();
-  ({ runner, driver, sh, loopDevice, sha, scratch } = kernel);
-});
-after(() => kernel?.cleanup());
+luksKernelForFile((kernel) => ({ runner, driver, sh, loopDevice, sha, scratch } = kernel));
 
 describe('safe format: what is not blank is never touched', () => {
   it('refuses a device holding ext4, naming the signature; content unchanged', async () => {

@@ -4,6 +4,7 @@
  * files in a scratch directory beside that kernel, standing in for volumes.
  */
 import assert from 'node:assert/strict';
+import { after, before } from 'node:test';
 import { randomBytes } from 'node:crypto';
 import { createLuksDriver, type LuksDriver } from '../../src/luks/driver.js';
 import { privilegedRunner, type PrivilegedRunner } from '../vm/index.js';
@@ -53,4 +54,14 @@ export async function luksKernel(): Promise<LuksKernel> {
       await runner.stop();
     },
   };
+}
+
+/** One kernel and driver for a test file: made before its tests (handed to `use`), cleaned up after them. */
+export function luksKernelForFile(use: (kernel: LuksKernel) => void): void {
+  let kernel: LuksKernel | undefined;
+  before(async () => {
+    kernel = await luksKernel();
+    use(kernel);
+  });
+  after(() => kernel?.cleanup());
 }

@@ -5,24 +5,18 @@
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import type { LuksDriver } from '../../src/luks/driver.js';
 import { rejectsWithCode } from '../helpers/errors.js';
 import type { PrivilegedRunner } from '../vm/index.js';
-import { luksKernel, type LuksKernel } from './luks-kernel.js';
+import { luksKernelForFile, type LuksKernel } from './luks-kernel.js';
 
-let kernel: LuksKernel;
 let runner: PrivilegedRunner;
 let driver: LuksDriver;
 let sh: LuksKernel['sh'];
 let loopDevice: LuksKernel['loopDevice'];
 let sha: LuksKernel['sha'];
-
-before(async () => {
-  kernel = await luksKernel();
-  ({ runner, driver, sh, loopDevice, sha } = kernel);
-});
-after(() => kernel?.cleanup());
+luksKernelForFile((kernel) => ({ runner, driver, sh, loopDevice, sha } = kernel));
 
 describe('upgradeKeyslot(): a slow os-brick keyslot rewritten to the fast PBKDF', () => {
   /** Formats with os-brick's command line and a slow PBKDF (cheaper than cryptsetup's default, still far from 1000 iterations). */
