@@ -9,6 +9,7 @@ import { isTransient, keyError, KeyClientError } from './errors.js';
 import type { GetOptions, KeyManager, RequestContext } from './key-manager.js';
 import { metadataOf, objectOfType, type ManagedObject, type ObjectMetadata, type ObjectType } from './objects/index.js';
 import { seconds } from './options.js';
+import { keystoneTokenIdentity, type TokenIdentity } from './token-identity.js';
 import { copySecret, type SecretBuffer, type SecureAllocator } from '../util/secure-memory.js';
 
 /** The `cache` section of the config. */
@@ -25,6 +26,13 @@ export const cacheOptionsSchema = z.strictObject({
   sweep_interval_seconds: seconds()
     .refine((s) => s === 0 || s >= 1, 'must be 0 (no sweep timer) or at least 1')
     .default(30),
+  /**
+   * Keystone v3 URL. When set, a key fetched with a caller's token is also
+   * served to a later token that Keystone validates as the same user,
+   * project, roles and application credential or trust (nova sends a new
+   * token with every request); docs/nova.md. Unset: entries are per token.
+   */
+  token_identity_url: z.url({ protocol: /^https?$/, error: 'must be an http:// or https:// URL' }).optional(),
 });
 
 export type CacheOptions = z.output<typeof cacheOptionsSchema>;
@@ -34,6 +42,8 @@ export interface CacheDeps {
   allocator: SecureAllocator;
   /** Milliseconds; when injected (tests), also the latency clock, and no sweep timer runs. */
   now?: () => number;
+  /** Who a token speaks for (tests); default keystoneTokenIdentity(token_identity_url) when that is set. */
+  identify?: TokenIdentity;
 }
 
 /** Upper bounds (ms) of the backend latency histogram's buckets; +Inf is `count`. */
@@ -144,6 +154,7 @@ export function cachingKeyManager(inner: KeyManager, options: CacheOptions, deps
     hits: 0, misses: 0, coalesced: 0, staleServed: 0, negativeHits: 0, evictions: 0, expirations: 0, backendFetches: 0,
   };
   const latency = histogram(latencyBucketsMs);
+  const identify = deps.identify ?? (options.token_identity_url === undefined ? undefined : keystoneTokenIdentity(options.token_identity_url, { rememberMs: ttlMs }));
   let closing: Promise<void> | undefined;
   const timer =
     deps.now === undefined && options.sweep_interval_seconds > 0
@@ -327,9 +338,10 @@ export function cachingKeyManager(inner: KeyManager, options: CacheOptions, deps
     if (closing !== undefined) throw keyError('E_BACKEND_UNAVAILABLE', 'The key cache was closed', { details: { requestSent: false } });
     const metadataOnly = getOptions.metadataOnly === true;
     const normId = normaliseId(id);
-    const key = cacheKey(inner.name, ctx, normId);
+    const who = await whoAsks(ctx);
+    const key = cacheKey(inner.name, ctx.projectId, who, normId);
     // A cached key answers its aliases too; but a fetch through an alias, and a "no" to it, stay the alias's own.
-    const askKey = normId === id ? key : cacheKey(inner.name, ctx, `as given: ${id}`);
+    const askKey = normId === id ? key : cacheKey(inner.name, ctx.projectId, who, `as given: ${id}`);
     const t = now();
     const negative = negatives.get(askKey);
     if (negative !== undefined) {
@@ -360,6 +372,18 @@ export function cachingKeyManager(inner: KeyManager, options: CacheOptions, deps
     const mine = join(flight, false, key, ctx.signal);
     void fly(flight, { ...ctx, signal: flight.abandon.signal }, id, key);
     return { object: await mine, source: 'backend' };
+  }
+
+  /**
+   * Whose entry: the service's own (no token), the token's principal when
+   * Keystone names one in the request's project, else the token itself.
+   * @throws E_BACKEND_AUTH when Keystone says the token is not valid.
+   */
+  async function whoAsks(ctx: RequestContext): Promise<string> {
+    if (ctx.token === undefined) return '';
+    const principal = identify === undefined ? undefined : await identify(ctx.token, ctx.signal);
+    if (principal !== undefined && principal.projectId === ctx.projectId) return `principal:${principal.key}`;
+    return `token:${createHash('sha256').update(ctx.token).digest('base64url')}`;
   }
 
   function evict(id: string): number {
@@ -457,13 +481,13 @@ export function normaliseId(id: string): string {
 }
 
 /**
- * (backend, project, key id), plus a digest of a passed-through
- * token: Barbican ACLs can grant a secret to some users of a project and not
- * others, so one caller's fetch must not answer another token's request.
+ * (backend, project, who, key id). `who` is empty for the service's own
+ * identity, else the caller's principal or token digest: Barbican ACLs can
+ * grant a secret to some users of a project and not others, so one caller's
+ * fetch must not answer another principal's request.
  */
-function cacheKey(backend: string, ctx: RequestContext, id: string): string {
-  const token = ctx.token === undefined ? '' : createHash('sha256').update(ctx.token).digest('base64url');
-  return JSON.stringify([backend, ctx.projectId, token, id]);
+function cacheKey(backend: string, projectId: string, who: string, id: string): string {
+  return JSON.stringify([backend, projectId, who, id]);
 }
 
 function histogram(bounds: readonly number[]): { observe(ms: number): void; snapshot(): LatencyHistogram } {
