@@ -24,8 +24,8 @@ from portcullis_brick.errors import PortcullisError
 from portcullis_brick.errors import PortcullisKeyError
 from portcullis_brick.errors import PortcullisUnavailable
 
-# What portcullisd accepts as a mapping name (src/luks/names.ts); dm itself allows more (':').
-_NAME = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.+-]{0,126}$')
+# What portcullisd accepts as a mapping name (src/luks/names.ts), iSCSI by-path names (':') included.
+_NAME = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.:+-]{0,126}$')
 DEFAULT_STATE_DIR = '/var/lib/nova/portcullis_brick'
 
 
@@ -47,7 +47,7 @@ class _PortcullisEncryptor(base.VolumeEncryptor):
         if not _NAME.match(self.dev_name):
             raise exception.InvalidParameterValue(
                 err='portcullisd cannot name a mapping %r (from device_path %s): it takes 1-127 of '
-                    'A-Z a-z 0-9 _ . + -' % (self.dev_name, self.symlink_path))
+                    'A-Z a-z 0-9 _ . : + -' % (self.dev_name, self.symlink_path))
         self._client = DaemonClient()
         self._state_dir = os.environ.get('PORTCULLIS_BRICK_STATE_DIR') or DEFAULT_STATE_DIR
 

@@ -94,7 +94,11 @@ class EncryptorTestCase(unittest.TestCase):
 
     def test_a_name_the_daemon_cannot_take_is_refused_up_front(self):
         with self.assertRaises(exception.InvalidParameterValue):
-            self.encryptor(conn=connection('/dev/disk/by-path/ip-10.0.0.1:3260-iscsi-iqn.x:vol-lun-1'))
+            self.encryptor(conn=connection('/dev/disk/by-id/wwn-0x5000 with space'))
+
+    def test_an_iscsi_by_path_name_is_taken_as_os_brick_names_it(self):
+        encryptor, _ = self.encryptor(conn=connection('/dev/disk/by-path/ip-10.0.0.1:3260-iscsi-iqn.2010-10.org.openstack:volume-1-lun-1'))
+        self.assertEqual(encryptor.dev_name, 'crypt-ip-10.0.0.1:3260-iscsi-iqn.2010-10.org.openstack:volume-1-lun-1')
 
     def test_detach_deletes_the_mapping_and_closing_nothing_succeeds(self):
         encryptor, metadata = self.encryptor()

@@ -48,7 +48,7 @@ export function driverContext(options: DriverOptions): DriverContext {
 
   function checkName(name: string): void {
     if (!MAPPING_NAME_PATTERN.test(name)) {
-      throw luksError('E_LUKS_INVALID_ARGUMENT', `Mapping name "${name}" is invalid (1–127 of A-Z a-z 0-9 _ . + -, not starting with a symbol)`, { details: { name } });
+      throw luksError('E_LUKS_INVALID_ARGUMENT', `Mapping name "${name}" is invalid (1–127 of A-Z a-z 0-9 _ . : + -, not starting with a symbol)`, { details: { name } });
     }
   }
 

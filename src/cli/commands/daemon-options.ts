@@ -88,7 +88,7 @@ export function checkedBody<T extends Record<string, unknown>>(schema: z.ZodType
 /** A volume (mapping) name, as the API accepts it in its path. */
 export function volumeName(name: string): string {
   if (!NAME_PATTERN.test(name)) {
-    throw new UsageError(`"${name}" is not a valid volume name (1-127 of A-Z a-z 0-9 _ . + -, starting with a letter or digit)`);
+    throw new UsageError(`"${name}" is not a valid volume name (1-127 of A-Z a-z 0-9 _ . : + -, starting with a letter or digit)`);
   }
   return name;
 }
