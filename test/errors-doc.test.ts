@@ -36,6 +36,24 @@ async function registeredCodes(): Promise<Map<string, string>> {
   return codes;
 }
 
+/**
+ * The os-brick encryptor's own codes: the keys of CLIENT_ERRORS in
+ * python/portcullis_brick/errors.py (one `'E_X': '...',` per line), read as
+ * text so this test needs no Python. Also every quoted E_ code in the package,
+ * so that a code raised there is either in that table or one of the daemon's.
+ */
+function pythonCodes(): { registered: Set<string>; used: Set<string> } {
+  const dir = join(repoRoot, 'python', 'portcullis_brick');
+  const errors = readFileSync(join(dir, 'errors.py'), 'utf8');
+  const table = /^CLIENT_ERRORS = \{\n([\s\S]*?)^\}/m.exec(errors)?.[1] ?? '';
+  const registered = new Set([...table.matchAll(/^ {4}'(E_[A-Z0-9_]+)':/gm)].map((m) => m[1] as string));
+  const used = new Set<string>();
+  for (const file of readdirSync(dir).filter((f) => f.endsWith('.py'))) {
+    for (const m of readFileSync(join(dir, file), 'utf8').matchAll(/'(E_[A-Z0-9]+(?:_[A-Z0-9]+)*)'/g)) used.add(m[1] as string);
+  }
+  return { registered, used };
+}
+
 function statSafe(path: string): boolean {
   try {
     return statSync(path).isDirectory();
@@ -55,9 +73,20 @@ describe('docs/errors.md', () => {
     assert.deepEqual(missing, [], `add these codes to docs/errors.md: ${missing.join(', ')}`);
   });
 
+  it("documents every code the os-brick encryptor raises itself (python/portcullis_brick/errors.py CLIENT_ERRORS)", async () => {
+    const { registered, used } = pythonCodes();
+    assert.ok(registered.has('E_NO_PROJECT'), `CLIENT_ERRORS in python/portcullis_brick/errors.py was not read, or lacks E_NO_PROJECT: ${[...registered].join(', ')}`);
+    const missing = [...registered].filter((c) => !documented.has(c));
+    assert.deepEqual(missing, [], `add these codes to docs/errors.md: ${missing.join(', ')}`);
+    const codes = await registeredCodes();
+    const unknown = [...used].filter((c) => !registered.has(c) && !codes.has(c));
+    assert.deepEqual(unknown, [], `python/portcullis_brick uses codes neither CLIENT_ERRORS nor the daemon registers: ${unknown.join(', ')}`);
+  });
+
   it('documents no code that no longer exists', async () => {
     const codes = await registeredCodes();
-    const stale = [...documented].filter((c) => !codes.has(c));
+    const { registered } = pythonCodes();
+    const stale = [...documented].filter((c) => !codes.has(c) && !registered.has(c));
     assert.deepEqual(stale, [], `remove these stale codes from docs/errors.md: ${stale.join(', ')}`);
   });
 

@@ -11,6 +11,16 @@ from oslo_concurrency import processutils
 
 from os_brick import exception
 
+# The codes this package raises itself, before or instead of a daemon's answer
+# (every other code is the daemon's). docs/errors.md documents them;
+# test/errors-doc.test.ts reads this table.
+CLIENT_ERRORS = {
+    'E_NO_PROJECT': 'no project in the context and none recorded on this host for the key',
+    'E_DAEMON_UNREACHABLE': 'the socket could not be connected to; nothing was sent',
+    'E_DAEMON_PROTOCOL': 'an error answer without a Socket API error body',
+    'E_BAD_REQUEST': 'the encryption metadata names no key',
+}
+
 # Failures of a cryptsetup step or of the device, with cryptsetup's documented
 # exit code where the daemon's code has one (os-brick callers read exit_code).
 COMMAND_CODES = {
