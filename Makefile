@@ -5,13 +5,14 @@ PREFIX ?= /usr/local
 
 # Debian packages the tests need: real Barbican, Keystone, PyKMIP and the reference clients;
 # a kernel, qemu and busybox for the dm-crypt VM; cryptsetup and friends; systemd and
-# systemd-container for systemd-analyze, systemd-socket-activate and systemd-nspawn (test/systemd).
+# systemd-container for systemd-analyze, systemd-socket-activate and systemd-nspawn (test/systemd);
+# dpkg-dev (dpkg-shlibdeps) and binutils (strip) for make deb.
 DEB_PACKAGES := python3-barbican barbican-common python3-keystone python3-keystoneclient \
   python3-barbicanclient python3-castellan python3-os-brick python3-paste python3-pastedeploy python3-pykmip openssl \
   qemu-system-x86 linux-image-amd64 busybox-static cryptsetup-bin dmsetup kmod e2fsprogs util-linux diffutils \
-  systemd systemd-container
+  systemd systemd-container dpkg-dev binutils
 
-.PHONY: help deps build test test-vm soak demo bench kmip-dev clean
+.PHONY: help deps build test test-vm soak demo bench kmip-dev clean deb
 
 help:
 	@echo "make demo   install what is missing, build, and attach an encrypted volume through portcullisd (local keystore)"
@@ -23,6 +24,7 @@ help:
 	@echo "make kmip-dev  a throwaway PyKMIP server on 127.0.0.1:5696 for examples/kmip.yaml (certificates in /tmp/portcullis-kmip/)"
 	@echo "make install [PREFIX=/usr/local] [DESTDIR=]  install the build, units, default config, man pages (see docs/install.md)"
 	@echo "make uninstall  remove what install put (not the config, not /var/lib/portcullis)"
+	@echo "make deb   build, then the Debian package dist-deb/portcullis_VERSION_ARCH.deb (apt install ./dist-deb/portcullis_*.deb; docs/install.md)"
 
 deps: node_modules/.installed .cache/deb-installed
 
@@ -88,7 +90,13 @@ kmip-dev:
 	scripts/kmip-dev-server
 
 clean:
-	rm -rf dist .cache
+	rm -rf dist .cache dist-deb
+
+# The Debian package, with dpkg-deb (no debhelper): scripts/make-deb stages `make install
+# PREFIX=/usr NODE=/usr/bin/node` and adds DEBIAN/ from packaging/deb/. Architecture-specific
+# (the native addons); its Node.js dependency is the major that built them.
+deb: build
+	scripts/make-deb dist-deb
 
 # make install: GNU-style directories; DESTDIR stages a package. systemd also
 # searches $(PREFIX)/lib/{systemd/system,sysusers.d,tmpfiles.d} for PREFIX=/usr/local.
@@ -118,7 +126,10 @@ install:
 	  '$(DESTDIR)$(BINDIR)' '$(DESTDIR)$(SBINDIR)' '$(DESTDIR)$(SYSTEMDUNITDIR)' '$(DESTDIR)$(SYSUSERSDIR)' \
 	  '$(DESTDIR)$(TMPFILESDIR)' '$(DESTDIR)$(MANDIR)/man8' '$(DESTDIR)$(SYSCONFDIR)/portcullis'
 	tar -C dist --exclude='*.map' -cf - src native | tar -C '$(DESTDIR)$(PKGLIBDIR)/dist' --no-same-owner -xf -
-	mods=$$(npm ls --omit=dev --all --parseable --loglevel=error | sed -n 's|^$(CURDIR)/||p' | grep -v '/node_modules/') && \
+	@# The packages npm installed that are not dev-only, from its own record of the tree: unlike
+	@# `npm ls --omit=dev`, which also lists extraneous ones (a devDependency's dependency left in a
+	@# node_modules shared between worktrees or made by an older lockfile). Nested ones come with their parent.
+	mods=$$(node -e 'const { existsSync } = require("node:fs"); for (const [path, meta] of Object.entries(require("./node_modules/.package-lock.json").packages)) if (!meta.dev && !path.includes("/node_modules/") && existsSync(path)) console.log(path)') && \
 	  tar -cf - $$mods | tar -C '$(DESTDIR)$(PKGLIBDIR)' --no-same-owner -xf -
 	install -m 0644 package.json '$(DESTDIR)$(PKGLIBDIR)/'
 	install -m 0644 native/binding.gyp '$(DESTDIR)$(PKGLIBDIR)/native/'
