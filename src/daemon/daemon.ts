@@ -53,7 +53,8 @@ export async function startDaemon(configPath: string, initial: Config, deps: Dae
   const startedAt = Date.now();
   const log = createLogger(config.log, deps.logStream);
   const notify = deps.notify ?? (() => undefined);
-  let keys: CachingKeyManager = await openCachedKeyManager(config, { allocator: deps.allocator });
+  const keyDeps = { allocator: deps.allocator, warn: (message: string) => log.warn(message, {}) };
+  let keys: CachingKeyManager = await openCachedKeyManager(config, keyDeps);
   const runner = limitedRunner(deps.ops, config.limits.max_concurrent_commands);
   const metrics = createMetrics(() => keys.stats(), () => ({ active: runner.active, stuck: runner.stuck }));
   // Only commands count against the limit: the in-process questions cost no process.
@@ -131,7 +132,7 @@ export async function startDaemon(configPath: string, initial: Config, deps: Dae
       const keysChanged = !isDeepStrictEqual([next.key_manager, next.cache, next.retry], [config.key_manager, config.cache, config.retry]);
       if (keysChanged) {
         const old = keys;
-        keys = await openCachedKeyManager(next, { allocator: deps.allocator });
+        keys = await openCachedKeyManager(next, keyDeps);
         retire(old);
       }
       config = next;

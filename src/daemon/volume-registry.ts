@@ -1,4 +1,4 @@
-import { readPrivateFile, writePrivateFile } from './private-file.js';
+import { readPrivateFile, writePrivateFile } from '../util/private-file.js';
 import { z } from 'zod';
 import type { Logger } from './log.js';
 

@@ -7,6 +7,8 @@ export interface BackendDeps {
   allocator: SecureAllocator;
   /** Milliseconds since the epoch; injected so tests can move time. */
   now?: () => number;
+  /** Told about non-fatal trouble (a state file it cannot read or write); the daemon logs it. Library code never logs. */
+  warn?: (message: string) => void;
 }
 
 /**

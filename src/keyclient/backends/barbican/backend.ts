@@ -1,13 +1,14 @@
 import { defineBackend, type BackendDeps } from '../../backend.js';
-import { isTransient, keyError, type KeyClientError } from '../../errors.js';
+import { isTransient, keyError, KeyClientError } from '../../errors.js';
 import { createHttpClient, errorText, isUnavailableStatus, jsonBody, unavailableStatusError, type HttpRequest, type HttpResponse } from './http.js';
 import type { KeyManager, RequestContext } from '../../key-manager.js';
 import { createKeystoneSession, type KeystoneSession } from './keystone.js';
 import { objectTypes, type ManagedObject } from '../../objects/index.js';
 import type { SecretBuffer } from '../../../util/secure-memory.js';
 import { barbicanOptionsSchema, keystoneCredentials, type BarbicanOptions } from './options.js';
+import { openMetadataStore, type MetadataStore, type StoredMetadata } from './metadata-store.js';
 import { pemToDer, storedAsPem } from './pem.js';
-import { keyOrder, keyPairOrder, objectFromMetadata, parseSecretMetadata, secretUuid, storeBody, uuidOfRef } from './wire.js';
+import { keyOrder, keyPairOrder, objectFromMetadata, parseSecretMetadata, secretUuid, storeBody, uuidOfRef, type SecretMetadata } from './wire.js';
 
 /**
  * OpenStack Barbican v1, Castellan's BarbicanKeyManager in TypeScript:
@@ -48,6 +49,7 @@ function barbicanKeyManager(options: BarbicanOptions, deps: BackendDeps): KeyMan
   const keystone: KeystoneSession | undefined = creds && createKeystoneSession(creds, { http, timeoutMs, now });
   let resolvedEndpoint = options.endpoint;
   let closed = false;
+  const known: MetadataStore | undefined = options.metadata_file === undefined ? undefined : openMetadataStore(options.metadata_file, deps.warn ? { warn: deps.warn } : {});
 
   async function endpointFor(ctx: RequestContext): Promise<string> {
     if (resolvedEndpoint !== undefined) return resolvedEndpoint;
@@ -154,6 +156,16 @@ function barbicanKeyManager(options: BarbicanOptions, deps: BackendDeps): KeyMan
     );
   }
 
+  /** GET /secrets/{uuid}, remembered in the metadata store when there is one. */
+  async function fetchMetadata(ctx: RequestContext, uuid: string): Promise<SecretMetadata> {
+    const parsed = parseSecretMetadata(await json(ctx, { method: 'GET', path: `/secrets/${uuid}`, secretId: uuid }));
+    if (known !== undefined && resolvedEndpoint !== undefined) {
+      const { algorithm, bitLength } = parsed.meta;
+      known.record(apiBase(resolvedEndpoint), ctx.projectId, uuid, { type: parsed.type, ...(algorithm !== undefined ? { algorithm } : {}), ...(bitLength !== undefined ? { bitLength } : {}) });
+    }
+    return parsed;
+  }
+
   return {
     name: 'barbican',
     capabilities: { createKeyPair: true, storeAny: true, deletes: true, projectScoped: true },
@@ -181,17 +193,39 @@ function barbicanKeyManager(options: BarbicanOptions, deps: BackendDeps): KeyMan
     },
     async get(ctx, id, getOptions) {
       const uuid = secretUuid(id);
-      const parsed = parseSecretMetadata(await json(ctx, { method: 'GET', path: `/secrets/${uuid}`, secretId: uuid }));
-      if (getOptions?.metadataOnly === true) return objectFromMetadata(parsed, undefined);
-      const { res } = await call(ctx, { method: 'GET', path: `/secrets/${uuid}/payload`, secretId: uuid, secret: true, accept: 'application/octet-stream' });
+      // A metadata-only get always asks Barbican: answering it from the store would skip Barbican's check that this caller may read it.
+      if (getOptions?.metadataOnly === true) return objectFromMetadata(await fetchMetadata(ctx, uuid), undefined);
+      checkContext(ctx);
+      const base = known && apiBase(await beforeDeadline(ctx, endpointFor(ctx)));
+      const stored = base === undefined ? undefined : known?.get(base, ctx.projectId, uuid);
+      const forget = () => base !== undefined && known?.drop(base, ctx.projectId, uuid);
+      // Known metadata: the payload alone, which Barbican authorizes like any other request.
+      const parsed: SecretMetadata = stored === undefined ? await fetchMetadata(ctx, uuid) : fromStore(uuid, stored);
+      let res: HttpResponse;
+      try {
+        ({ res } = await call(ctx, { method: 'GET', path: `/secrets/${uuid}/payload`, secretId: uuid, secret: true, accept: 'application/octet-stream' }));
+      } catch (err) {
+        if (stored !== undefined && err instanceof KeyClientError && (err.code === 'E_KEY_NOT_FOUND' || err.code === 'E_KEY_FORBIDDEN')) forget();
+        throw err;
+      }
       if (res.secret === undefined) throw keyError('E_BACKEND_PROTOCOL', `Barbican sent no payload for secret ${uuid}`);
-      checkPayloadLength(uuid, parsed.type, parsed.meta.bitLength, res.secret);
+      try {
+        checkPayloadLength(uuid, parsed.type, parsed.meta.bitLength, res.secret);
+      } catch (err) {
+        // Most likely an answer cut short; but should the stored length be wrong, the next get asks Barbican for it again.
+        if (stored !== undefined) forget();
+        throw err;
+      }
       const secret = storedAsPem(parsed.type) ? pemToDer(parsed.type, res.secret, deps.allocator) : res.secret;
       return objectFromMetadata(parsed, secret);
     },
     async delete(ctx, id) {
       const uuid = secretUuid(id);
-      await call(ctx, { method: 'DELETE', path: `/secrets/${uuid}`, secretId: uuid });
+      try {
+        await call(ctx, { method: 'DELETE', path: `/secrets/${uuid}`, secretId: uuid });
+      } finally {
+        if (resolvedEndpoint !== undefined) known?.drop(apiBase(resolvedEndpoint), ctx.projectId, uuid);
+      }
     },
     async list(ctx, listOptions = {}) {
       const maxPages = 1000;
@@ -236,10 +270,19 @@ function barbicanKeyManager(options: BarbicanOptions, deps: BackendDeps): KeyMan
     },
     async close() {
       closed = true;
+      known?.close();
       keystone?.close();
       http.close();
     },
   };
+}
+
+/** A secret's metadata as the store knows it: no name and no creation time, which the store does not keep. */
+function fromStore(uuid: string, stored: StoredMetadata): SecretMetadata {
+  const meta: SecretMetadata['meta'] = { id: uuid };
+  if (stored.algorithm !== undefined) meta.algorithm = stored.algorithm;
+  if (stored.bitLength !== undefined) meta.bitLength = stored.bitLength;
+  return { type: stored.type, meta };
 }
 
 interface FailedCall {

@@ -84,6 +84,18 @@ export const barbicanOptionsSchema = z
     /** Seconds per HTTP request, connect to last byte. */
     timeout: seconds().positive().max(600).default(30),
     auth: authSchema.default({ type: 'none' }),
+    /**
+     * Where to keep each secret's type, algorithm and bit length (never its
+     * bytes) across restarts, so that a restarted daemon asks Barbican only for
+     * the payload. Absolute; unset, every first fetch asks for both.
+     */
+    metadata_file: z
+      .string()
+      .min(1)
+      .max(4096)
+      .refine((p) => p.startsWith('/'), 'must be an absolute path (start with "/")')
+      .refine((p) => !p.includes('\0'), 'must not contain a NUL byte')
+      .optional(),
   })
   .superRefine((opts, ctx) => {
     if (opts.auth.type === 'none' && opts.endpoint === undefined) {

@@ -2,9 +2,10 @@ import { closeSync, constants, fstatSync, fsyncSync, openSync, readFileSync, ren
 import { dirname } from 'node:path';
 
 /**
- * Files the daemon keeps beside its socket (the volume records) may sit in a
- * directory others can write, such as /tmp: a predictable name there must
- * never be followed as a symlink, nor believed when someone else made it.
+ * Files the daemon keeps (the volume records beside its socket, Barbican's
+ * secret metadata) may sit in a directory others can write, such as /tmp: a
+ * predictable name there must never be followed as a symlink, nor believed
+ * when someone else made it.
  */
 
 /**
