@@ -30,21 +30,16 @@ export interface KeyQuestion {
 }
 
 /**
- * How an attach finds its key: the id the request names (volumes), or the
- * disk's own (recorded, in its header token, found by name, or created:
- * ephemeral disks). Runs under the request's locks, with the device pinned.
+ * How an attach finds its key. `given`: the id the request names (volumes),
+ * fetched before the device is even pinned, since whether the project may use
+ * it at all is the first question, for any device and mapping state. `disk`:
+ * the disk's own (recorded, in its header token, found by name, or created:
+ * ephemeral disks), chosen under the request's locks with the device pinned.
+ * `locks` are taken with the device path and mapping name, before the pin.
  */
-export interface KeyStrategy {
-  /** Locks taken with the device path and mapping name, before the device is pinned. */
-  readonly locks: readonly string[];
-  /**
-   * The key, when the request names it: fetched before the device is even
-   * pinned, since whether the project may use it at all is the first
-   * question, for any device and mapping state.
-   */
-  readonly known?: KeyChoice;
-  choose(question: KeyQuestion, peer: Peer): Promise<KeyChoice>;
-}
+export type KeyStrategy =
+  | { readonly kind: 'given'; readonly locks: readonly string[]; readonly key: KeyChoice }
+  | { readonly kind: 'disk'; readonly locks: readonly string[]; choose(question: KeyQuestion, peer: Peer): Promise<KeyChoice> };
 
 /** One attach, as volumes and ephemeral disks both describe it. */
 export interface AttachPlan {
@@ -138,13 +133,10 @@ export function attachPipeline(deps: ServiceDeps, locks: KeyedLock) {
     }
   }
 
-  /** The key as the strategy chooses it, fetched through the cache and audited; the caller wipes it. */
-  async function keyFor(plan: AttachPlan, question: KeyQuestion | undefined, peer: Peer, timings: AttachAnswer['timings_ms']): Promise<FetchedKey> {
-    const t = performance.now();
-    const choice = plan.key.known ?? (question === undefined ? undefined : await plan.key.choose(question, peer));
-    if (choice === undefined) throw new Error('a key strategy without a known key needs the device');
+  /** The chosen key, fetched through the cache and audited; the caller wipes it. `started`: when choosing began, for the timing. */
+  async function fetchChosen(plan: AttachPlan, choice: KeyChoice, peer: Peer, timings: AttachAnswer['timings_ms'], started = performance.now()): Promise<FetchedKey> {
     const fetched = await fetchKey(deps, plan.ctx, choice.keyId, peer, plan.purpose);
-    timings.key = elapsed(t);
+    timings.key = elapsed(started);
     killPoint('attach:key-fetched');
     return { choice, object: fetched.object, source: choice.created ? 'created' : fetched.source };
   }
@@ -152,7 +144,8 @@ export function attachPipeline(deps: ServiceDeps, locks: KeyedLock) {
   async function onDevice(plan: AttachPlan, pinned: DeviceIdentity, early: FetchedKey | undefined, peer: Peer, timings: AttachAnswer['timings_ms'], signal?: AbortSignal): Promise<AttachOutcome> {
     const header = isLuksType(plan.provider) ? await driver.header(pinned) : undefined;
     const previous = deps.registry.get(plan.name);
-    const fetched = early ?? (await keyFor(plan, { ctx: plan.ctx, pinned, header, previous }, peer, timings));
+    const started = performance.now();
+    const fetched = early ?? (await fetchChosen(plan, plan.key.kind === 'given' ? plan.key.key : await plan.key.choose({ ctx: plan.ctx, pinned, header, previous }, peer), peer, timings, started));
     const { choice, source } = fetched;
     try {
       const wish: AttachWish = { device: pinned, projectId: plan.projectId, keyId: choice.keyId, provider: plan.provider, readOnly: plan.readOnly };
@@ -188,7 +181,7 @@ export function attachPipeline(deps: ServiceDeps, locks: KeyedLock) {
       // Queued behind another request past this one's deadline: its caller has had E_REQUEST_TIMEOUT, do nothing.
       signal?.throwIfAborted();
       const device = plan.symlink ? await driver.deviceBehindSymlink(plan.name, plan.device) : plan.device;
-      const early = plan.key.known === undefined ? undefined : await keyFor(plan, undefined, peer, timings);
+      const early = plan.key.kind === 'given' ? await fetchChosen(plan, plan.key.key, peer, timings) : undefined;
       try {
         const pinned = await driver.pinBacking(device);
         // The path lock serialises requests naming the device one way; this one, every way (/dev/disk/by-id/x, /dev/sdb).

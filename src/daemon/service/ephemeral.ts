@@ -63,6 +63,7 @@ export function ephemeralService(deps: ServiceDeps, locks: KeyedLock): Ephemeral
    */
   function diskKey(name: string, body: EphemeralAttachBody, keyName: string): KeyStrategy {
     return {
+      kind: 'disk',
       locks: [lockKey.ephemeralKey(body.project_id, keyName)],
       async choose(q: KeyQuestion, peer: Peer): Promise<KeyChoice> {
         const token = q.header?.token?.name === name && q.header.token.project_id === body.project_id ? q.header.token : undefined;

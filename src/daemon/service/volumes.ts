@@ -24,7 +24,7 @@ export interface VolumeService {
 }
 
 /** The key a volume names: never created, never guessed. */
-const givenKey = (keyId: string): KeyStrategy => ({ locks: [], known: { keyId, created: false }, choose: async () => ({ keyId, created: false }) });
+const givenKey = (keyId: string): KeyStrategy => ({ kind: 'given', locks: [], key: { keyId, created: false } });
 
 /**
  * Attach/detach orchestration for volumes: the attach pipeline with the key
