@@ -1,10 +1,12 @@
 import { luksError } from './errors.js';
 import { identifyDevice, rdevAt, type DeviceIdentity } from './device/identity.js';
 import type { DeviceOps } from './device/ops.js';
-import { readLuksHeader, type LuksHeader } from './header/read.js';
+import type { LuksHeader } from './header/read.js';
+import type { CryptOps } from './crypt/crypt-ops.js';
+import { cliCryptOps } from './crypt/cli.js';
 import { dmState } from './mapping/sysfs-state.js';
 import type { MappingStatus } from './mapping/status.js';
-import { exec, type ExecContext } from './commands/exec.js';
+import type { ExecContext } from './commands/exec.js';
 import { checkKeyLength, hexPassphrase } from './commands/passphrase.js';
 import { DEVICE_PATH_PATTERN, MAPPING_NAME_PATTERN } from './names.js';
 import type { DriverOptions, LuksDump, OpenOptions } from './options.js';
@@ -20,6 +22,8 @@ import { plainAllocator, type SecureAllocator } from '../util/secure-memory.js';
 export interface DriverContext {
   ops: DeviceOps;
   ctx: ExecContext;
+  /** dm-crypt and LUKS themselves: the privileged helper, or cryptsetup's CLI. */
+  crypt: CryptOps;
   /** One lock per device (dev:major:minor) and per mapping name (map:name). */
   locks: KeyedLock;
   allocator: SecureAllocator;
@@ -33,18 +37,20 @@ export interface DriverContext {
   checkName(name: string): void;
   /** The mapping's state from sysfs (no process): undefined when absent or left without a table. */
   status(name: string): Promise<MappingStatus | undefined>;
-  /** The LUKS header at `path`, read in-process. */
-  headerOf(path: string): Promise<LuksHeader | undefined>;
+  /** The LUKS header of a pinned device (libcryptsetup's verdict through the helper). */
+  headerOf(pinned: DeviceIdentity): Promise<LuksHeader | undefined>;
   /** @throws E_DEVICE_WRONG when the device holds no LUKS header */
-  dumpOf(path: string): Promise<LuksDump>;
+  dumpOf(pinned: DeviceIdentity): Promise<LuksDump>;
   /** The LUKS UUID of a header device; null for plain. @throws E_DEVICE_WRONG */
-  luksUuidOf(path: string, type: OpenOptions['type']): Promise<string | null>;
+  luksUuidOf(pinned: DeviceIdentity, type: OpenOptions['type']): Promise<string | null>;
 }
 
 export function driverContext(options: DriverOptions): DriverContext {
   const { ops } = options;
   const allocator = options.allocator ?? plainAllocator();
-  const headerOf = (path: string): Promise<LuksHeader | undefined> => readLuksHeader(ops, path);
+  const ctx: ExecContext = { runner: ops, timeoutMs: options.timeoutMs ?? 120_000 };
+  const crypt = options.crypt ?? cliCryptOps(ops, ctx);
+  const headerOf = (pinned: DeviceIdentity): Promise<LuksHeader | undefined> => crypt.header(pinned);
 
   function checkName(name: string): void {
     if (!MAPPING_NAME_PATTERN.test(name)) {
@@ -54,7 +60,8 @@ export function driverContext(options: DriverOptions): DriverContext {
 
   return {
     ops,
-    ctx: { runner: ops, timeoutMs: options.timeoutMs ?? 120_000 },
+    ctx,
+    crypt,
     locks: keyedLock(),
     allocator,
     async withKey(key, fn) {
@@ -88,15 +95,15 @@ export function driverContext(options: DriverOptions): DriverContext {
       return state.kind === 'live' ? state.status : undefined;
     },
     headerOf,
-    async dumpOf(path) {
-      const header = await headerOf(path);
-      if (header === undefined) throw luksError('E_DEVICE_WRONG', `Device ${path} holds no LUKS header`, { details: { device: path } });
+    async dumpOf(pinned) {
+      const header = await headerOf(pinned);
+      if (header === undefined) throw luksError('E_DEVICE_WRONG', `Device ${pinned.path} holds no LUKS header`, { details: { device: pinned.path } });
       return header.dump;
     },
-    async luksUuidOf(path, type) {
+    async luksUuidOf(pinned, type) {
       if (type === 'plain') return null;
-      const header = await headerOf(path);
-      if (header === undefined) throw luksError('E_DEVICE_WRONG', `Device ${path} holds no LUKS header, so it has no LUKS UUID`, { details: { device: path } });
+      const header = await headerOf(pinned);
+      if (header === undefined) throw luksError('E_DEVICE_WRONG', `Device ${pinned.path} holds no LUKS header, so it has no LUKS UUID`, { details: { device: pinned.path } });
       return header.uuid;
     },
   };
@@ -105,6 +112,6 @@ export function driverContext(options: DriverOptions): DriverContext {
 /** Ensures /dev/mapper/NAME exists: without udev libdevmapper makes it itself, and mknodes repairs a missing one synchronously. */
 export async function ensureNode(dc: DriverContext, name: string): Promise<string> {
   const mapperPath = `/dev/mapper/${name}`;
-  if ((await rdevAt(dc.ops, mapperPath)) === undefined) await exec(dc.ctx, ['dmsetup', 'mknodes', name], { what: `create ${mapperPath}` });
+  if ((await rdevAt(dc.ops, mapperPath)) === undefined) await dc.crypt.makeNode(name);
   return mapperPath;
 }

@@ -1,17 +1,15 @@
 import { luksError } from './errors.js';
-import { cryptTargetVersion, deviceBehindSymlink, holderCount, pointSymlink } from './mapping/host.js';
+import { deviceBehindSymlink, pointSymlink } from './mapping/host.js';
 import type { DeviceIdentity } from './device/identity.js';
 import { dmState } from './mapping/sysfs-state.js';
-import { exec } from './commands/exec.js';
 import { keyslotOperations } from './keyslots/operations.js';
 import { keyslotKdfs } from './keyslots/kdf.js';
 import type { DriverOptions, KeyslotKdf, LuksDump } from './options.js';
 import type { MappingStatus } from './mapping/status.js';
-import { describeMapping, listMappings } from './mapping/cryptsetup-status.js';
 import { assertNotCryptMapping, deviceHolders } from './device/use.js';
 import { disksWithToken } from './header/search.js';
 import { eraseKeyslots, formatDevice } from './header/format.js';
-import { openMapping, perfFlagProbe } from './mapping/open.js';
+import { openMapping } from './mapping/open.js';
 import { driverContext } from './driver-context.js';
 import { MAPPING_NAME_PATTERN } from './names.js';
 import type { LuksDriver } from './luks-driver.js';
@@ -38,23 +36,21 @@ export type { LuksDriver } from './luks-driver.js';
  */
 export function createLuksDriver(options: DriverOptions): LuksDriver {
   const dc = driverContext(options);
-  const { ops, ctx, locks, checkName, status, headerOf, dumpOf, resolveDevice } = dc;
-  const supportsPerfFlags = perfFlagProbe(ctx);
+  const { ops, crypt, locks, checkName, status, headerOf, dumpOf, resolveDevice } = dc;
   const slotOps = keyslotOperations(dc);
 
-  /** `cryptsetup status`: what sysfs does not say (cipher, key size, in use), for the admin views. */
-  const describe = (name: string): Promise<MappingStatus | undefined> => (checkName(name), describeMapping(ctx, name, status));
+  /** What sysfs does not say (cipher, key size, in use), for the admin views. */
+  const describe = (name: string): Promise<MappingStatus | undefined> => (checkName(name), crypt.describe(name));
 
   async function uuid(device: string | DeviceIdentity): Promise<string> {
-    const { path } = await resolveDevice(device);
-    return (await dc.luksUuidOf(path, 'luks')) ?? '';
+    return (await dc.luksUuidOf(await resolveDevice(device), 'luks')) ?? '';
   }
 
   return {
     status,
     describe,
     /** Whether the device starts with a LUKS header. A read error is never a "no": os-brick formats when isLuks fails for any reason, destroying data. */
-    isLuks: async (device) => (await headerOf((await resolveDevice(device)).path)) !== undefined,
+    isLuks: async (device) => (await headerOf(await resolveDevice(device))) !== undefined,
     identify: (device) => resolveDevice(device),
     async pinBacking(device) {
       const pinned = await resolveDevice(device);
@@ -63,14 +59,14 @@ export function createLuksDriver(options: DriverOptions): LuksDriver {
       return pinned;
     },
     uuid,
-    dump: async (device): Promise<LuksDump> => dumpOf((await resolveDevice(device)).path),
-    keyslots: async (device): Promise<KeyslotKdf[]> => keyslotKdfs(await dumpOf((await resolveDevice(device)).path)),
-    header: (pinned) => headerOf(pinned.path),
+    dump: async (device): Promise<LuksDump> => dumpOf(await resolveDevice(device)),
+    keyslots: async (device): Promise<KeyslotKdf[]> => keyslotKdfs(await dumpOf(await resolveDevice(device))),
+    header: (pinned) => headerOf(pinned),
     holdersOf: (pinned) => deviceHolders(ops, pinned),
     disksWithToken: (match) => disksWithToken(ops, match),
 
     format: (device, key, opts) => formatDevice(dc, device, key, opts),
-    open: (device, name, key, opts) => openMapping(dc, supportsPerfFlags, device, name, key, opts),
+    open: (device, name, key, opts) => openMapping(dc, device, name, key, opts),
 
     /**
      * Closing an absent mapping is success: detach must be idempotent, and
@@ -81,32 +77,30 @@ export function createLuksDriver(options: DriverOptions): LuksDriver {
     async close(name, opts = {}) {
       checkName(name);
       return locks.with([`map:${name}`], async () => {
-        const argv = ['cryptsetup', 'close', ...(opts.deferred === true ? ['--deferred'] : []), name];
-        const result = await exec(ctx, argv, { ok: [4], what: `close ${name}` });
-        const pending = result.code === 0 && opts.deferred === true && (await dmState(ops, name)).kind === 'live';
-        return { closed: result.code === 0, pending };
+        const closed = await crypt.close(name, opts.deferred === true);
+        const pending = closed && opts.deferred === true && (await dmState(ops, name)).kind === 'live';
+        return { closed, pending };
       });
     },
 
     async resize(name, key) {
       checkName(name);
-      await locks.with([`map:${name}`], () => dc.withKey(key, (stdin) => exec(ctx, ['cryptsetup', 'resize', '--key-file=-', name], { stdin, what: `resize ${name}` })));
+      await locks.with([`map:${name}`], () => dc.withKey(key, (passphrase) => crypt.resize(name, passphrase)));
     },
 
     upgradeKeyslot: slotOps.upgradeKeyslot,
     verifyKey: slotOps.verifyKey,
     eraseKeyslots: (pinned, expect) => eraseKeyslots(dc, pinned, expect),
 
-    async version() {
-      const out = (await exec(ctx, ['cryptsetup', '--version'], { what: 'read the cryptsetup version' })).stdout.toString('utf8');
-      const match = /cryptsetup (\d+)\.(\d+)\.(\d+)/.exec(out);
-      if (!match) throw luksError('E_CRYPTSETUP_FAILED', `Cannot parse cryptsetup --version output: ${out.trim().slice(0, 100)}`);
-      return { version: `${match[1]}.${match[2]}.${match[3]}`, major: Number(match[1]), minor: Number(match[2]), patch: Number(match[3]) };
-    },
-    holders: (name) => (checkName(name), holderCount(ctx, name)),
-    cryptTarget: () => cryptTargetVersion(ctx),
+    version: () => crypt.version(),
+    holders: (name) => (checkName(name), crypt.openCount(name)),
+    cryptTarget: () => crypt.cryptTarget(),
     deviceBehindSymlink: async (name, link) => deviceBehindSymlink(ops, await status(name), link),
     pointSymlink: (link, name) => (checkName(name), pointSymlink(ops, link, name)),
-    list: () => listMappings(ctx, (name) => MAPPING_NAME_PATTERN.test(name), describe),
+    list: async () => {
+      const names = (await crypt.list()).filter((n) => MAPPING_NAME_PATTERN.test(n));
+      const statuses = await Promise.all(names.map((n) => describe(n)));
+      return statuses.filter((s): s is MappingStatus => s !== undefined);
+    },
   };
 }

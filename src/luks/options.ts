@@ -1,4 +1,5 @@
 import type { DeviceOps } from './device/ops.js';
+import type { CryptOps } from './crypt/crypt-ops.js';
 import type { SecureAllocator } from '../util/secure-memory.js';
 import type { MappingStatus } from './mapping/status.js';
 import type { Provider } from './providers/index.js';
@@ -57,6 +58,8 @@ export interface OpenResult {
 export interface DriverOptions {
   /** The privileged operations: in-process on the host (localDeviceOps), the guest agent's in the test VM. */
   ops: DeviceOps;
+  /** How dm-crypt and LUKS are driven: the privileged helper's CryptOps in production. @default cryptsetup's CLI through ops.run */
+  crypt?: CryptOps;
   /** Where the hex passphrase is built for cryptsetup's stdin; the daemon passes locked memory. @default plain memory */
   allocator?: SecureAllocator;
   /** Per command; default 120 s (a LUKS format with a default PBKDF can take seconds under emulation). */

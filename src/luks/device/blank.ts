@@ -1,6 +1,8 @@
 import { luksError, LuksError } from '../errors.js';
 import { exec, type ExecContext } from '../commands/exec.js';
 import type { DeviceOps, ZeroScan } from './ops.js';
+import type { DeviceIdentity } from './identity.js';
+import type { CryptOps } from '../crypt/crypt-ops.js';
 import { readFailure } from '../header/read.js';
 
 
@@ -15,8 +17,9 @@ import { readFailure } from '../header/read.js';
  * destroys data.
  * @throws E_DEVICE_NOT_BLANK naming what was found, E_DEVICE_UNREADABLE
  */
-export async function assertBlank(ctx: ExecContext, ops: DeviceOps, device: string, span: number): Promise<void> {
-  const found = await probeSignature(ctx, device, 'format');
+export async function assertBlank(crypt: CryptOps, ops: DeviceOps, pinned: DeviceIdentity, span: number): Promise<void> {
+  const device = pinned.path;
+  const found = await crypt.probe(pinned, 'format');
   if (found !== undefined) {
     throw luksError('E_DEVICE_NOT_BLANK', `Device ${device} is not blank (${describeSignature(found)}); refusing to format`, {
       details: { device, signature: found.kind, ...(found.offset === undefined ? {} : { offset: found.offset }) },

@@ -2,10 +2,10 @@ import { assertBlank } from '../device/blank.js';
 import type { DeviceIdentity } from '../device/identity.js';
 import { deviceHolders } from '../device/use.js';
 import { luksError } from '../errors.js';
-import { exec } from '../commands/exec.js';
 import type { DriverContext } from '../driver-context.js';
 import { DEFAULT_PBKDF, type FormatOptions } from '../options.js';
 import { providerDefinition } from '../providers/index.js';
+import { pbkdfArgs } from '../providers/luks-header.js';
 import { diskTokenJson, type DiskToken } from './token.js';
 
 /**
@@ -18,22 +18,22 @@ import { diskTokenJson, type DiskToken } from './token.js';
 export async function formatDevice(dc: DriverContext, device: string | DeviceIdentity, key: Uint8Array, opts: FormatOptions & { token?: DiskToken }): Promise<string> {
   const pinned = await dc.resolveDevice(device);
   const { path } = pinned;
-  const { ctx } = dc;
+  const { crypt } = dc;
   return dc.locks.with([`dev:${pinned.rdev}`], async () => {
-    if ((await dc.headerOf(path)) !== undefined) throw luksError('E_DEVICE_NOT_BLANK', `Device ${path} already holds a LUKS header; refusing to format`, { details: { device: path, signature: 'crypto_LUKS' } });
+    if ((await dc.headerOf(pinned)) !== undefined) throw luksError('E_DEVICE_NOT_BLANK', `Device ${path} already holds a LUKS header; refusing to format`, { details: { device: path, signature: 'crypto_LUKS' } });
     if (opts.token !== undefined && opts.type !== 'luks2') throw luksError('E_LUKS_INVALID_ARGUMENT', 'Only a LUKS2 header carries tokens');
+    const pbkdf = opts.pbkdf ?? DEFAULT_PBKDF;
+    pbkdfArgs(pbkdf, opts.type); // LUKS1 takes pbkdf2 only: refused here, before anything is written
     const provider = providerDefinition(opts.type);
-    await assertBlank(ctx, dc.ops, path, provider.formatSpan);
     if (provider.formatArgv === undefined) throw luksError('E_LUKS_INVALID_ARGUMENT', `${opts.type} has no header to format`);
-    const argv = provider.formatArgv(path, opts, DEFAULT_PBKDF);
+    await assertBlank(crypt, dc.ops, pinned, provider.formatSpan);
     // A probe that hung until the request's caller gave up must not lead to a write that caller was told did not happen.
     opts.signal?.throwIfAborted();
     await dc.recheck(pinned, 'format it');
-    await dc.withKey(key, (stdin) => exec(ctx, argv, { stdin, what: `format ${path} as ${opts.type}` }));
-    if (opts.token !== undefined) {
-      await exec(ctx, ['cryptsetup', 'token', 'import', '--json-file=-', path], { stdin: Buffer.from(diskTokenJson(opts.token)), what: `record the portcullis token in ${path}` });
-    }
-    return (await dc.luksUuidOf(path, opts.type)) ?? '';
+    const version = opts.type === 'luks' ? 'luks1' : 'luks2';
+    const tokenJson = opts.token === undefined ? undefined : diskTokenJson(opts.token);
+    await dc.withKey(key, (passphrase) => crypt.format({ version, device: pinned, passphrase, cipher: opts.cipher, keySize: opts.keySize, pbkdf, label: opts.label, tokenJson }));
+    return (await dc.luksUuidOf(pinned, opts.type)) ?? '';
   });
 }
 
@@ -48,7 +48,7 @@ export async function formatDevice(dc: DriverContext, device: string | DeviceIde
 export async function eraseKeyslots(dc: DriverContext, pinned: DeviceIdentity, expect: { uuid: string }): Promise<void> {
   await dc.locks.with([`dev:${pinned.rdev}`], async () => {
     await dc.recheck(pinned, 'erase its keyslots');
-    const header = await dc.headerOf(pinned.path);
+    const header = await dc.headerOf(pinned);
     if (header?.uuid !== expect.uuid) {
       throw luksError('E_DEVICE_CHANGED', `${pinned.path} no longer holds the LUKS header ${expect.uuid} (now ${header?.uuid ?? 'none'}); refusing to erase it`, {
         details: { device: pinned.path, expected_uuid: expect.uuid, uuid: header?.uuid ?? null },
@@ -60,6 +60,6 @@ export async function eraseKeyslots(dc: DriverContext, pinned: DeviceIdentity, e
         details: { device: pinned.path, holders },
       });
     }
-    await exec(dc.ctx, ['cryptsetup', '--batch-mode', 'luksErase', pinned.path], { what: `erase the keyslots of ${pinned.path}` });
+    await dc.crypt.erase(pinned);
   });
 }

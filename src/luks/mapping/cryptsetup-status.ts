@@ -30,16 +30,3 @@ export async function describeMapping(ctx: ExecContext, name: string, quick: (na
   }
   return undefined;
 }
-
-/** Every crypt mapping the kernel has, whoever made it, among names `valid` accepts. */
-export async function listMappings(ctx: ExecContext, valid: (name: string) => boolean, describe: (name: string) => Promise<MappingStatus | undefined>): Promise<MappingStatus[]> {
-  // Not `dmsetup table`: that can print volume keys.
-  const ls = await exec(ctx, ['dmsetup', 'ls', '--target', 'crypt'], { what: 'list crypt mappings' });
-  const names = ls.stdout
-    .toString('utf8')
-    .split('\n')
-    .map((line) => line.split(/\s+/)[0] ?? '')
-    .filter((n) => n !== '' && n !== 'No');
-  const statuses = await Promise.all(names.filter(valid).map((n) => describe(n)));
-  return statuses.filter((s): s is MappingStatus => s !== undefined);
-}

@@ -8,20 +8,6 @@ import type { MappingStatus } from './status.js';
  * symlink. Here, so that only src/luks touches devices and mappings.
  */
 
-/** How many holders (a mounted file system, a guest) keep the mapping open. The open count is not in sysfs: one dmsetup. */
-export async function holderCount(ctx: ExecContext, name: string): Promise<number> {
-  const info = await exec(ctx, ['dmsetup', 'info', '-c', '--noheadings', '-o', 'open', name], { ok: [1], what: `count the holders of ${name}` });
-  const count = Number.parseInt(info.stdout.toString('utf8').trim(), 10);
-  return Number.isFinite(count) ? count : 0;
-}
-
-/** The kernel's dm-crypt target version ("1.24.0"), or undefined when device-mapper has none. */
-export async function cryptTargetVersion(ctx: ExecContext): Promise<string | undefined> {
-  const targets = await exec(ctx, ['dmsetup', 'targets'], { what: 'list device-mapper targets' });
-  const crypt = /^crypt\s+v?(\S+)/m.exec(targets.stdout.toString('utf8'));
-  return crypt?.[1];
-}
-
 /**
  * os-brick replaces the attachment's symlink with one to the mapping. A
  * second attach then finds the link pointing at our mapping already: the
@@ -56,18 +42,4 @@ export async function tablelessDevice(ctx: ExecContext, name: string): Promise<{
   const [attr = '', uuid = ''] = info.stdout.toString('utf8').trim().split('|');
   // attr's first letter is L while a live table is loaded.
   return attr.startsWith('L') ? undefined : { uuid };
-}
-
-/**
- * Removes a table-less dm device of this name that cryptsetup made (its dm
- * UUID starts with CRYPT-): what a luksOpen killed between creating the
- * device and loading its table leaves, blocking every later open of the
- * name. Anything with a table, or not cryptsetup's, stays.
- * @returns whether it removed one
- */
-export async function removeHalfCreated(ctx: ExecContext, name: string): Promise<boolean> {
-  const device = await tablelessDevice(ctx, name);
-  if (device === undefined || !device.uuid.startsWith('CRYPT-')) return false;
-  await exec(ctx, ['dmsetup', 'remove', name], { what: `remove the half-created mapping ${name}` });
-  return true;
 }
