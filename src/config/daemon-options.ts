@@ -113,6 +113,18 @@ export const luksOptionsSchema = z.strictObject({
   /** Cipher and key size when an attach does not name them. */
   cipher: z.string().regex(/^[a-z0-9]+(-[a-z0-9:]+){0,3}$/, 'must look like aes-xts-plain64').default('aes-xts-plain64'),
   key_size: z.number().int().min(128).max(1024).multipleOf(8, 'must be a multiple of 8 (bits)').default(512),
+  /**
+   * What carries out dm-crypt and LUKS operations: `helper`, the privileged
+   * helper on libcryptsetup (docs/helper-protocol.md; no process per
+   * operation, header verdicts from libcryptsetup), or `cryptsetup`, its
+   * command line (a process per operation). Changes only on restart.
+   * @default helper
+   */
+  via: z.enum(['helper', 'cryptsetup']).default('helper'),
+  /** The helper binary. @default the one installed beside the daemon (helper/portcullis-helper under its package directory) */
+  helper_path: absolutePath().optional(),
+  /** The only directories where the helper may point os-brick's attachment symlinks (symlink: true). @default [/dev] */
+  symlink_dirs: z.array(absolutePath()).min(1).default(['/dev']),
 });
 
 export const runtimeOptionsSchema = z.strictObject({

@@ -20,6 +20,8 @@ import { volumeService } from './service/volumes.js';
 import { serviceLocks } from './service/lock-keys.js';
 import { listenSocket, type Listening } from './socket.js';
 import { startWatchdog } from './watchdog.js';
+import { connectHelper } from './helper.js';
+import type { HelperTransport } from '../luks/helper/transport.js';
 import { armedKillStep, KILL_ENV } from './service/kill-point.js';
 
 export interface DaemonDeps {
@@ -28,6 +30,12 @@ export interface DaemonDeps {
   readPeer: PeerReader;
   allocator: SecureAllocator;
   version: string;
+  /**
+   * Starts (or reaches) the privileged helper (luks.via: helper): a
+   * socketpair child in production, the one beside the test VM's kernel in
+   * tests. Absent: the helper is not available and luks.via must be cryptsetup.
+   */
+  helper?: (options: { path: string | undefined; symlinkDirs: readonly string[]; log: (line: string) => void }) => HelperTransport;
   /** Told READY, STATUS, RELOADING, STOPPING (sd_notify); a no-op outside systemd. */
   notify?: (state: string) => void;
   logStream?: NodeJS.WritableStream & { isTTY?: boolean };
@@ -56,10 +64,13 @@ export async function startDaemon(configPath: string, initial: Config, deps: Dae
   const keyDeps = { allocator: deps.allocator, warn: (message: string) => log.warn(message, {}) };
   let keys: CachingKeyManager = await openCachedKeyManager(config, keyDeps);
   const runner = limitedRunner(deps.ops, config.limits.max_concurrent_commands);
-  const metrics = createMetrics(() => keys.stats(), () => ({ active: runner.active, stuck: runner.stuck }));
+  const helper = await connectHelper(config, deps, log);
+  const inHelper = () => helper?.client.stats() ?? { inFlight: 0, stuck: 0 };
+  const metrics = createMetrics(() => keys.stats(), () => ({ active: runner.active + inHelper().inFlight, stuck: runner.stuck + inHelper().stuck }));
   // Only commands count against the limit: the in-process questions cost no process.
-  const ops: DeviceOps = { ...deps.ops, run: (argv, options) => runner.run(argv, options) };
-  const driver = createLuksDriver({ ops, allocator: deps.allocator, timeoutMs: config.limits.command_timeout_seconds * 1000 });
+  const commandOps: DeviceOps = { ...deps.ops, run: (argv, options) => runner.run(argv, options) };
+  const ops = helper === undefined ? commandOps : helper.ops(commandOps);
+  const driver = createLuksDriver({ ops, ...(helper === undefined ? {} : { crypt: helper.crypt }), allocator: deps.allocator, timeoutMs: config.limits.command_timeout_seconds * 1000 });
   // Records name devices by major:minor, which mean something only within one boot of the kernel that has the devices.
   const [bootId] = await ops.readFiles(['/proc/sys/kernel/random/boot_id']);
   const registry = volumeRegistry(config.runtime.volumes_file ?? join(dirname(config.socket.path), 'volumes.json'), log, { bootId });
@@ -75,7 +86,7 @@ export async function startDaemon(configPath: string, initial: Config, deps: Dae
   const locks = serviceLocks();
   const volumes = volumeService(serviceDeps, locks);
   const ephemeral = ephemeralService(serviceDeps, locks);
-  const health = healthService({ keys: () => keys, backend: () => config.key_manager.backend, driver, version: deps.version, startedAt, volumes: () => registry.size, commands: () => ({ limit: runner.limit, stuck: runner.stuck }), requests: () => ({ overrun: api.overrun }) });
+  const health = healthService({ keys: () => keys, backend: () => config.key_manager.backend, driver, version: deps.version, startedAt, volumes: () => registry.size, commands: () => ({ limit: runner.limit, stuck: runner.stuck + inHelper().stuck }), requests: () => ({ overrun: api.overrun }) });
 
   const t = performance.now();
   const { adopted, foreign } = await volumes.adopt().catch((err: unknown) => {

@@ -12,6 +12,7 @@ import { release } from 'node:os';
 import { localDeviceOps } from '../../src/luks/device/ops.js';
 import { serveChannel } from './channel.js';
 import { serveDeviceOps } from './device-ops.js';
+import { serveHelper } from './helper-link.js';
 import { LocalRunner } from './local-runner.js';
 import { CHANNEL_PORT_NAME } from './protocol.js';
 
@@ -31,6 +32,9 @@ const input = createReadStream('', { fd, autoClose: false, highWaterMark: 256 * 
 const output = createWriteStream('', { fd, autoClose: false });
 const runner = new LocalRunner(`vm ${release()}`);
 // Device questions are answered by the production code, in this process, from the guest's kernel.
-const op = serveDeviceOps(localDeviceOps(runner));
+const deviceOp = serveDeviceOps(localDeviceOps(runner));
+// The privileged helper, started on first use: frames pass through untouched.
+const helper = serveHelper();
+const op = (name: string, args: unknown[]) => (name === 'helper' ? helper(args[0]) : deviceOp(name, args));
 await serveChannel({ where: runner.where, run: (argv, options) => runner.run(argv, options), op }, input, output);
 process.exit(0);

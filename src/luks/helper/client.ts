@@ -14,7 +14,7 @@ import { HelperGone, type HelperTransport } from './transport.js';
 export interface HelperClient {
   readonly where: string;
   /** The response, whatever its status; frame or transport failures throw. */
-  call(op: number, fields: Fields, what: string): Promise<Response>;
+  call(op: number, fields: Fields, what: string, timeoutMs?: number): Promise<Response>;
   /** Operations in flight, and those past their timeout with no answer yet. */
   stats(): { inFlight: number; stuck: number; helperAlive: boolean };
   close(): void;
@@ -27,24 +27,36 @@ export interface HelperClientOptions {
   allocator?: SecureAllocator;
   /** Per operation. @default 120000 */
   timeoutMs?: number;
+  /**
+   * Stuck operations after which new ones go to a fresh helper (the old one
+   * keeps its stuck threads, and answers them if the kernel ever lets go).
+   * @default 4
+   */
+  replaceWhenStuck?: number;
 }
 
 const SECRET_TAGS = new Set<number>([Tag.KEY, Tag.NEW_KEY]);
 
 export function helperClient(options: HelperClientOptions): HelperClient {
   const allocator = options.allocator ?? plainAllocator();
-  const timeoutMs = options.timeoutMs ?? 120_000;
+  const defaultTimeoutMs = options.timeoutMs ?? 120_000;
   let transport: HelperTransport | undefined;
   let nextId = 1;
   let inFlight = 0;
   let stuck = 0;
 
+  const replaceWhenStuck = options.replaceWhenStuck ?? 4;
+  /** Stuck operations on the helper now in use. */
+  let stuckHere = 0;
   const current = (): HelperTransport => {
-    if (transport === undefined || !transport.alive) transport = options.connect();
+    if (transport === undefined || !transport.alive || stuckHere >= replaceWhenStuck) {
+      transport = options.connect();
+      stuckHere = 0;
+    }
     return transport;
   };
 
-  async function call(op: number, fields: Fields, what: string): Promise<Response> {
+  async function call(op: number, fields: Fields, what: string, timeoutMs = defaultTimeoutMs): Promise<Response> {
     const id = nextId;
     nextId = nextId >= 0xffffffff ? 1 : nextId + 1;
     const secret = fields.some(([tag]) => SECRET_TAGS.has(tag));
@@ -62,6 +74,7 @@ export function helperClient(options: HelperClientOptions): HelperClient {
           timer = setTimeout(() => {
             late = true;
             stuck++;
+            if (transport === t) stuckHere++;
             reject(
               luksError('E_CRYPTSETUP_TIMEOUT', `the privileged helper did not finish ${opName(op)} within ${timeoutMs} ms (${what}); it is still waiting in the kernel (check the device and dmesg)`, {
                 details: { command: 'portcullis-helper', op: opName(op), timeoutMs, stuck: true },
@@ -81,7 +94,13 @@ export function helperClient(options: HelperClientOptions): HelperClient {
     } finally {
       clearTimeout(timer);
       inFlight--;
-      if (late) void answer.then(() => stuck--, () => stuck--);
+      if (late) {
+        const settled = (): void => {
+          stuck--;
+          if (transport === t) stuckHere--;
+        };
+        void answer.then(settled, settled);
+      }
       else answer.catch(() => undefined);
       held?.wipe();
     }

@@ -1,0 +1,49 @@
+import type { Config } from '../config/schema.js';
+import type { CryptOps } from '../luks/crypt/crypt-ops.js';
+import { helperCryptOps } from '../luks/crypt/helper.js';
+import type { DeviceOps } from '../luks/device/ops.js';
+import { helperClient, type HelperClient } from '../luks/helper/client.js';
+import { helperDeviceOps } from '../luks/helper/device-ops.js';
+import { Op, PROTOCOL_VERSION, Tag, text } from '../luks/helper/frame.js';
+import type { DaemonDeps } from './daemon.js';
+import { daemonError } from './errors.js';
+import type { Logger } from './log.js';
+
+export interface ConnectedHelper {
+  client: HelperClient;
+  crypt: CryptOps;
+  /** The device operations with what needs the devices sent to the helper. */
+  ops(local: DeviceOps): DeviceOps;
+}
+
+/**
+ * With `luks.via: helper`, starts the privileged helper and greets it before
+ * the daemon adopts or serves anything: a daemon that cannot reach its
+ * helper does not start (it could open nothing), and says why.
+ */
+export async function connectHelper(config: Config, deps: Pick<DaemonDeps, 'helper' | 'allocator'>, log: Logger): Promise<ConnectedHelper | undefined> {
+  if (config.luks.via !== 'helper') return undefined;
+  const start = deps.helper;
+  if (start === undefined) {
+    throw daemonError('E_HELPER_UNAVAILABLE', 'luks.via is helper, but this build has no privileged helper; set luks.via: cryptsetup or install portcullis-helper');
+  }
+  // The helper writes one JSON object per line (never a key), kept whole as one field of one line.
+  const helperLog = (line: string): void => log.info('helper', { helper: line.slice(0, 4000) });
+  const client = helperClient({
+    connect: () => start({ path: config.luks.helper_path, symlinkDirs: config.luks.symlink_dirs, log: helperLog }),
+    allocator: deps.allocator,
+    timeoutMs: config.limits.command_timeout_seconds * 1000,
+  });
+  let hello: { protocol?: number; helper?: string; libcryptsetup?: string };
+  try {
+    const r = await client.call(Op.HELLO, [], 'greet the privileged helper', 30_000);
+    if (r.status !== 0) throw new Error(text(r, Tag.MESSAGE) ?? `status ${r.status}`);
+    hello = JSON.parse(text(r, Tag.JSON) ?? '{}') as typeof hello;
+    if (hello.protocol !== PROTOCOL_VERSION) throw new Error(`it speaks protocol ${String(hello.protocol)}, this daemon ${PROTOCOL_VERSION}`);
+  } catch (err) {
+    client.close();
+    throw daemonError('E_HELPER_UNAVAILABLE', `the privileged helper did not answer (${err instanceof Error ? err.message : String(err)}); check luks.helper_path and that portcullisd runs as root`, { cause: err });
+  }
+  log.info('privileged helper ready', { where: client.where, protocol: hello.protocol ?? null, helper_version: hello.helper ?? null, libcryptsetup: hello.libcryptsetup ?? null });
+  return { client, crypt: helperCryptOps(client), ops: (local) => helperDeviceOps(client, local) };
+}
