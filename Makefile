@@ -6,20 +6,22 @@ PREFIX ?= /usr/local
 # Debian packages the tests need: real Barbican, Keystone, PyKMIP and the reference clients;
 # a kernel, qemu and busybox for the dm-crypt VM; cryptsetup and friends; systemd and
 # systemd-container for systemd-analyze, systemd-socket-activate and systemd-nspawn (test/systemd);
-# dpkg-dev (dpkg-shlibdeps) and binutils (strip) for make deb.
+# dpkg-dev (dpkg-shlibdeps) and binutils (strip) for make deb; libcryptsetup-dev, pkg-config,
+# clang and libclang-rt-14-dev (libFuzzer) for the privileged helper (helper/).
 DEB_PACKAGES := python3-barbican barbican-common python3-keystone python3-keystoneclient \
   python3-barbicanclient python3-castellan python3-os-brick python3-paste python3-pastedeploy python3-pykmip openssl \
   qemu-system-x86 linux-image-amd64 busybox-static cryptsetup-bin dmsetup kmod e2fsprogs util-linux diffutils \
-  systemd systemd-container dpkg-dev binutils
+  systemd systemd-container dpkg-dev binutils libcryptsetup-dev pkg-config clang libclang-rt-14-dev
 
-.PHONY: help deps build test test-vm soak demo bench kmip-dev clean deb
+.PHONY: help deps build test test-vm soak demo bench kmip-dev clean deb helper fuzz-helper
 
 help:
 	@echo "make demo   install what is missing, build, and attach an encrypted volume through portcullisd (local keystore)"
 	@echo "make test   install what is missing (Debian packages, npm ci), build, run every test"
 	@echo "make test-vm  only the privileged tests (*.vm.test.ts): dm-crypt in the qemu VM, or directly on a host with device-mapper"
 	@echo "make soak   the long runs: the socket API fuzz with 100,000 cases (PORTCULLIS_FUZZ_RUNS) and 1,002 data-integrity cycles in the VM (PORTCULLIS_INTEGRITY_CYCLES)"
-	@echo "make build  compile TypeScript to dist/ and the native addon"
+	@echo "make build  compile TypeScript to dist/, the native addon and the privileged helper (helper/build/)"
+	@echo "make fuzz-helper [FUZZ_SECONDS=60]  libFuzzer over the helper's frame decoder and field checks"
 	@echo "make bench  run the benches (bench/*.ts, never part of make test), write bench/results/*.json and docs/benchmarks.md"
 	@echo "make kmip-dev  a throwaway PyKMIP server on 127.0.0.1:5696 for examples/kmip.yaml (certificates in /tmp/portcullis-kmip/)"
 	@echo "make install [PREFIX=/usr/local] [DESTDIR=]  install the build, units, default config, man pages (see docs/install.md)"
@@ -46,9 +48,21 @@ node_modules/.installed: package.json package-lock.json
 native/build/Release/portcullis_native.node: $(wildcard native/src/*.c native/src/*.h) native/binding.gyp node_modules/.installed
 	node scripts/build-native.mjs
 
-build: node_modules/.installed native/build/Release/portcullis_native.node
+build: node_modules/.installed native/build/Release/portcullis_native.node helper
 	rm -rf dist
 	npx tsc -p tsconfig.json
+
+# The privileged helper (C on libcryptsetup, docs/helper-protocol.md); its sanitizer build for the tests.
+helper:
+	$(MAKE) -C helper all asan
+
+# libFuzzer over the helper's frame decoder and every op's field checks; crashes land in helper/build/fuzz-crashes/.
+FUZZ_SECONDS ?= 60
+fuzz-helper:
+	$(MAKE) -C helper fuzz
+	mkdir -p helper/build/fuzz-corpus helper/build/fuzz-crashes
+	helper/build/fuzz-request -max_total_time=$(FUZZ_SECONDS) -artifact_prefix=helper/build/fuzz-crashes/ \
+	  helper/build/fuzz-corpus helper/fuzz/corpus
 
 test: deps build
 	node scripts/run-tests.mjs
@@ -90,7 +104,7 @@ kmip-dev:
 	scripts/kmip-dev-server
 
 clean:
-	rm -rf dist .cache dist-deb
+	rm -rf dist .cache dist-deb helper/build
 
 # The Debian package, with dpkg-deb (no debhelper): scripts/make-deb stages `make install
 # PREFIX=/usr NODE=/usr/bin/node` and adds DEBIAN/ from packaging/deb/. Architecture-specific
