@@ -11,7 +11,7 @@ PREFIX ?= /usr/local
 DEB_PACKAGES := python3-barbican barbican-common python3-keystone python3-keystoneclient \
   python3-barbicanclient python3-castellan python3-os-brick python3-paste python3-pastedeploy python3-pykmip openssl \
   qemu-system-x86 linux-image-amd64 busybox-static cryptsetup-bin dmsetup kmod e2fsprogs util-linux diffutils \
-  systemd systemd-container dpkg-dev binutils libcryptsetup-dev pkg-config clang libclang-rt-14-dev
+  systemd systemd-container dpkg-dev binutils libcryptsetup-dev libblkid-dev pkg-config clang libclang-rt-14-dev
 
 .PHONY: help deps build test test-vm soak demo bench kmip-dev clean deb helper fuzz-helper
 

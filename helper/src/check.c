@@ -12,7 +12,7 @@ static const char *const OP_NAMES[] = {
   [OP_RESIZE] = "RESIZE", [OP_FORMAT] = "FORMAT", [OP_KEY_TEST] = "KEY_TEST", [OP_KEY_ADD] = "KEY_ADD",
   [OP_KEY_CHANGE] = "KEY_CHANGE", [OP_KEY_REMOVE] = "KEY_REMOVE", [OP_ERASE] = "ERASE",
   [OP_TOKEN_SET] = "TOKEN_SET", [OP_STATUS] = "STATUS", [OP_LIST] = "LIST", [OP_TARGETS] = "TARGETS",
-  [OP_REMOVE_EMPTY] = "REMOVE_EMPTY", [OP_READ] = "READ", [OP_SCAN_ZEROS] = "SCAN_ZEROS", [OP_SYMLINK] = "SYMLINK",
+  [OP_REMOVE_EMPTY] = "REMOVE_EMPTY", [OP_READ] = "READ", [OP_SCAN_ZEROS] = "SCAN_ZEROS", [OP_SYMLINK] = "SYMLINK", [OP_PROBE] = "PROBE",
 };
 
 static const char *const TAG_NAMES[] = {
@@ -48,6 +48,7 @@ static const struct { uint32_t required, optional; } SPEC[] = {
   [OP_READ] = {BIT(T_PATH) | BIT(T_OFFSET) | BIT(T_LENGTH), BIT(T_RDEV)},
   [OP_SCAN_ZEROS] = {BIT(T_PATH) | BIT(T_LENGTH), BIT(T_RDEV)},
   [OP_SYMLINK] = {BIT(T_LINK) | BIT(T_PATH), 0},
+  [OP_PROBE] = {BIT(T_PATH), BIT(T_RDEV)},
 };
 
 static int in_set(char c, const char *extra) {

@@ -24,7 +24,7 @@ static int suspended(const struct stat *st) {
   return n > 0 && v[0] == '1';
 }
 
-static int open_for_read(struct opctx *c) {
+int open_for_read(struct opctx *c) {
   int st = dev_open(c, 0);
   if (st) return st;
   if (suspended(&c->devst)) return fail(c, ST_SUSPENDED, -EAGAIN, "%s is a suspended device-mapper device", c->req->path);

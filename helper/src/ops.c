@@ -17,7 +17,7 @@ static const op_handler HANDLERS[] = {
   [OP_RESIZE] = op_resize, [OP_FORMAT] = op_format, [OP_KEY_TEST] = op_key_test, [OP_KEY_ADD] = op_key_add,
   [OP_KEY_CHANGE] = op_key_change, [OP_KEY_REMOVE] = op_key_remove, [OP_ERASE] = op_erase,
   [OP_TOKEN_SET] = op_token_set, [OP_STATUS] = op_status, [OP_LIST] = op_list, [OP_TARGETS] = op_targets,
-  [OP_REMOVE_EMPTY] = op_remove_empty, [OP_READ] = op_read, [OP_SCAN_ZEROS] = op_scan_zeros, [OP_SYMLINK] = op_symlink,
+  [OP_REMOVE_EMPTY] = op_remove_empty, [OP_READ] = op_read, [OP_SCAN_ZEROS] = op_scan_zeros, [OP_SYMLINK] = op_symlink, [OP_PROBE] = op_probe,
 };
 
 int op_hello(struct opctx *c) {
