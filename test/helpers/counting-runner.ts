@@ -1,3 +1,4 @@
+import { opName } from '../../src/luks/helper/frame.js';
 import type { CommandRunner, OpAnswer, RunOptions, RunResult } from '../vm/runner.js';
 
 /**
@@ -8,7 +9,7 @@ import type { CommandRunner, OpAnswer, RunOptions, RunResult } from '../vm/runne
 export interface CountingRunner extends CommandRunner {
   /** argv of every command run so far, in order. */
   readonly commands: string[][];
-  /** Device operations asked so far, by name. */
+  /** Device operations asked so far, by name; the privileged helper's as `helper:OP` (its protocol's op name). */
   readonly ops: string[];
 }
 
@@ -24,7 +25,7 @@ export function countingRunner(inner: CommandRunner): CountingRunner {
       return inner.run(argv, options);
     },
     op(name: string, args: unknown[]): Promise<OpAnswer> {
-      ops.push(name);
+      ops.push(name === 'helper' && typeof args[0] === 'string' ? `helper:${helperOp(args[0])}` : name);
       if (inner.op === undefined) return Promise.reject(new Error(`${inner.where} serves no device operations`));
       return inner.op(name, args);
     },
@@ -37,3 +38,9 @@ export const commandName = (argv: readonly string[]): string => {
   const verb = rest.find((a) => !a.startsWith('-') || a === '-p');
   return verb === undefined ? program : `${program} ${verb}`;
 };
+
+/** The op of a helper frame (base64, as the channel carries it): its u16 at byte 6. */
+function helperOp(frameBase64: string): string {
+  const frame = Buffer.from(frameBase64, 'base64');
+  return frame.length >= 8 ? opName(frame.readUInt16LE(6)) : 'malformed';
+}

@@ -112,6 +112,7 @@ export function helperCryptOps(client: HelperClient): CryptOps {
     return json<StatusJson>(r);
   }
 
+  let noWorkqueue: Promise<boolean> | undefined;
   const self: CryptOps = {
     via: 'helper',
     async open(req) {
@@ -189,10 +190,12 @@ export function helperCryptOps(client: HelperClient): CryptOps {
       const t = json<Record<string, number[]>>(await ok(Op.TARGETS, [], 'list device-mapper targets'));
       return t['crypt']?.join('.');
     },
-    async supportsNoWorkqueue() {
-      // libcryptsetup 2.6 has the flags; the kernel needs dm-crypt ≥ 1.22 (Linux 5.9).
-      const crypt = /^(\d+)\.(\d+)/.exec((await self.cryptTarget()) ?? '');
-      return crypt !== null && (Number(crypt[1]) > 1 || Number(crypt[2]) >= 22);
+    supportsNoWorkqueue() {
+      // libcryptsetup 2.6 has the flags; the kernel needs dm-crypt ≥ 1.22 (Linux 5.9). Asked once per helper client.
+      return (noWorkqueue ??= self.cryptTarget().then((v) => {
+        const crypt = /^(\d+)\.(\d+)/.exec(v ?? '');
+        return crypt !== null && (Number(crypt[1]) > 1 || Number(crypt[2]) >= 22);
+      }));
     },
     async removeHalfCreated(name) {
       const r = await client.call(Op.REMOVE_EMPTY, [[Tag.NAME, name]], `remove the half-created mapping ${name}`);
