@@ -1,4 +1,5 @@
 import { configPath, loadConfigFile } from '../config/load.js';
+import type { Config } from '../config/schema.js';
 import type { KeyManager, RequestContext } from '../keyclient/key-manager.js';
 import { openKeyManager } from '../keyclient/open.js';
 import { isBackendName, type BackendName, backendNames } from '../keyclient/registry.js';
@@ -12,7 +13,7 @@ import { UsageError } from './output.js';
  */
 export async function withKeyManager<T>(
   values: OptionValues,
-  fn: (km: KeyManager, open: (name: BackendName) => Promise<KeyManager>) => Promise<T>,
+  fn: (km: KeyManager, open: (name: BackendName) => Promise<KeyManager>, config: Config) => Promise<T>,
 ): Promise<T> {
   const backend = stringOption(values, 'backend');
   if (backend !== undefined && !isBackendName(backend)) {
@@ -28,7 +29,7 @@ export async function withKeyManager<T>(
     return km;
   };
   try {
-    return await fn(await open(loaded.config.key_manager.backend), open);
+    return await fn(await open(loaded.config.key_manager.backend), open, loaded.config);
   } finally {
     await Promise.allSettled(opened.map((km) => km.close()));
   }

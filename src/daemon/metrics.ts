@@ -80,8 +80,18 @@ export function createMetrics(cacheStats: () => CacheStats | undefined, commandS
     },
   });
 
+  const consumers = new Counter({
+    name: 'portcullis_key_consumer_requests_total',
+    help: 'Secret consumer registrations and removals sent to the key manager, by outcome (registered, removed, absent, unsupported, or an error code).',
+    labelNames: ['op', 'outcome'] as const,
+    registers: [registry],
+  });
+
   return {
     registry,
+    consumer(op: 'register' | 'remove', outcome: string): void {
+      consumers.inc({ op, outcome });
+    },
     /** Records one finished operation. */
     observe(operation: 'attach' | 'detach' | 'resize' | 'ephemeral_attach' | 'ephemeral_detach', outcome: string, seconds: number): void {
       operations.inc({ operation, outcome });

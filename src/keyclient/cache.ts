@@ -6,7 +6,7 @@ import { createHash } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import { z } from 'zod';
 import { isTransient, keyError, KeyClientError } from './errors.js';
-import type { GetOptions, KeyManager, RequestContext } from './key-manager.js';
+import type { GetOptions, KeyAdoption, KeyManager, RequestContext } from './key-manager.js';
 import { metadataOf, objectOfType, type ManagedObject, type ObjectMetadata, type ObjectType } from './objects/index.js';
 import { seconds } from './options.js';
 import { keystoneTokenIdentity, type TokenIdentity } from './token-identity.js';
@@ -427,6 +427,9 @@ export function cachingKeyManager(inner: KeyManager, options: CacheOptions, deps
     store: (ctx, obj) => inner.store(ctx, obj),
     list: (ctx, listOptions) => inner.list(ctx, listOptions),
     health: () => inner.health(),
+    ...(inner.consumers === undefined ? {} : { consumers: inner.consumers }),
+    // An adopted object was "not found" for its new project a moment ago: that remembered denial goes.
+    ...(inner.adoption === undefined ? {} : { adoption: { adopt: async (ctx: RequestContext, id: string) => withEvictDone(evict, id, (inner.adoption as KeyAdoption).adopt(ctx, id)) } }),
 
     get: async (ctx, id, getOptions = {}) => (await lookup(ctx, id, getOptions)).object,
     lookup,
@@ -455,6 +458,14 @@ export function cachingKeyManager(inner: KeyManager, options: CacheOptions, deps
       return closing;
     },
   };
+}
+
+async function withEvictDone<T>(evict: (id: string) => number, id: string, work: Promise<T>): Promise<T> {
+  try {
+    return await work;
+  } finally {
+    evict(id);
+  }
 }
 
 function isDenial(err: unknown): boolean {

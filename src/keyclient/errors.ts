@@ -19,6 +19,7 @@ export const keyClientErrors = {
   E_BACKEND_AUTH: 'The key manager or Keystone rejected the credentials (401), or the catalog has no usable endpoint.',
   E_BACKEND_PROTOCOL: 'The key manager answered something this client cannot interpret.',
   E_KEY_CREATE_FAILED: 'The key manager accepted a create request but the order ended in error or never completed.',
+  E_KEY_OWNED_ELSEWHERE: 'The object already belongs to another project; it cannot be adopted for this one.',
   E_INVALID_ARGUMENT: 'The request is invalid (algorithm, length, id, type or payload); nothing was sent.',
   E_NOT_SUPPORTED: 'The configured backend does not support this operation.',
   E_BACKEND_INSECURE: 'An insecure backend (fixed key) was requested without allow_insecure: true.',

@@ -61,6 +61,45 @@ export interface BackendHealth {
   insecure?: boolean;
 }
 
+/** Who uses a secret, as Barbican's secret consumers (API microversion 1.1) record it. */
+export interface SecretConsumer {
+  service: string;
+  resourceType: string;
+  resourceId: string;
+}
+
+/**
+ * Optional capability: the key manager records who consumes a secret, so
+ * that an operator sees what still depends on it before deleting it
+ * (barbican only). Both calls are idempotent.
+ */
+export interface SecretConsumers {
+  /**
+   * Registers `consumer` on secret `id`; registering it again is no error.
+   * @returns 'unsupported' when this key manager has no consumer API (nothing was sent but a version probe)
+   * @throws E_KEY_NOT_FOUND, E_KEY_FORBIDDEN, E_BACKEND_UNAVAILABLE, ...
+   */
+  register(ctx: RequestContext, id: string, consumer: SecretConsumer): Promise<'registered' | 'unsupported'>;
+  /**
+   * Removes `consumer` from secret `id`. An absent consumer, or an absent
+   * secret (which Barbican deletes with its consumers), is 'absent', no error.
+   */
+  remove(ctx: RequestContext, id: string, consumer: SecretConsumer): Promise<'removed' | 'absent' | 'unsupported'>;
+}
+
+/**
+ * Optional capability: an admin claims for one project an object that
+ * another client made and that no project can therefore see (kmip only).
+ */
+export interface KeyAdoption {
+  /**
+   * Makes object `id` the project's of `ctx`.
+   * @returns 'adopted', or 'already' when it already was this project's (idempotent)
+   * @throws E_KEY_OWNED_ELSEWHERE when it belongs to another project; E_KEY_NOT_FOUND when the server has no such object
+   */
+  adopt(ctx: RequestContext, id: string): Promise<'adopted' | 'already'>;
+}
+
 /**
  * The key manager contract, Castellan's KeyManager in TypeScript.
  *
@@ -90,6 +129,10 @@ export interface KeyManager {
   /** Metadata-only objects of this project. */
   list(ctx: RequestContext, options?: ListOptions): Promise<ManagedObject[]>;
   health(): Promise<BackendHealth>;
+  /** Present only where the backend records secret consumers (barbican); wrappers pass it through. */
+  readonly consumers?: SecretConsumers;
+  /** Present only where objects made elsewhere can be adopted (kmip); wrappers pass it through. */
+  readonly adoption?: KeyAdoption;
   /** Releases connections and wipes held secrets; safe to call twice. */
   close(): Promise<void>;
 }

@@ -1,7 +1,7 @@
 import { setTimeout as delay } from 'node:timers/promises';
 import { z } from 'zod';
 import { isTransient, KeyClientError } from './errors.js';
-import type { KeyManager } from './key-manager.js';
+import type { KeyManager, SecretConsumers } from './key-manager.js';
 import { seconds } from './options.js';
 
 /** How the retrying wrapper backs off; the config's `retry:` section. */
@@ -117,6 +117,16 @@ export function retryingKeyManager(inner: KeyManager, options: RetryOptions, dep
     },
     list: (ctx, listOptions) => withRetry('always', () => inner.list(ctx, listOptions), ctx.signal),
     health: () => withRetry('always', () => inner.health()),
+    // Both consumer calls are idempotent in Barbican (create-or-update; a second removal is 'absent'), so always resendable.
+    ...(inner.consumers === undefined
+      ? {}
+      : {
+          consumers: {
+            register: (ctx, id, consumer) => withRetry('always', () => (inner.consumers as SecretConsumers).register(ctx, id, consumer), ctx.signal),
+            remove: (ctx, id, consumer) => withRetry('always', () => (inner.consumers as SecretConsumers).remove(ctx, id, consumer), ctx.signal),
+          } satisfies SecretConsumers,
+        }),
+    ...(inner.adoption === undefined ? {} : { adoption: inner.adoption }),
     close() {
       if (closing === undefined) {
         closer.abort();

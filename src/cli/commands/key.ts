@@ -5,6 +5,7 @@ import { adoptSecret, plainAllocator } from '../../util/secure-memory.js';
 import { exitCodes, stringOption, type Command, type CommandInput } from '../command.js';
 import { requestContext, withKeyManager } from '../key-manager-session.js';
 import { printJson, printTable, UsageError } from '../output.js';
+import { keyAdoptCommand } from './key-adopt.js';
 import { keyMigrateCommand } from './key-migrate.js';
 
 const project = { type: 'string', help: 'project (tenant) id the key belongs to; or $PORTCULLIS_PROJECT', valueName: 'P' } as const;
@@ -162,4 +163,4 @@ const remove: Command = {
   },
 };
 
-export const keyCommands: Command[] = [create, store, get, list, remove, keyMigrateCommand];
+export const keyCommands: Command[] = [create, store, get, list, remove, keyAdoptCommand, keyMigrateCommand];

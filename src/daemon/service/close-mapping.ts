@@ -4,6 +4,7 @@ import type { VolumeRecord } from '../volume-registry.js';
 import { codeOf, type ServiceDeps } from './context.js';
 import { killPoint } from './kill-point.js';
 import { ownRecord } from './ownership.js';
+import { consumersOf } from './consumers.js';
 
 /** An ephemeral disk's record: it outlives the mapping, for the disk's erase. */
 export const isEphemeral = (record: VolumeRecord | undefined): boolean => record?.keyScope !== undefined;
@@ -22,7 +23,7 @@ export async function closeHeld(deps: ServiceDeps, name: string, options: { defe
   const status = await driver.status(name);
   if (status === undefined) {
     // Already gone is what detach wants: idempotent, as os-brick's close of an absent mapping.
-    settle(deps, name, false);
+    await released(deps, name, settle(deps, name, false));
     return { name, closed: false, deferred: false, timings_ms: { total: 0 } };
   }
   ownRecord(name, registry.get(name), 'detach');
@@ -35,7 +36,7 @@ export async function closeHeld(deps: ServiceDeps, name: string, options: { defe
     });
   });
   killPoint('detach:closed');
-  settle(deps, name, closed.pending);
+  await released(deps, name, settle(deps, name, closed.pending));
   return { name, closed: true, deferred: closed.pending, timings_ms: { total: 0 } };
 }
 
@@ -43,13 +44,21 @@ export async function closeHeld(deps: ServiceDeps, name: string, options: { defe
  * After a close (or finding the mapping gone): a volume's record goes, an
  * ephemeral disk's is marked detached. A deferred close keeps the record
  * until the kernel removes the mapping; the volume list settles it then.
+ * @returns the volume record it deleted, if it deleted one
  */
-export function settle(deps: ServiceDeps, name: string, pending: boolean): void {
+export function settle(deps: ServiceDeps, name: string, pending: boolean): VolumeRecord | undefined {
   const record = deps.registry.get(name);
-  if (record === undefined || pending) return;
+  if (record === undefined || pending) return undefined;
   if (isEphemeral(record)) {
     if (record.detached !== true) deps.registry.set(name, { ...record, detached: true });
-  } else {
-    deps.registry.delete(name);
+    return undefined;
   }
+  deps.registry.delete(name);
+  return record;
+}
+
+/** A volume's record is gone: so is its use of the key (an ephemeral disk's consumer goes at its erase). */
+async function released(deps: ServiceDeps, name: string, record: VolumeRecord | undefined): Promise<void> {
+  if (record?.projectId == null || record.keyId === null) return;
+  await consumersOf(deps).released(record.projectId, undefined, record.keyId, name);
 }

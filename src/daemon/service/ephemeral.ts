@@ -11,6 +11,7 @@ import { attachPipeline, type KeyChoice, type KeyQuestion, type KeyStrategy } fr
 import { closeHeld } from './close-mapping.js';
 import { eraseService } from './erase.js';
 import { lockKey } from './lock-keys.js';
+import { consumersOf } from './consumers.js';
 import { codeOf, elapsed, keyContext, reportOutcome, checkBackend, type ServiceDeps } from './context.js';
 import type { VolumeRecord } from '../volume-registry.js';
 
@@ -119,12 +120,13 @@ export function ephemeralService(deps: ServiceDeps, locks: KeyedLock): Ephemeral
     checkBackend(deps, body.key?.backend);
     const keyName = ephemeralKeyName(body.key_scope, body.project_id, instance, disk);
     let keyId: string | null = body.key?.id ?? null;
+    const ctx = keyContext(body.project_id, body.auth?.token, signal);
     try {
       const outcome = await pipeline.run(
         {
           name, device: body.device, symlink: false, provider, format: 'if-blank', cipher: body.cipher, keySize: body.key_size,
           readOnly: body.read_only, allowDiscards: body.allow_discards, projectId: body.project_id,
-          ctx: keyContext(body.project_id, body.auth?.token, signal), purpose: `ephemeral attach ${name}`, key: diskKey(name, body, keyName),
+          ctx, purpose: `ephemeral attach ${name}`, key: diskKey(name, body, keyName),
           record: (base, choice, previous) => ({
             origin: previous?.origin ?? 'attached', device: base.device.path, rdev: base.device.rdev, projectId: body.project_id, keyId: base.keyId,
             ...creation(previous, choice, body, base.token?.name === name && base.token.project_id === body.project_id ? base.token : undefined),
@@ -136,6 +138,7 @@ export function ephemeralService(deps: ServiceDeps, locks: KeyedLock): Ephemeral
         signal,
       );
       keyId = outcome.keyId;
+      await consumersOf(deps).attached(ctx, outcome.keyId, name);
       outcome.timings.total = elapsed(started);
       const scope = deps.registry.get(name)?.keyScope ?? body.key_scope;
       const answer: AttachAnswer = {

@@ -10,6 +10,7 @@ import { closeHeld } from './close-mapping.js';
 import { codeOf, elapsed, keyContext, reportOutcome, type ServiceDeps } from './context.js';
 import { killPoint } from './kill-point.js';
 import { lockKey } from './lock-keys.js';
+import { consumersOf } from './consumers.js';
 
 /** A disk proven to be the one an erase names: by what its header holds. */
 interface ProvenDisk {
@@ -111,6 +112,9 @@ export function eraseService(deps: ServiceDeps, locks: KeyedLock) {
     const keyDeleted = keyId !== undefined && deps.keys().capabilities.deletes;
     killPoint('erase:key-deleted');
     deps.registry.delete(name);
+    // The disk is erased: it consumes no key any more (a deleted secret took its consumers with it; this then finds none).
+    const usedKey = record?.keyId ?? disk?.header.token?.key_id;
+    if (usedKey != null) await consumersOf(deps).released(body.project_id, body.auth?.token, usedKey, name);
     const erased = wiped || keyDeleted;
     reportOutcome(deps, 'detach', name, 'ok', started, { ephemeral: true, erase: true, erased, keyslots_wiped: wiped, key_deleted: keyDeleted, key_id: keyId ?? null, device: disk?.pinned.path ?? null });
     return { ...detached, erased, keyslots_wiped: wiped, key_deleted: keyDeleted, timings_ms: { total: elapsed(started) } };

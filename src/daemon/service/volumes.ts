@@ -10,6 +10,7 @@ import { ownRecord } from './ownership.js';
 import { attachPipeline, type KeyStrategy } from './attach-pipeline.js';
 import { closeHeld, isEphemeral } from './close-mapping.js';
 import { lockKey } from './lock-keys.js';
+import { consumersOf } from './consumers.js';
 import { checkBackend, codeOf, elapsed, fetchKey, keyContext, reportOutcome, type ServiceDeps } from './context.js';
 
 /** Volumes: attach, detach, resize and the views of the kernel's crypt mappings. */
@@ -50,16 +51,18 @@ export function volumeService(deps: ServiceDeps, locks: KeyedLock): VolumeServic
         const timings = { key: 0, format: 0, open: 0, total: elapsed(started) };
         return { name, mapper_path: body.device, device: body.device, provider, luks_uuid: null, size_bytes: null, key_id: null, key_source: null, opened: false, formatted: false, keyslot_upgraded: false, timings_ms: timings };
       }
+      const ctx = keyContext(body.project_id, body.auth?.token, signal);
       const outcome = await pipeline.run(
         {
           name, device: body.device, symlink: body.symlink, provider, format: body.format, cipher: body.cipher, keySize: body.key_size,
           readOnly: body.read_only, allowDiscards: body.allow_discards, projectId: body.project_id,
-          ctx: keyContext(body.project_id, body.auth?.token, signal), purpose: `attach ${name}`, key: givenKey(keyId),
+          ctx, purpose: `attach ${name}`, key: givenKey(keyId),
           record: (base) => ({ origin: 'attached', device: base.device.path, rdev: base.device.rdev, projectId: body.project_id, keyId: base.keyId, ...(base.luksUuid === undefined ? {} : { luksUuid: base.luksUuid }) }),
         },
         peer,
         signal,
       );
+      await consumersOf(deps).attached(ctx, keyId, name);
       outcome.timings.total = elapsed(started);
       const answer: AttachAnswer = {
         name, mapper_path: `/dev/mapper/${name}`, device: outcome.status?.device ?? outcome.pinned.path, provider, luks_uuid: outcome.uuid,
@@ -149,7 +152,11 @@ export function volumeService(deps: ServiceDeps, locks: KeyedLock): VolumeServic
       const record = deps.registry.get(name);
       if (live.has(name) || record?.detached === true || locks.held(lockKey.mapping(name))) continue;
       if (isEphemeral(record) && record !== undefined) deps.registry.set(name, { ...record, detached: true });
-      else deps.registry.delete(name);
+      else {
+        deps.registry.delete(name);
+        // A deferred detach the kernel completed: the volume's consumer goes with its record, without holding up this list.
+        if (record?.projectId != null && record.keyId !== null) void consumersOf(deps).released(record.projectId, undefined, record.keyId, name);
+      }
     }
     return mappings
       .filter((m) => visible(m.name, view.admin))

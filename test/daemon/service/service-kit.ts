@@ -36,6 +36,10 @@ export interface ServiceKit {
   ephemeral: EphemeralService;
   /** The passphrase (hex of the key) each device's keyslot opens with; absent once erased. */
   secrets: Map<string, string>;
+  /** The daemon's Prometheus text. */
+  metricsText(): Promise<string>;
+  /** The daemon's log lines so far (JSON). */
+  logs: string[];
   /** cryptsetup argv run so far, as lines. */
   commands(): string[];
   /** A second daemon on the same files (a restart): `bootId` as the kernel says it. */
@@ -105,20 +109,25 @@ function diskHost(devices: Record<string, { rdev: string; head?: Buffer }>, secr
   return h;
 }
 
-export async function serviceKit(options: { devices?: Record<string, { rdev: string; head?: Buffer }>; luks?: Partial<LuksOptions> } = {}): Promise<ServiceKit> {
+/** `keyManager`: the config's key_manager section (default: a local keystore in a temporary directory). */
+export async function serviceKit(options: { devices?: Record<string, { rdev: string; head?: Buffer }>; luks?: Partial<LuksOptions>; keyManager?: { backend: string } & Record<string, unknown> } = {}): Promise<ServiceKit> {
   const dir = mkdtempSync(join(tmpdir(), 'portcullis-service-'));
-  const config = configSchema.parse({ key_manager: { backend: 'local', local: { path: join(dir, 'keystore.db'), kek_file: join(dir, 'kek') } } });
+  const config = configSchema.parse({ key_manager: options.keyManager ?? { backend: 'local', local: { path: join(dir, 'keystore.db'), kek_file: join(dir, 'kek') } } });
+  const backend = config.key_manager.backend;
   const keys = await openCachedKeyManager(config, { allocator: plainAllocator() });
   const secrets = new Map<string, string>();
   const host = diskHost(options.devices ?? { '/dev/vdb': { rdev: '253:16' }, '/dev/vdc': { rdev: '253:32' } }, secrets);
-  const log = createLogger(logOptionsSchema.parse({ format: 'json', level: 'debug' }), new PassThrough().resume());
+  const logs: string[] = [];
+  const sink = new PassThrough();
+  sink.on('data', (chunk: Buffer) => logs.push(...chunk.toString().split('\n').filter((l) => l !== '')));
+  const log = createLogger(logOptionsSchema.parse({ format: 'json', level: 'debug' }), sink);
   const luks = luksOptionsSchema.parse(options.luks ?? {});
   const build = (bootId: string): ServiceKit => {
     const registry = volumeRegistry(join(dir, 'volumes.json'), log, { bootId });
-    const deps: ServiceDeps = { keys: () => keys, backend: () => 'local', luks: () => luks, driver: createLuksDriver({ ops: host }), log, metrics: createMetrics(() => keys.stats()), registry };
+    const deps: ServiceDeps = { keys: () => keys, backend: () => backend, luks: () => luks, driver: createLuksDriver({ ops: host }), log, metrics: createMetrics(() => keys.stats()), registry };
     const locks = serviceLocks();
     return {
-      host, keys, registry, secrets,
+      host, keys, registry, secrets, logs, metricsText: () => deps.metrics.text(),
       volumes: volumeService(deps, locks),
       ephemeral: ephemeralService(deps, locks),
       commands: () => host.calls.filter((c) => c.argv[0] === 'cryptsetup' && c.argv[1] !== '--help').map((c) => c.argv.join(' ')),

@@ -8,6 +8,7 @@ import type { SecretBuffer } from '../../../util/secure-memory.js';
 import { barbicanOptionsSchema, keystoneCredentials, type BarbicanOptions } from './options.js';
 import { openMetadataStore, type MetadataStore, type StoredMetadata } from './metadata-store.js';
 import { pemToDer, storedAsPem } from './pem.js';
+import { barbicanConsumers } from './consumers.js';
 import { keyOrder, keyPairOrder, objectFromMetadata, parseSecretMetadata, secretUuid, storeBody, uuidOfRef, type SecretMetadata } from './wire.js';
 
 /**
@@ -39,6 +40,8 @@ interface Call {
   secretId?: string;
   accept?: string;
   timeoutMs?: number;
+  /** More request headers (the consumers' microversion). */
+  headers?: Record<string, string>;
 }
 
 function barbicanKeyManager(options: BarbicanOptions, deps: BackendDeps): KeyManager {
@@ -92,7 +95,7 @@ function barbicanKeyManager(options: BarbicanOptions, deps: BackendDeps): KeyMan
     const url = new URL(apiBase(await beforeDeadline(ctx, endpointFor(ctx))) + c.path);
     const send = async () => {
       const auth = await beforeDeadline(ctx, authHeaders(ctx));
-      const headers: Record<string, string> = { ...auth.headers, accept: c.accept ?? 'application/json' };
+      const headers: Record<string, string> = { ...c.headers, ...auth.headers, accept: c.accept ?? 'application/json' };
       if (c.body !== undefined) headers['content-type'] = 'application/json';
       const req: HttpRequest = { method: c.method, url, service: 'Barbican', headers, timeoutMs: c.timeoutMs ?? timeoutMs, signal: ctx.signal };
       if (c.body !== undefined) req.body = c.body;
@@ -169,6 +172,7 @@ function barbicanKeyManager(options: BarbicanOptions, deps: BackendDeps): KeyMan
   return {
     name: 'barbican',
     capabilities: { createKeyPair: true, storeAny: true, deletes: true, projectScoped: true },
+    consumers: barbicanConsumers(json),
     async createKey(ctx, spec) {
       return runOrder(ctx, keyOrder(spec.algorithm, spec.length, spec.name), async (order) => uuidOfRef(order['secret_ref'], 'secrets'));
     },

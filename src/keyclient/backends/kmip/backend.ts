@@ -9,6 +9,7 @@ import { createKmipClient, type KmipClient } from './client.js';
 import { CryptographicAlgorithm, ObjectType, Operation, ResultReason, ResultStatus, RevocationReasonCode, State } from './enums.js';
 import { attribute, child, enm, findAll, int, struct, text, versionText, type RequestItem, type ResponseItem } from './messages.js';
 import { algorithmCode, kmipTypeOf, METADATA_ATTRIBUTES, metadataFrom, ownership, registrable, secretFromGet, usageFor, type KmipMetadata } from './objects.js';
+import { adoptObject, openAdoptions } from './adoptions.js';
 import { kmipOptionsSchema, parseVersion, readPem, type KmipOptions } from './options.js';
 import { notFoundError, resultError } from './results.js';
 import { Tag } from './tags.js';
@@ -73,6 +74,7 @@ export function kmipKeyManager(options: KmipOptions, deps: BackendDeps): KmipKey
     ...(protocolVersion ? { protocolVersion } : {}),
   });
   let closed = false;
+  const adoptions = options.adoptions_file === undefined ? undefined : openAdoptions(options.adoptions_file, where);
 
   function check(ctx: RequestContext): void {
     if (closed) throw keyError('E_BACKEND_UNAVAILABLE', `The KMIP key manager for ${where} was closed`, { details: { requestSent: false } });
@@ -98,7 +100,9 @@ export function kmipKeyManager(options: KmipOptions, deps: BackendDeps): KmipKey
     operation: Operation.GetAttributes,
     payload: [text(Tag.UniqueIdentifier, id), ...names.map((n) => text(Tag.AttributeName, n))],
   });
-  const mine = (ctx: RequestContext, meta: KmipMetadata) => meta.projects.length === 1 && meta.projects[0] === ctx.projectId;
+  /** The project's: portcullis made it for the project, or (no project attribute at all) an admin adopted it for it. */
+  const mine = (ctx: RequestContext, meta: KmipMetadata) =>
+    meta.projects.length === 1 ? meta.projects[0] === ctx.projectId : meta.projects.length === 0 && meta.meta.id !== undefined && adoptions?.projectOf(meta.meta.id) === ctx.projectId;
 
   /** Metadata of `id` when it is this project's; E_KEY_NOT_FOUND when it is another's or absent. */
   function ownMetadata(ctx: RequestContext, id: string, item: ResponseItem | undefined): KmipMetadata & { type: NonNullable<KmipMetadata['type']> } {
@@ -224,6 +228,7 @@ export function kmipKeyManager(options: KmipOptions, deps: BackendDeps): KmipKey
       }
       items.push({ operation: Operation.Destroy, payload: [text(Tag.UniqueIdentifier, id)] });
       await client.send(items, (r) => r.items.forEach((item, i) => ok(item, `${i === items.length - 1 ? 'Destroy' : 'Revoke'} of ${id}`, ctx, id)));
+      adoptions?.forget(id);
     },
     async list(ctx, listOptions = {}) {
       check(ctx);
@@ -235,6 +240,8 @@ export function kmipKeyManager(options: KmipOptions, deps: BackendDeps): KmipKey
         (r) => findAll(ok(r.items[0], 'Locate', ctx).payload, Tag.UniqueIdentifier).map((i) => (i.type === 'textString' ? i.value : '')),
         { repeatable: true },
       );
+      // Adopted objects carry no project attribute for Locate to match: add them, checked like the rest below.
+      for (const adopted of adoptions?.idsOf(ctx.projectId) ?? []) if (!ids.includes(adopted)) ids.push(adopted);
       const found: ManagedObject[] = [];
       for (let i = 0; i < ids.length; i += LIST_BATCH) {
         const chunk = ids.slice(i, i + LIST_BATCH);
@@ -255,6 +262,14 @@ export function kmipKeyManager(options: KmipOptions, deps: BackendDeps): KmipKey
         }, { repeatable: true, continueOnError: true });
       }
       return found;
+    },
+    adoption: {
+      async adopt(ctx, id) {
+        check(ctx);
+        checkId(id);
+        const meta = await client.send([getAttributes(id, ['Object Type', 'Application Specific Information'])], (r) => metadataFrom(id, ok(r.items[0], `GetAttributes of ${id}`, ctx, id).payload), { repeatable: true });
+        return adoptObject(ctx, id, meta, adoptions);
+      },
     },
     async health() {
       if (closed) return { ok: false, detail: `The KMIP key manager for ${where} was closed` };

@@ -36,6 +36,18 @@ export const kmipOptionsSchema = z
     timeout_seconds: seconds().positive().max(600).default(30),
     /** Persistent TLS connections kept to the server; requests beyond wait for one. */
     pool_size: z.number().int().min(1).max(64).default(4),
+    /**
+     * Where `key adopt` records which project an object made by another client
+     * belongs to (docs/kmip.md, "Keys made elsewhere"). Absolute; the same file
+     * for the daemon and the CLI. Unset: nothing can be adopted.
+     */
+    adoptions_file: z
+      .string()
+      .min(1)
+      .max(4096)
+      .refine((p) => p.startsWith('/'), 'must be an absolute path (start with "/")')
+      .refine((p) => !p.includes('\0'), 'must not contain a NUL byte')
+      .optional(),
   })
   .transform((opts, ctx) => {
     const out = { ...opts } as Record<string, unknown>;
