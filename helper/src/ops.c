@@ -1,5 +1,6 @@
 #include "ops.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -31,9 +32,27 @@ int op_hello(struct opctx *c) {
   return ST_OK;
 }
 
+/* libdevmapper keeps process-wide state (its ioctl version probe, udev cookie
+ * semaphores, the name cache) and is not thread-safe: sixteen concurrent
+ * activations crashed the helper. Operations that talk to device-mapper take
+ * turns; the others (headers, keyslots, reads, probes) run in parallel. */
+static pthread_mutex_t dm_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static int touches_dm(uint16_t op) {
+  switch (op) {
+  case OP_OPEN: case OP_CLOSE: case OP_RESIZE: case OP_STATUS: case OP_LIST: case OP_TARGETS: case OP_REMOVE_EMPTY:
+    return 1;
+  default:
+    return 0;
+  }
+}
+
 void op_run(struct request *req, struct response *resp, const char *const *symlink_dirs) {
   struct opctx c = {.req = req, .resp = resp, .devfd = -1, .symlink_dirs = symlink_dirs};
+  int dm = touches_dm(req->op);
+  if (dm) pthread_mutex_lock(&dm_lock);
   int st = HANDLERS[req->op](&c);
+  if (dm) pthread_mutex_unlock(&dm_lock);
   if (st != ST_OK) {
     /* A failed op answers with MESSAGE and ERRNO only: drop what it may have begun to add. */
     resp_begin(resp, req->op, req->id);
