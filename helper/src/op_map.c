@@ -61,6 +61,8 @@ int op_open(struct opctx *c) {
   if (st) goto out;
   int r = crypt_activate_by_passphrase(cd, q->name, CRYPT_ANY_SLOT, q->key->data, q->key->len, activate_flags(q->flags));
   if (r == -EPERM) { st = fail(c, ST_WRONG_KEY, r, "no keyslot of %s opens with this key", q->path); goto out; }
+  /* No active keyslot at all (an erased header): no key opens it, as cryptsetup's exit 2 says. */
+  if (r == -ENOENT) { st = fail(c, ST_WRONG_KEY, r, "%s has no active keyslot: no key opens it", q->path); goto out; }
   if (r == -EEXIST) { st = fail(c, ST_BUSY, r, "a mapping named %s exists", q->name); goto out; }
   if (r < 0) { st = fail_r(c, r, "cannot open the mapping"); goto out; }
   st = check_mapped_device(c);

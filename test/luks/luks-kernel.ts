@@ -7,6 +7,11 @@ import assert from 'node:assert/strict';
 import { after, before } from 'node:test';
 import { randomBytes } from 'node:crypto';
 import { createLuksDriver, type LuksDriver } from '../../src/luks/driver.js';
+import { helperCryptOps } from '../../src/luks/crypt/helper.js';
+import { helperClient } from '../../src/luks/helper/client.js';
+import { helperDeviceOps } from '../../src/luks/helper/device-ops.js';
+import { spawnHelper } from '../../src/luks/helper/spawn.js';
+import { HELPER_BINARY, vmHelperTransport } from '../vm/helper-link.js';
 import { privilegedRunner, type PrivilegedRunner } from '../vm/index.js';
 
 export interface LuksKernel {
@@ -26,7 +31,7 @@ export interface LuksKernel {
 
 export async function luksKernel(): Promise<LuksKernel> {
   const runner = await privilegedRunner();
-  const driver = createLuksDriver({ ops: runner.ops });
+  const driver = driverFor(runner, process.env['PORTCULLIS_LUKS_VIA'] === 'cryptsetup' ? 'cryptsetup' : 'helper');
   const loops: string[] = [];
   const sh = async (script: string, stdin?: Buffer): Promise<string> => {
     const result = await runner.run(['sh', '-c', script], { ...(stdin === undefined ? {} : { stdin }), timeoutMs: 120_000 });
@@ -64,4 +69,17 @@ export function luksKernelForFile(use: (kernel: LuksKernel) => void): void {
     use(kernel);
   });
   after(() => kernel?.cleanup());
+}
+
+/**
+ * The driver as the daemon builds it: through the privileged helper beside
+ * the kernel (the guest's, in the VM), or through cryptsetup's CLI
+ * (luks.via: cryptsetup).
+ */
+export function driverFor(runner: PrivilegedRunner, via: 'helper' | 'cryptsetup'): LuksDriver {
+  if (via === 'cryptsetup') return createLuksDriver({ ops: runner.ops });
+  const client = helperClient({
+    connect: () => (runner.mode === 'direct' ? spawnHelper({ path: HELPER_BINARY, symlinkDirs: ['/dev'], log: () => undefined }) : vmHelperTransport(runner)),
+  });
+  return createLuksDriver({ ops: helperDeviceOps(client, runner.ops), crypt: helperCryptOps(client) });
 }

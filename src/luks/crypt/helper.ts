@@ -32,7 +32,7 @@ const statusCodes: Record<number, LuksErrorCode> = {
   11: 'E_CRYPTSETUP_FAILED',
   12: 'E_CRYPTSETUP_FAILED',
 };
-export const HelperStatus = { OK: 0, EINVAL: 1, NOT_FOUND: 2, WRONG_KEY: 4, NOT_LUKS: 6, SUSPENDED: 10 } as const;
+export const HelperStatus = { OK: 0, EINVAL: 1, NOT_FOUND: 2, WRONG_KEY: 4, NOT_LUKS: 6, IO: 7, SUSPENDED: 10 } as const;
 
 /** The failure a response stands for, worded for an operator. */
 export function helperFailure(r: Response, what: string): Error {
@@ -163,6 +163,8 @@ export function helperCryptOps(client: HelperClient): CryptOps {
     async header(d) {
       const r = await client.call(Op.HEADER, device(d), `read the LUKS header of ${d.path}`);
       if (r.status === HelperStatus.NOT_LUKS) return undefined;
+      // A read error is never "no header": doubt must not lead to a format.
+      if (r.status === HelperStatus.IO) throw luksError('E_DEVICE_UNREADABLE', `Cannot read the LUKS header of ${d.path} (${text(r, Tag.MESSAGE) ?? 'I/O error'})`, { details: { device: d.path } });
       if (r.status !== HelperStatus.OK) throw helperFailure(r, `read the LUKS header of ${d.path}`);
       return headerFromJson(json<HeaderJson>(r));
     },
