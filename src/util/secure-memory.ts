@@ -13,6 +13,15 @@ export interface SecretBuffer {
   view(): Buffer;
   /** Zeroes the bytes; idempotent. */
   wipe(): void;
+  /**
+   * The same bytes without a copy where the memory allows it (locked
+   * memory: a second view over the slot), as a SecretBuffer whose wipe()
+   * makes that view unusable (detached, or zeroed where it is a copy) and
+   * leaves these bytes alone; `onReturn` runs at that first wipe(). Does not
+   * count as an allocation.
+   * @throws E_OBJECT_WIPED once this buffer was wiped.
+   */
+  lend(onReturn?: () => void): SecretBuffer;
 }
 
 export interface SecureMemoryStats {
@@ -53,6 +62,9 @@ export interface SecretMemory {
   take(length: number): Buffer;
   /** Zeroes (and releases) what take() gave; called once per buffer. */
   release(bytes: Buffer): void;
+  /** A view of take()'s bytes that revoke() makes unusable; default: a plain copy that revoke() zeroes. */
+  lend?(bytes: Buffer): Buffer;
+  revoke?(view: Buffer): void;
 }
 
 const MAX_SECRET_LENGTH = 1 << 20;
@@ -92,11 +104,42 @@ export function allocatorOver(memory: SecretMemory): SecureAllocator {
           liveBuffers -= 1;
           liveBytes -= length;
         },
+        lend(onReturn) {
+          if (wiped) throw keyError('E_OBJECT_WIPED', 'Secret buffer was wiped; its bytes are gone');
+          return lentView(memory, bytes, onReturn);
+        },
       };
       return buffer;
     },
     stats: () => ({ liveBuffers, liveBytes, locked: memory.locked }),
   };
+}
+
+/** A lent view: view() until wipe(), which revokes it (detached, or zeroed when the memory can only copy). */
+function lentView(memory: SecretMemory, bytes: Buffer, onReturn: (() => void) | undefined): SecretBuffer {
+  const view = memory.lend === undefined ? Buffer.from(bytes) : memory.lend(bytes);
+  let revoked = false;
+  const lent: { -readonly [K in keyof SecretBuffer]: SecretBuffer[K] } = {
+    length: view.length,
+    wiped: false,
+    view() {
+      if (revoked) throw keyError('E_OBJECT_WIPED', 'The lent key was given back; its bytes are gone');
+      return view;
+    },
+    wipe() {
+      if (revoked) return;
+      revoked = true;
+      lent.wiped = true;
+      if (memory.revoke === undefined) view.fill(0);
+      else memory.revoke(view);
+      onReturn?.();
+    },
+    lend(onLentReturn) {
+      if (revoked) throw keyError('E_OBJECT_WIPED', 'The lent key was given back; its bytes are gone');
+      return lentView(memory, view, onLentReturn);
+    },
+  };
+  return lent;
 }
 
 /**
