@@ -58,6 +58,7 @@ describe('secure slabs: small secrets share locked pages', () => {
     secureWipe(keys[10] as Buffer);
     assert.equal(keys[10]?.length, 0, 'the wiped buffer is detached');
     assert.equal(secureStats().liveBuffers, full.liveBuffers - 1);
+    assert.deepEqual([secureStats().lockedBytes, secureStats().slabs], [full.lockedBytes, full.slabs], 'the page stays for its other 63 slots');
     const reused = secureAlloc(64);
     assert.deepEqual([secureStats().lockedBytes, secureStats().slabs, secureStats().liveBuffers], [full.lockedBytes, full.slabs, full.liveBuffers], 'the freed slot was reused: no new page');
     assert.ok(reused.every((byte) => byte === 0), 'the reused slot holds none of the wiped key');
