@@ -4,6 +4,7 @@
  * lent to come back, so a callback using the key never sees it vanish.
  */
 import type { CacheOptions, CacheStats } from './cache-options.js';
+import { KeyClientError } from './errors.js';
 import { metadataOf, objectOfType, type ManagedObject, type ObjectMetadata, type ObjectType } from './objects/index.js';
 import { copySecret, type SecretBuffer, type SecureAllocator } from '../util/secure-memory.js';
 
@@ -53,6 +54,16 @@ export function entryStore(options: CacheOptions, allocator: SecureAllocator, co
     counters.expirations += 1;
   }
 
+  function remember(key: string, id: string, error: unknown, t: number): void {
+    if (negativeMs <= 0) return;
+    negatives.delete(key);
+    negatives.set(key, { id, error, expiresAt: t + negativeMs });
+    for (const oldest of negatives.keys()) {
+      if (negatives.size <= options.max_entries) break;
+      negatives.delete(oldest);
+    }
+  }
+
   function giveBack(entry: Entry): void {
     entry.lent -= 1;
     if (entry.dropped && entry.lent === 0) entry.secret.wipe();
@@ -97,21 +108,29 @@ export function entryStore(options: CacheOptions, allocator: SecureAllocator, co
       return objectOfType(entry.type, entry.meta, view);
     },
 
+    /**
+     * After a "no" from the backend: forget the key, remember the no. A no to
+     * an alias (a href naming the UUID) is remembered for that alias only: it
+     * says nothing of the key itself, whose entry stays.
+     */
+    refused(key: string, askKey: string, id: string, err: unknown, t: number): void {
+      const old = entries.get(key);
+      if (isDenial(err)) {
+        // The backend said no: a stale key must never outlive that.
+        if (old !== undefined && askKey === key) drop(old);
+        remember(askKey, id, err, t);
+      } else if (old !== undefined && t >= old.expiresAt + staleMs) {
+        expire(old);
+      }
+    },
+
     /** The expired entry that may answer instead of `err`: only while the backend is unreachable, never after a "no". */
     staleFor(key: string, transient: boolean, t: number): Entry | undefined {
       const entry = entries.get(key);
       return entry !== undefined && t < entry.expiresAt + staleMs && transient ? entry : undefined;
     },
 
-    remember(key: string, id: string, error: unknown, t: number): void {
-      if (negativeMs <= 0) return;
-      negatives.delete(key);
-      negatives.set(key, { id, error, expiresAt: t + negativeMs });
-      for (const oldest of negatives.keys()) {
-        if (negatives.size <= options.max_entries) break;
-        negatives.delete(oldest);
-      }
-    },
+    remember,
 
     /** A remembered "no" for `askKey`, forgotten once expired. */
     denial(askKey: string, t: number): Negative | undefined {
@@ -174,4 +193,8 @@ export function normaliseId(id: string): string {
  */
 export function cacheKey(backend: string, projectId: string, who: string, id: string): string {
   return JSON.stringify([backend, projectId, who, id]);
+}
+
+function isDenial(err: unknown): boolean {
+  return err instanceof KeyClientError && (err.code === 'E_KEY_NOT_FOUND' || err.code === 'E_KEY_FORBIDDEN');
 }

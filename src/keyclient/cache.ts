@@ -7,7 +7,8 @@ import { createHash } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import { cacheKey, entryStore, normaliseId, type Counter, type Entry } from './cache-entries.js';
 import { histogram, latencyBucketsMs, type CacheDeps, type CacheOptions, type CacheStats } from './cache-options.js';
-import { isTransient, keyError, KeyClientError } from './errors.js';
+import { flightDesk, type Mode } from './cache-flights.js';
+import { isTransient, keyError } from './errors.js';
 import type { GetOptions, KeyManager, RequestContext } from './key-manager.js';
 import type { ManagedObject } from './objects/index.js';
 import { keystoneTokenIdentity } from './token-identity.js';
@@ -48,29 +49,6 @@ export interface CachingKeyManager extends KeyManager {
   sweep(): number;
 }
 
-/** What a caller gets from an entry: metadata alone, a copy it owns, or a lent view. */
-type Mode = 'meta' | 'copy' | 'lend';
-
-interface Waiter {
-  readonly mode: Mode;
-  resolve(obj: ManagedObject): void;
-  reject(err: unknown): void;
-}
-
-/** One backend fetch and everyone waiting for it. */
-interface Flight {
-  readonly id: string;
-  /** Flights and remembered denials are per id as the caller gave it; see lookup(). */
-  readonly askKey: string;
-  readonly waiters: Waiter[];
-  /**
-   * The fetch's own deadline, apart from any caller's: it aborts only when
-   * every waiter has left at its deadline, so one caller's deadline never
-   * fails another's fetch, and a fetch nobody waits for is not left running.
-   */
-  readonly abandon: AbortController;
-}
-
 /**
  * Wraps `inner` in the key cache. The cache keeps one copy of each key in
  * `deps.allocator` memory; get() returns a fresh copy that the caller owns
@@ -84,7 +62,6 @@ export function cachingKeyManager(inner: KeyManager, options: CacheOptions, deps
   const clock = deps.now ?? (() => performance.now());
   const ttlMs = options.ttl_seconds * 1000;
   const staleMs = options.stale_if_error_seconds * 1000;
-  const flights = new Map<string, Flight>();
   const counters: Record<Counter, number> = {
     hits: 0, misses: 0, coalesced: 0, staleServed: 0, negativeHits: 0, evictions: 0, expirations: 0, backendFetches: 0,
   };
@@ -97,6 +74,9 @@ export function cachingKeyManager(inner: KeyManager, options: CacheOptions, deps
     deps.now === undefined && options.sweep_interval_seconds > 0
       ? setInterval(sweep, options.sweep_interval_seconds * 1000).unref() // never what keeps the daemon alive
       : undefined;
+
+  const desk = flightDesk({ store, counters, now, ttlMs, out, fetch: fetchFromBackend });
+  const { flights } = desk;
 
   function out(entry: Entry, mode: Mode): ManagedObject {
     return mode === 'lend' ? store.lendOut(entry) : store.copyOut(entry, mode === 'meta');
@@ -112,102 +92,6 @@ export function cachingKeyManager(inner: KeyManager, options: CacheOptions, deps
     }
   }
 
-  /**
-   * Runs the flight's backend fetch and settles every waiter synchronously,
-   * each with its own copy or view, so no eviction can slip in between the
-   * fetch and a waiter's answer.
-   */
-  async function fly(flight: Flight, ctx: RequestContext, id: string, key: string): Promise<void> {
-    let entry: Entry;
-    try {
-      entry = store.adopt(key, flight.id, await fetchFromBackend(ctx, id, {}), now() + ttlMs);
-    } catch (err) {
-      land(flight, key, err);
-      return;
-    }
-    // An evict(), delete() or flush() during the fetch detached the flight: answer its callers, keep nothing.
-    const current = flights.get(flight.askKey) === flight;
-    if (current) {
-      flights.delete(flight.askKey);
-      store.insert(entry);
-    }
-    // A fetch that every waiter abandoned (leave()) may still land: it is no longer current, so nobody gets a copy and nothing is kept.
-    for (const waiter of flight.waiters) settle(waiter, () => out(entry, waiter.mode));
-    if (!current) store.discard(entry);
-  }
-
-  function land(flight: Flight, key: string, err: unknown): void {
-    const current = flights.get(flight.askKey) === flight;
-    if (current) flights.delete(flight.askKey);
-    const t = now();
-    const stale = current ? store.staleFor(key, isTransient(err), t) : undefined;
-    if (stale !== undefined) {
-      counters.staleServed += flight.waiters.length;
-      for (const waiter of flight.waiters) settle(waiter, () => out(stale, waiter.mode));
-      return;
-    }
-    if (current) refused(key, flight.askKey, flight.id, err, t);
-    for (const waiter of flight.waiters) waiter.reject(err);
-  }
-
-  /**
-   * After a "no" from the backend: forget the key, remember the no. A no to
-   * an alias (a href naming the UUID) is remembered for that alias only: it
-   * says nothing of the key itself, whose entry stays.
-   */
-  function refused(key: string, askKey: string, id: string, err: unknown, t: number): void {
-    const old = entries.get(key);
-    if (isDenial(err)) {
-      // The backend said no: a stale key must never outlive that.
-      if (old !== undefined && askKey === key) store.drop(old);
-      store.remember(askKey, id, err, t);
-    } else if (old !== undefined && t >= old.expiresAt + staleMs) {
-      store.expire(old);
-    }
-  }
-
-  /** Waits for `flight`; at `deadline`, leaves it (stale if allowed, else E_BACKEND_UNAVAILABLE). */
-  function join(flight: Flight, mode: Mode, key: string, deadline: AbortSignal | undefined): Promise<ManagedObject> {
-    return new Promise((resolve, reject) => {
-      const onDeadline = () => leave(flight, waiter, key);
-      const done = () => deadline?.removeEventListener('abort', onDeadline);
-      const waiter: Waiter = {
-        mode,
-        resolve: (obj) => {
-          done();
-          resolve(obj);
-        },
-        reject: (err) => {
-          done();
-          reject(err);
-        },
-      };
-      flight.waiters.push(waiter);
-      if (deadline?.aborted === true) onDeadline();
-      else deadline?.addEventListener('abort', onDeadline, { once: true });
-    });
-  }
-
-  /** A waiter's deadline passed: it gets a stale key or the failure now; the last one to leave stops the fetch. */
-  function leave(flight: Flight, waiter: Waiter, key: string): void {
-    const at = flight.waiters.indexOf(waiter);
-    if (at < 0) return;
-    flight.waiters.splice(at, 1);
-    const err = keyError('E_BACKEND_UNAVAILABLE', "The key manager had not answered when the caller's deadline passed; the request was abandoned", {
-      details: { deadline: true },
-    });
-    const stale = store.staleFor(key, isTransient(err), now());
-    if (stale !== undefined) {
-      counters.staleServed += 1;
-      settle(waiter, () => out(stale, waiter.mode));
-    } else {
-      waiter.reject(err);
-    }
-    if (flight.waiters.length > 0) return;
-    if (flights.get(flight.askKey) === flight) flights.delete(flight.askKey);
-    flight.abandon.abort();
-  }
-
   async function getMetadata(ctx: RequestContext, id: string, key: string, askKey: string, normId: string): Promise<ManagedObject> {
     try {
       return await fetchFromBackend(ctx, id, { metadataOnly: true });
@@ -218,7 +102,7 @@ export function cachingKeyManager(inner: KeyManager, options: CacheOptions, deps
         counters.staleServed += 1;
         return store.copyOut(stale, true);
       }
-      refused(key, askKey, normId, err, t);
+      store.refused(key, askKey, normId, err, t);
       throw err;
     }
   }
@@ -263,15 +147,12 @@ export function cachingKeyManager(inner: KeyManager, options: CacheOptions, deps
     const under = flights.get(askKey);
     if (under !== undefined) {
       counters.coalesced += 1;
-      return { object: await join(under, mode, key, ctx.signal), source: 'coalesced' };
+      return { object: await desk.join(under, mode, key, ctx.signal), source: 'coalesced' };
     }
     counters.misses += 1;
     // Metadata alone is cheap and holds no secret: fetched, not cached.
     if (mode === 'meta') return { object: await getMetadata(ctx, id, key, askKey, normId), source: 'backend' };
-    const flight: Flight = { id: normId, askKey, waiters: [], abandon: new AbortController() };
-    flights.set(askKey, flight);
-    const mine = join(flight, mode, key, ctx.signal);
-    void fly(flight, { ...ctx, signal: flight.abandon.signal }, id, key);
+    const mine = desk.start(ctx, id, normId, askKey, key, mode);
     return { object: await mine, source: 'backend' };
   }
 
@@ -347,17 +228,5 @@ export function cachingKeyManager(inner: KeyManager, options: CacheOptions, deps
       return closing;
     },
   };
-}
-
-function isDenial(err: unknown): boolean {
-  return err instanceof KeyClientError && (err.code === 'E_KEY_NOT_FOUND' || err.code === 'E_KEY_FORBIDDEN');
-}
-
-function settle(waiter: Waiter, make: () => ManagedObject): void {
-  try {
-    waiter.resolve(make());
-  } catch (err) {
-    waiter.reject(err); // e.g. the allocator ran out of locked memory for this caller's copy
-  }
 }
 
