@@ -21,10 +21,15 @@ export interface PeerCredentials {
 }
 
 export interface SecureStats {
-  /** Bytes mlock'ed by live secure buffers (whole pages). */
+  /** Bytes mlock'ed by the slabs that hold secure buffers (whole pages). */
   lockedBytes: number;
+  /** Slots in use: buffers from secureAlloc() not yet wiped, and wiped ones a lent view still holds. */
   liveBuffers: number;
-  /** Wiped buffers (their pages already released) whose JS object the GC has not finalized yet. */
+  /** Locked slabs mapped (one page of equal slots each, or a large secret's own pages). */
+  slabs: number;
+  /** Views from secureLend() whose finalizer has not run yet (wiped views count until the GC finalizes them). */
+  lentViews: number;
+  /** Wiped buffers (their slots already released) whose JS objects the GC has not finalized yet. */
   wipedAwaitingGc: number;
 }
 
@@ -42,13 +47,14 @@ interface Addon {
   isDumpable(): boolean;
   secureAlloc(size: number): Buffer;
   secureWipe(buffer: Uint8Array): void;
+  secureLend(buffer: Uint8Array): Buffer;
   secureStats(): SecureStats;
   memlockLimit(): MemlockLimit;
   notify(address: string, state: string): void;
 }
 
 const addonFunctions = [
-  'peerCredentials', 'peerGroups', 'setDumpable', 'isDumpable', 'secureAlloc', 'secureWipe', 'secureStats', 'memlockLimit', 'notify',
+  'peerCredentials', 'peerGroups', 'setDumpable', 'isDumpable', 'secureAlloc', 'secureWipe', 'secureLend', 'secureStats', 'memlockLimit', 'notify',
 ] as const;
 
 /** Where node-gyp puts the addon, under the package root (found from this file, compiled into dist/ or not). */
@@ -136,18 +142,53 @@ export const isDumpable = (): boolean => call((n) => n.isDumpable());
 
 /**
  * mlock'ed, MADV_DONTDUMP (and MADV_WIPEONFORK) memory of `size` bytes,
- * zero-filled, released (zeroed first) by secureWipe() or by the GC.
- * @throws TypeError for a non-number; RangeError outside 1..64 MiB (mmap cannot map 0 bytes); NativeError E_NATIVE_MLOCK when RLIMIT_MEMLOCK is reached.
+ * zero-filled, released (zeroed first) by secureWipe() or by the GC. Up to
+ * 2,048 bytes it is a slot of a shared locked page (the next power of two,
+ * at least 16 bytes); larger sizes get whole pages of their own.
+ * @throws TypeError for a non-number; RangeError outside 1..64 MiB; NativeError E_NATIVE_MLOCK when RLIMIT_MEMLOCK is reached.
  */
-export const secureAlloc = (size: number): Buffer => call((n) => n.secureAlloc(size));
+export function secureAlloc(size: number): Buffer {
+  // Called on every cache hit that copies: the addon's own errors are the rare path, so no closure here.
+  const native = loaded ?? addon();
+  try {
+    return native.secureAlloc(size);
+  } catch (err) {
+    throw fromAddonError(err);
+  }
+}
 
 /**
  * Zeroes a buffer from secureAlloc() (all of it, also through a subarray),
- * detaches it so every view reads as empty, and releases its pages at once.
- * Wiping twice is a no-op.
- * @throws TypeError for anything that is not a Buffer from secureAlloc().
+ * detaches it so every view reads as empty, and frees its slot at once (once
+ * no lent view holds it). Given a view from secureLend(), only detaches that
+ * view. Wiping twice is a no-op.
+ * @throws TypeError for anything that is not a Buffer from secureAlloc() or secureLend().
  */
-export const secureWipe = (buffer: Uint8Array): void => call((n) => n.secureWipe(buffer));
+export function secureWipe(buffer: Uint8Array): void {
+  const native = loaded ?? addon();
+  try {
+    native.secureWipe(buffer);
+  } catch (err) {
+    throw fromAddonError(err);
+  }
+}
+
+/**
+ * A second Buffer over the same locked bytes as `buffer` (from secureAlloc()),
+ * without copying them: the key cache lends its key this way. secureWipe() of
+ * the view detaches it and leaves the bytes; the slot is not reused while a
+ * view lives, so a view kept too long reads its lender's bytes or nothing,
+ * never another secret.
+ * @throws TypeError for a wiped buffer or one not from secureAlloc().
+ */
+export function secureLend(buffer: Uint8Array): Buffer {
+  const native = loaded ?? addon();
+  try {
+    return native.secureLend(buffer);
+  } catch (err) {
+    throw fromAddonError(err);
+  }
+}
 export const secureStats = (): SecureStats => call((n) => n.secureStats());
 export const memlockLimit = (): MemlockLimit => call((n) => n.memlockLimit());
 

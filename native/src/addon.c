@@ -15,6 +15,7 @@ static const struct {
     {"isDumpable", is_dumpable},
     {"secureAlloc", secure_alloc},
     {"secureWipe", secure_wipe},
+    {"secureLend", secure_lend},
     {"secureStats", secure_stats},
     {"memlockLimit", memlock_limit},
     {"notify", notify_send},

@@ -77,9 +77,10 @@ napi_value peer_groups(napi_env env, napi_callback_info info);
 napi_value set_dumpable(napi_env env, napi_callback_info info);
 napi_value is_dumpable(napi_env env, napi_callback_info info);
 
-/* secure.c */
+/* secure.c (over slab.c) */
 napi_value secure_alloc(napi_env env, napi_callback_info info);
 napi_value secure_wipe(napi_env env, napi_callback_info info);
+napi_value secure_lend(napi_env env, napi_callback_info info);
 napi_value secure_stats(napi_env env, napi_callback_info info);
 napi_value memlock_limit(napi_env env, napi_callback_info info);
 

@@ -117,6 +117,8 @@ export async function startDaemon(configPath: string, initial: Config, deps: Dae
   if (!backendHealth.ok) log.warn('key manager not usable at start; attaches will fail until it is', { backend: config.key_manager.backend, detail: backendHealth.detail });
   log.info('portcullisd ready', { socket: listening.path, via: listening.how, backend: config.key_manager.backend, adopted, foreign, start_ms: Math.round(performance.now() - t) });
   notify(`READY=1\nSTATUS=serving on ${listening.path}, backend ${config.key_manager.backend}, ${adopted} mapping(s) adopted`);
+  // What no request needed before READY loads now, off the start's path (prom-client: metrics.ts).
+  metrics.load().catch((err: unknown) => log.error('cannot load the metrics registry; GET /metrics will fail', { error: err instanceof Error ? err.message : String(err) }));
   // systemd arms the watchdog at READY=1 (WatchdogSec= in the unit); a no-op without $WATCHDOG_USEC.
   const watchdog = startWatchdog({ notify, log });
 

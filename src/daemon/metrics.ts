@@ -1,112 +1,71 @@
-import { Counter, Gauge, Histogram, Registry } from 'prom-client';
-import type { CacheStats } from '../keyclient/cache.js';
-
-/** Latency buckets in seconds: cache hits take microseconds, an attach under emulation many seconds. */
-const buckets = [0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
+import type { CacheStats } from '../keyclient/cache-options.js';
+import type { PromMetrics } from './metrics-registry.js';
 
 export type Metrics = ReturnType<typeof createMetrics>;
 
-/** The daemon's Prometheus metrics (GET /metrics). Cache figures are read from the cache at scrape time. */
-export function createMetrics(cacheStats: () => CacheStats | undefined, commandStats: () => { active: number; stuck: number } = () => ({ active: 0, stuck: 0 })) {
-  const registry = new Registry();
-  const operations = new Counter({
-    name: 'portcullis_operations_total',
-    help: 'Attach, detach and resize requests by outcome (ok or the error code).',
-    labelNames: ['operation', 'outcome'] as const,
-    registers: [registry],
-  });
-  const latency = new Histogram({
-    name: 'portcullis_operation_seconds',
-    help: 'Attach, detach and resize latency by outcome.',
-    labelNames: ['operation', 'outcome'] as const,
-    buckets,
-    registers: [registry],
-  });
-  const keyFetch = new Histogram({
-    name: 'portcullis_key_fetch_seconds',
-    help: 'Time to get a key, by where it came from (cache, backend, created).',
-    labelNames: ['source'] as const,
-    buckets,
-    registers: [registry],
-  });
-  const inFlight = new Gauge({ name: 'portcullis_requests_in_flight', help: 'Mutating requests admitted whose work has not ended (overrun ones included).', registers: [registry] });
-  const overrun = new Gauge({
-    name: 'portcullis_requests_overrun',
-    help: 'Requests answered 504 E_REQUEST_TIMEOUT whose work still runs; each keeps its admission slot (and a mutating one the shutdown drain) until it ends.',
-    registers: [registry],
-  });
-  const connections = new Gauge({ name: 'portcullis_connections_open', help: 'Connections to the API socket open now, idle and slow ones included (limits.max_connections).', registers: [registry] });
-  const rejected = new Counter({ name: 'portcullis_requests_rejected_total', help: 'Requests refused before any work, by reason.', labelNames: ['reason'] as const, registers: [registry] });
-  const cacheCounter = (name: string, help: string, field: keyof Omit<CacheStats, 'backendLatency'>) =>
-    new Gauge({
-      name,
-      help,
-      registers: [registry],
-      collect() {
-        const stats = cacheStats();
-        if (stats !== undefined) this.set(stats[field]);
-      },
-    });
-  cacheCounter('portcullis_cache_hits', 'Key cache hits since start.', 'hits');
-  cacheCounter('portcullis_cache_misses', 'Key cache misses (backend fetches started) since start.', 'misses');
-  cacheCounter('portcullis_cache_coalesced', 'Gets that joined a fetch already under way.', 'coalesced');
-  cacheCounter('portcullis_cache_stale_served', 'Expired keys served while the backend was unavailable.', 'staleServed');
-  cacheCounter('portcullis_cache_negative_hits', 'Gets answered from a remembered not-found/forbidden.', 'negativeHits');
-  cacheCounter('portcullis_cache_entries', 'Keys held in the cache now.', 'entries');
-  cacheCounter('portcullis_cache_evictions', 'Entries dropped to make room (LRU).', 'evictions');
-  new Gauge({
-    name: 'portcullis_commands_active',
-    help: 'Privileged commands (cryptsetup, blkid, dmsetup) running now, stuck ones included.',
-    registers: [registry],
-    collect() {
-      this.set(commandStats().active);
-    },
-  });
-  new Gauge({
-    name: 'portcullis_commands_stuck',
-    help: 'Commands killed at their timeout that have not exited (uninterruptible I/O); each holds a command slot.',
-    registers: [registry],
-    collect() {
-      this.set(commandStats().stuck);
-    },
-  });
-  new Gauge({
-    name: 'portcullis_backend_fetch_seconds_sum',
-    help: 'Total time spent fetching keys from the backend (the cache times every fetch).',
-    registers: [registry],
-    collect() {
-      const stats = cacheStats();
-      if (stats !== undefined) this.set(stats.backendLatency.sum / 1000);
-    },
-  });
+type Operation = 'attach' | 'detach' | 'resize' | 'ephemeral_attach' | 'ephemeral_detach';
 
-  const consumers = new Counter({
-    name: 'portcullis_key_consumer_requests_total',
-    help: 'Secret consumer registrations and removals sent to the key manager, by outcome (registered, removed, absent, unsupported, or an error code).',
-    labelNames: ['op', 'outcome'] as const,
-    registers: [registry],
+/** Prometheus' text exposition format, what prom-client's Registry.contentType says. */
+const CONTENT_TYPE = 'text/plain; version=0.0.4; charset=utf-8';
+
+/**
+ * The daemon's metrics (GET /metrics). prom-client and its dependencies take
+ * about 30 ms to import, a fifth of the daemon's start, and nothing needs
+ * them before the first request: the daemon calls load() once it has said
+ * READY=1. Until then (or until the first use, which also loads it) what
+ * happens is kept in order and replayed into the registry, so no count is lost.
+ */
+export function createMetrics(cacheStats: () => CacheStats | undefined, commandStats: () => { active: number; stuck: number } = () => ({ active: 0, stuck: 0 })) {
+  let loaded: PromMetrics | undefined;
+  let loading: Promise<PromMetrics> | undefined;
+  const early: Array<(m: PromMetrics) => void> = [];
+
+  function load(): Promise<PromMetrics> {
+    loading ??= import('./metrics-registry.js').then(({ promMetrics }) => {
+      const metrics = promMetrics(cacheStats, commandStats);
+      for (const record of early.splice(0)) record(metrics);
+      loaded = metrics;
+      return metrics;
+    });
+    return loading;
+  }
+
+  function record(update: (m: PromMetrics) => void): void {
+    if (loaded !== undefined) {
+      update(loaded);
+      return;
+    }
+    early.push(update);
+    load().catch(() => undefined); // a failed import is GET /metrics' to report, not an unhandled rejection here
+  }
+
+  const gauge = (pick: (m: PromMetrics) => PromMetrics['inFlight']) => ({
+    inc: () => record((m) => pick(m).inc()),
+    dec: () => record((m) => pick(m).dec()),
+    set: (value: number) => record((m) => pick(m).set(value)),
   });
 
   return {
-    registry,
+    /** Imports prom-client and builds the registry; idempotent. */
+    load: async (): Promise<void> => void (await load()),
+    /** Counts one secret-consumer request (Barbican consumers). */
     consumer(op: 'register' | 'remove', outcome: string): void {
-      consumers.inc({ op, outcome });
+      record((m) => m.consumer(op, outcome));
     },
     /** Records one finished operation. */
-    observe(operation: 'attach' | 'detach' | 'resize' | 'ephemeral_attach' | 'ephemeral_detach', outcome: string, seconds: number): void {
-      operations.inc({ operation, outcome });
-      latency.observe({ operation, outcome }, seconds);
+    observe(operation: Operation, outcome: string, seconds: number): void {
+      record((m) => m.observe(operation, outcome, seconds));
     },
     keyFetched(source: string, seconds: number): void {
-      keyFetch.observe({ source }, seconds);
+      record((m) => m.keyFetched(source, seconds));
     },
-    inFlight,
-    overrun,
-    connections,
+    inFlight: gauge((m) => m.inFlight),
+    overrun: gauge((m) => m.overrun),
+    connections: gauge((m) => m.connections),
     rejected(reason: string): void {
-      rejected.inc({ reason });
+      record((m) => m.rejected(reason));
     },
-    text: () => registry.metrics(),
-    contentType: registry.contentType,
+    text: async (): Promise<string> => (await load()).text(),
+    contentType: CONTENT_TYPE,
   };
 }

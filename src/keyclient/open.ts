@@ -1,8 +1,8 @@
 import type { z } from 'zod';
-import type { BackendDefinition, BackendDeps } from './backend.js';
+import type { BackendDeps } from './backend.js';
 import { cachingKeyManager, type CacheOptions, type CachingKeyManager } from './cache.js';
 import type { KeyManager } from './key-manager.js';
-import { backends, type BackendName } from './registry.js';
+import { backends, loadBackend, type BackendName } from './registry.js';
 import { retryingKeyManager, type RetryOptions } from './retry.js';
 
 /** The key-manager part of a validated config. */
@@ -18,9 +18,9 @@ export interface KeyClientConfig {
  * migrate` opens two.
  */
 export async function openKeyManager(config: KeyClientConfig, deps: BackendDeps, name: BackendName = config.key_manager.backend): Promise<KeyManager> {
-  const definition = backends[name] as BackendDefinition;
   // The config loader fills the selected backend's section; another backend's may be absent, so validate defaults here.
-  const options = config.key_manager[name] ?? definition.optionsSchema.parse({});
+  const options = config.key_manager[name] ?? backends[name].optionsSchema.parse({});
+  const definition = await loadBackend(name);
   const backend = await definition.create(options, deps);
   return retryingKeyManager(backend, config.retry);
 }

@@ -13,6 +13,15 @@ export interface SecretBuffer {
   view(): Buffer;
   /** Zeroes the bytes; idempotent. */
   wipe(): void;
+  /**
+   * The same bytes without a copy where the memory allows it (locked
+   * memory: a second view over the slot), as a SecretBuffer whose wipe()
+   * makes that view unusable (detached, or zeroed where it is a copy) and
+   * leaves these bytes alone; `onReturn` runs at that first wipe(). Does not
+   * count as an allocation.
+   * @throws E_OBJECT_WIPED once this buffer was wiped.
+   */
+  lend(onReturn?: () => void): SecretBuffer;
 }
 
 export interface SecureMemoryStats {
@@ -53,17 +62,102 @@ export interface SecretMemory {
   take(length: number): Buffer;
   /** Zeroes (and releases) what take() gave; called once per buffer. */
   release(bytes: Buffer): void;
+  /** A view of take()'s bytes that revoke() makes unusable; default: a plain copy that revoke() zeroes. */
+  lend?(bytes: Buffer): Buffer;
+  revoke?(view: Buffer): void;
 }
 
 const MAX_SECRET_LENGTH = 1 << 20;
+
+/** Live counts of one allocator, shared by its buffers. */
+interface Pool {
+  readonly memory: SecretMemory;
+  liveBuffers: number;
+  liveBytes: number;
+}
+
+/**
+ * A secret buffer as a class: its methods live on the prototype and its
+ * state in private fields. As object literals, each buffer carried three
+ * closures and their context, about 150 bytes of heap on every cached key
+ * (bench/memory-start.ts). `wiped` is a public data property for readers;
+ * view() trusts only the private flag, so writing it back to false gives nothing back.
+ */
+class PooledSecret implements SecretBuffer {
+  wiped = false;
+  readonly #bytes: Buffer;
+  readonly #pool: Pool;
+  #gone = false;
+
+  constructor(
+    readonly length: number,
+    bytes: Buffer,
+    pool: Pool,
+  ) {
+    this.#bytes = bytes;
+    this.#pool = pool;
+  }
+
+  view(): Buffer {
+    if (this.#gone) throw keyError('E_OBJECT_WIPED', 'Secret buffer was wiped; its bytes are gone');
+    return this.#bytes;
+  }
+
+  wipe(): void {
+    if (this.#gone) return;
+    this.#pool.memory.release(this.#bytes);
+    this.#gone = true;
+    this.wiped = true;
+    this.#pool.liveBuffers -= 1;
+    this.#pool.liveBytes -= this.length;
+  }
+
+  lend(onReturn?: () => void): SecretBuffer {
+    return new LentSecret(this.view(), this.#pool.memory, onReturn);
+  }
+}
+
+/** A lent view: view() until wipe(), which revokes it (detached, or zeroed when the memory can only copy). */
+class LentSecret implements SecretBuffer {
+  wiped = false;
+  readonly length: number;
+  readonly #view: Buffer;
+  readonly #memory: SecretMemory;
+  readonly #onReturn: (() => void) | undefined;
+  #gone = false;
+
+  constructor(bytes: Buffer, memory: SecretMemory, onReturn: (() => void) | undefined) {
+    this.#view = memory.lend === undefined ? Buffer.from(bytes) : memory.lend(bytes);
+    this.length = this.#view.length;
+    this.#memory = memory;
+    this.#onReturn = onReturn;
+  }
+
+  view(): Buffer {
+    if (this.#gone) throw keyError('E_OBJECT_WIPED', 'The lent key was given back; its bytes are gone');
+    return this.#view;
+  }
+
+  wipe(): void {
+    if (this.#gone) return;
+    this.#gone = true;
+    this.wiped = true;
+    if (this.#memory.revoke === undefined) this.#view.fill(0);
+    else this.#memory.revoke(this.#view);
+    this.#onReturn?.();
+  }
+
+  lend(onReturn?: () => void): SecretBuffer {
+    return new LentSecret(this.view(), this.#memory, onReturn);
+  }
+}
 
 /**
  * The SecureAllocator contract (length bounds, wipe-once, E_OBJECT_WIPED,
  * live counts) over any memory: plain here, locked from native/.
  */
 export function allocatorOver(memory: SecretMemory): SecureAllocator {
-  let liveBuffers = 0;
-  let liveBytes = 0;
+  const pool: Pool = { memory, liveBuffers: 0, liveBytes: 0 };
   return {
     kind: memory.kind,
     alloc(length: number): SecretBuffer {
@@ -71,31 +165,11 @@ export function allocatorOver(memory: SecretMemory): SecureAllocator {
         throw keyError('E_INVALID_ARGUMENT', `Secret buffer length ${length} is out of range (0..1048576 bytes)`);
       }
       const bytes = memory.take(length);
-      let wiped = false;
-      liveBuffers += 1;
-      liveBytes += length;
-      // `wiped` is a data property, not a getter: an accessor made of a fresh closure gives every
-      // buffer its own hidden class, about 540 bytes of heap per buffer, which is half of what a
-      // cached key cost (bench/memory-start.ts). view() trusts only the closure's flag.
-      const buffer: { -readonly [K in keyof SecretBuffer]: SecretBuffer[K] } = {
-        length,
-        wiped: false,
-        view() {
-          if (wiped) throw keyError('E_OBJECT_WIPED', 'Secret buffer was wiped; its bytes are gone');
-          return bytes;
-        },
-        wipe() {
-          if (wiped) return;
-          memory.release(bytes);
-          wiped = true;
-          buffer.wiped = true;
-          liveBuffers -= 1;
-          liveBytes -= length;
-        },
-      };
-      return buffer;
+      pool.liveBuffers += 1;
+      pool.liveBytes += length;
+      return new PooledSecret(length, bytes, pool);
     },
-    stats: () => ({ liveBuffers, liveBytes, locked: memory.locked }),
+    stats: () => ({ liveBuffers: pool.liveBuffers, liveBytes: pool.liveBytes, locked: memory.locked }),
   };
 }
 

@@ -93,7 +93,7 @@ export const pageSize: number = (() => {
   return size;
 })();
 
-/** What a secure buffer of `bytes` locks: whole pages, at least one. */
+/** What a secure buffer of `bytes` locks when it is alone in its size class: whole pages, at least one. */
 export const pagesFor = (bytes: number): number => Math.max(1, Math.ceil(bytes / pageSize)) * pageSize;
 
 /** The pattern fixtures/child.js writes for `seed`, to search a core dump for. */

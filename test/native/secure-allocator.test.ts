@@ -91,10 +91,11 @@ describe('lockedAllocator()', () => {
     assert.equal(allocator.stats().locked, true);
   });
 
-  it('lockedAllocator() keeps secrets in locked memory: VmLck and secureStats() grow by whole pages until wipe()', () => {
+  it('lockedAllocator() keeps secrets in locked memory: VmLck and secureStats() grow by a page per size class used, and whole pages for large ones, until wipe()', () => {
     const allocator = lockedAllocator();
     const before = { vmLck: vmLckBytes(), stats: secureStats() };
     const keys = [allocator.alloc(32), allocator.alloc(64), allocator.alloc(5000)];
+    // 32 and 64 bytes are slots of two shared pages (classes 32 and 64); 5,000 bytes get pages of their own.
     const locked = pagesFor(32) + pagesFor(64) + pagesFor(5000);
     assert.equal(vmLckBytes() - before.vmLck, locked);
     assert.equal(secureStats().lockedBytes - before.stats.lockedBytes, locked);

@@ -34,11 +34,18 @@ export function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
       chunks.push(chunk);
     };
     req.on('data', onData);
+    let ended = false;
     // A client gone mid-body is its own failure, not the daemon's: never an E_INTERNAL in the log.
-    const cutShort = () => reject(daemonError('E_BAD_REQUEST', `The connection closed after ${size} bytes of the body; nothing was done`, { details: { received: size } }));
-    req.on('end', () => resolve(Buffer.concat(chunks)));
+    // After 'end' there is nothing to refuse: the error (and its stack trace) is not even made, as
+    // it was for every request's 'close', about a twentieth of the daemon's CPU on the key path.
+    const cutShort = () => {
+      if (!ended) reject(daemonError('E_BAD_REQUEST', `The connection closed after ${size} bytes of the body; nothing was done`, { details: { received: size } }));
+    };
+    req.on('end', () => {
+      ended = true;
+      resolve(Buffer.concat(chunks));
+    });
     req.on('error', cutShort);
-    // After 'end' this is a no-op (the promise has settled); before it, the body never completed.
     req.on('close', cutShort);
   });
 }

@@ -41,13 +41,15 @@ export function checkBackend(deps: ServiceDeps, requested: string | undefined): 
 
 /**
  * Gets a key through the cache and audits the access (project, key id,
- * source, outcome — never bytes). The caller zeroizes the object.
+ * source, outcome — never bytes). The object is the cache's own bytes, lent
+ * (no copy in locked memory per request); the caller must zeroize it, which
+ * gives them back: both callers do so in a finally.
  */
 export async function fetchKey(deps: ServiceDeps, ctx: RequestContext, keyId: string, peer: Peer, purpose: string): Promise<{ object: ManagedObject; source: KeySource }> {
   const started = performance.now();
   let lookup: Lookup;
   try {
-    lookup = await deps.keys().lookup(ctx, keyId);
+    lookup = await deps.keys().lookup(ctx, keyId, { lend: true });
   } catch (err) {
     deps.log.audit('key_access', { op: 'get', purpose, project_id: ctx.projectId, key_id: keyId, outcome: codeOf(err), peer_uid: peer.uid, peer_pid: peer.pid });
     throw err;

@@ -1,7 +1,6 @@
 import { generateKeyPair, randomFillSync, randomUUID } from 'node:crypto';
 import { promisify } from 'node:util';
 import type Database from 'better-sqlite3';
-import { z } from 'zod';
 import { defineBackend } from '../../backend.js';
 import { keyError } from '../../errors.js';
 import type { KeyManager, KeyPairIds, KeySpec, ListOptions, RequestContext } from '../../key-manager.js';
@@ -11,17 +10,9 @@ import { bindKek, isInitialised, openKeystoreDb, RECORD_FORMAT, sqliteFailure } 
 import { loadKek } from './kek.js';
 import { associatedData, seal, unseal } from './sealing.js';
 
-const optionsSchema = z.strictObject({
-  /** SQLite file; created 0600 (its directory 0700); refused if its mode is wider than 0600. */
-  path: z.string().min(1).default('/var/lib/portcullis/keystore.db'),
-  /** The 32-byte key-encryption key; refused if its mode is wider than 0600. */
-  kek_file: z.string().min(1).default('/etc/portcullis/kek'),
-  /** Name of a systemd credential ($CREDENTIALS_DIRECTORY/NAME) holding the KEK; wins over kek_file. */
-  kek_credential: z.string().regex(/^[A-Za-z0-9_.@-]+$/, 'must be a credential name').optional(),
-  /** Create kek_file (32 random bytes, 0600) when missing and the keystore is new. */
-  create_kek: z.boolean().default(true),
-});
-export type LocalOptions = z.output<typeof optionsSchema>;
+import { localOptionsSchema as optionsSchema, type LocalOptions } from './options.js';
+
+export type { LocalOptions };
 
 const AES_LENGTHS = [128, 192, 256, 512]; // 512 = AES-256-XTS, dm-crypt's usual volume key
 const RSA_LENGTHS = [2048, 3072, 4096];
