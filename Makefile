@@ -125,7 +125,7 @@ SYSUSERSDIR ?= $(LIBDIR)/sysusers.d
 TMPFILESDIR ?= $(LIBDIR)/tmpfiles.d
 # The node the wrappers exec; it must be outside /home and /root (ProtectHome=yes).
 NODE ?= $(shell command -v node)
-INSTALL_NEEDS := dist/src/daemon/portcullisd.js dist/src/cli/main.js native/build/Release/portcullis_native.node node_modules/.package-lock.json
+INSTALL_NEEDS := dist/src/daemon/portcullisd.js dist/src/cli/main.js native/build/Release/portcullis_native.node node_modules/.package-lock.json helper/build/portcullis-helper
 
 .PHONY: install uninstall
 
@@ -148,6 +148,8 @@ install:
 	install -m 0644 package.json '$(DESTDIR)$(PKGLIBDIR)/'
 	install -m 0644 native/binding.gyp '$(DESTDIR)$(PKGLIBDIR)/native/'
 	install -m 0755 native/build/Release/portcullis_native.node '$(DESTDIR)$(PKGLIBDIR)/native/build/Release/'
+	@# The privileged helper, where the daemon looks for it (luks.helper_path's default).
+	install -D -m 0755 helper/build/portcullis-helper '$(DESTDIR)$(PKGLIBDIR)/helper/portcullis-helper'
 	chmod -R u=rwX,go=rX '$(DESTDIR)$(PKGLIBDIR)'
 	printf '#!/bin/sh\n# portcullis admin CLI (make install)\nexec %s %s "$$@"\n' '$(NODE)' '$(PKGLIBDIR)/dist/src/cli/main.js' > '$(DESTDIR)$(BINDIR)/portcullis'
 	printf '#!/bin/sh\n# portcullisd (make install); exec, so that systemd watches node itself (NotifyAccess=main)\nexec %s %s "$$@"\n' '$(NODE)' '$(PKGLIBDIR)/dist/src/daemon/portcullisd.js' > '$(DESTDIR)$(SBINDIR)/portcullisd'

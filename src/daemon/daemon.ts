@@ -187,6 +187,8 @@ export async function startDaemon(configPath: string, initial: Config, deps: Dae
         await keys.close();
         for (const old of retired) await old.close();
         retired.clear();
+        // The helper exits when its socket closes; nothing of it outlives the daemon.
+        helper?.client.close();
         log.info('portcullisd stopped', {});
         await log.close();
       })();

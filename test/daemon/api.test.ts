@@ -163,10 +163,10 @@ describe('portcullisd socket API on the local keystore', () => {
       assert.equal(answer.status, 404, answer.text);
       assert.equal(errorOf(answer).code, 'E_VOLUME_NOT_FOUND');
     } else {
-      // GET asks cryptsetup for the mapping's status, which cannot reach the kernel: the host's fault (503), never "absent".
+      // GET asks the helper for the mapping's status, which cannot reach the kernel: the host's fault (503), never "absent".
       assert.equal(answer.status, 503, answer.text);
       assert.equal(errorOf(answer).code, 'E_DM_UNAVAILABLE');
-      assert.match(errorOf(answer).message, /Cannot initialize device-mapper/);
+      assert.match(errorOf(answer).message, /device-mapper is not available/);
     }
   });
 

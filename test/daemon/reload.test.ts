@@ -13,6 +13,9 @@ import { loadConfigFile } from '../../src/config/load.js';
 import { startDaemon } from '../../src/daemon/daemon.js';
 import { plainAllocator } from '../../src/util/secure-memory.js';
 import { localDeviceOps } from '../../src/luks/device/ops.js';
+import { productionDeps } from '../../src/daemon/host.js';
+
+const { helper } = productionDeps();
 
 describe('startDaemon() reload()', () => {
   it('two reloads at once run one after the other: one new key manager for the new config, not two (one of them leaked)', async () => {
@@ -25,6 +28,7 @@ describe('startDaemon() reload()', () => {
     stream.on('data', (c: Buffer) => (log += c.toString()));
     const daemon = await startDaemon(file, loadConfigFile(file).config, {
       ops: localDeviceOps(),
+      ...(helper === undefined ? {} : { helper }),
       readPeer: () => ({ pid: process.pid, uid: 0, gid: 0 }),
       allocator: plainAllocator(),
       version: 'test',
