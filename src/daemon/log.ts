@@ -99,8 +99,11 @@ class FileLines extends SyncLines {
   }
 }
 
+/** The winston logger behind the main stream: a transport added to it gets every line at or above the level, finished and redacted. */
+export type WinstonBacked = Logger & { readonly winston: winston.Logger };
+
 /** Logs to stderr (journald captures it); the audit stream to its own 0600 file when configured. */
-export function createLogger(options: LogOptions, stream: NodeJS.WritableStream & { isTTY?: boolean } = process.stderr): Logger {
+export function createLogger(options: LogOptions, stream: NodeJS.WritableStream & { isTTY?: boolean } = process.stderr): WinstonBacked {
   const json = options.format === 'json' || (options.format === 'auto' && stream.isTTY !== true);
   const format = lineFormat(json ? jsonLine : textLine);
   const main = winston.createLogger({ level: options.level, format, transports: [new StreamLines(stream)] });
@@ -120,6 +123,7 @@ export function createLogger(options: LogOptions, stream: NodeJS.WritableStream 
     if (main.levels[level]! <= main.levels[main.level]!) main.log({ level, message: event, [FIELDS]: fields } as Entry);
   };
   return {
+    winston: main,
     error: at('error'),
     warn: at('warn'),
     info: at('info'),
