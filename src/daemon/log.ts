@@ -16,8 +16,9 @@ import { jsonLine, textLine, type LineFormat, type LogFields } from './log-line.
  * (logger.log(info), winston's fast path: no copy into the info, no splat),
  * a level below the logger's is dropped before the format runs (winston
  * itself would format it and let the transport drop it), the transports
- * carry no format of their own, and each writes the finished line in its
- * log(), before the call returns: a crash cannot lose a line.
+ * carry no format of their own, and each hands the finished line on in its
+ * log(), before the call returns: the audit file's with write(2), so a crash
+ * cannot lose the record of a key access.
  */
 export { redact, type LogFields } from './log-line.js';
 
