@@ -73,14 +73,19 @@ static int check_rdev(struct opctx *c, const struct stat *st) {
 }
 
 int dev_open(struct opctx *c, int extra_flags) {
-  c->devfd = open(c->req->path, O_RDONLY | O_CLOEXEC | extra_flags);
+  /* O_NONBLOCK: a FIFO under /dev/shm must not hold the thread in open(); block devices ignore it. */
+  c->devfd = open(c->req->path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | extra_flags);
   if (c->devfd < 0) {
     int e = errno;
     if (e == ENOENT || e == ENXIO || e == ENODEV) return fail(c, ST_NOT_FOUND, -e, "%s: %s", c->req->path, strerror(e));
     return fail(c, status_of(-e), -e, "cannot open %s: %s", c->req->path, strerror(e));
   }
   if (fstat(c->devfd, &c->devst) != 0) return fail(c, ST_IO, -errno, "cannot stat %s", c->req->path);
-  return check_rdev(c, &c->devst);
+  int st = check_rdev(c, &c->devst);
+  /* Reads (READ, SCAN_ZEROS) then block as usual. */
+  if (!st && fcntl(c->devfd, F_SETFL, fcntl(c->devfd, F_GETFL) & ~O_NONBLOCK) != 0)
+    return fail(c, ST_IO, -errno, "cannot set up the descriptor of %s", c->req->path);
+  return st;
 }
 
 int dev_recheck(struct opctx *c) {

@@ -47,6 +47,7 @@ static int check_mapped_device(struct opctx *c) {
 int op_open(struct opctx *c) {
   struct request *q = c->req;
   struct crypt_device *cd = NULL;
+  if (dm_available() < 0) return fail(c, ST_DM_UNAVAILABLE, -ENOTCONN, "device-mapper is not available (/dev/mapper/control)");
   crypt_status_info si = crypt_status(NULL, q->name);
   if (si == CRYPT_ACTIVE || si == CRYPT_BUSY) return fail(c, ST_BUSY, -EEXIST, "a mapping named %s exists", q->name);
   int st = ctx_dev_crypt(c, &cd);
@@ -73,6 +74,7 @@ out:
 int op_close(struct opctx *c) {
   struct crypt_device *cd = NULL;
   const char *name = c->req->name;
+  if (dm_available() < 0) return fail(c, ST_DM_UNAVAILABLE, -ENOTCONN, "device-mapper is not available (/dev/mapper/control)");
   crypt_status_info si = crypt_status(NULL, name);
   if (si == CRYPT_INACTIVE) return fail(c, ST_NOT_FOUND, -ENODEV, "no mapping named %s", name);
   int st = ctx_crypt_init_by_name(c, &cd, name);
