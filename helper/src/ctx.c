@@ -34,6 +34,8 @@ int fail_r(struct opctx *c, int r, const char *what) {
   return fail(c, status_of(r), r, "%s: %s", what, strerror(-r));
 }
 
+int is_wrong_key(int r) { return r == -EPERM || r == -ENOENT; }
+
 static void on_log(int level, const char *msg, void *usr) {
   struct opctx *c = usr;
   if (level != CRYPT_LOG_ERROR || !msg) return;

@@ -61,7 +61,7 @@ int op_open(struct opctx *c) {
   }
   if (st) goto out;
   int r = crypt_activate_by_passphrase(cd, q->name, CRYPT_ANY_SLOT, q->key->data, q->key->len, activate_flags(q->flags));
-  if (r == -EPERM) { st = fail(c, ST_WRONG_KEY, r, "no keyslot of %s opens with this key", q->path); goto out; }
+  if (is_wrong_key(r)) { st = fail(c, ST_WRONG_KEY, r, "no keyslot of %s opens with this key", q->path); goto out; }
   if (r == -EEXIST) { st = fail(c, ST_BUSY, r, "a mapping named %s exists", q->name); goto out; }
   if (r < 0) { st = fail_r(c, r, "cannot open the mapping"); goto out; }
   st = check_mapped_device(c);
@@ -99,7 +99,7 @@ int op_resize(struct opctx *c) {
   if (cad.flags & CRYPT_ACTIVATE_KEYRING_KEY) {
     if (!q->key) { st = fail(c, ST_EINVAL, -EINVAL, "%s keeps its volume key in the keyring: RESIZE needs KEY", q->name); goto out; }
     r = crypt_activate_by_passphrase(cd, NULL, CRYPT_ANY_SLOT, q->key->data, q->key->len, CRYPT_ACTIVATE_KEYRING_KEY);
-    if (r == -EPERM) { st = fail(c, ST_WRONG_KEY, r, "no keyslot opens with this key"); goto out; }
+    if (is_wrong_key(r)) { st = fail(c, ST_WRONG_KEY, r, "no keyslot opens with this key"); goto out; }
     if (r < 0) { st = fail_r(c, r, "cannot load the volume key"); goto out; }
   }
   r = crypt_resize(cd, q->name, q->length / 512);
