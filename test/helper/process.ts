@@ -33,6 +33,14 @@ export const SANITIZER_REPORT = /ERROR: (Address|Leak|Undefined)Sanitizer|runtim
 const WAIT_MS = 30_000;
 
 export class HelperProcess {
+  /** Every helper started, so that a failed test does not leave one running (and the file with it). */
+  private static readonly all = new Set<HelperProcess>();
+
+  static killAll(): void {
+    for (const h of HelperProcess.all) h.child.kill('SIGKILL');
+    HelperProcess.all.clear();
+  }
+
   readonly child: ChildProcess;
   private readonly stream: Duplex | undefined;
   private readonly input: Writable;
@@ -51,6 +59,7 @@ export class HelperProcess {
       stdio: mode === 'fd' ? ['ignore', 'ignore', 'pipe', 'pipe'] : ['pipe', 'pipe', 'pipe'],
       env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ...(flavour === 'asan' ? SANITIZER_ENV : {}) },
     });
+    HelperProcess.all.add(this);
     this.exit = new Promise((resolve) => this.child.once('close', (code: number | null, signal: NodeJS.Signals | null) => resolve({ code, signal })));
     (this.child.stderr as Readable).on('data', (d: Buffer) => (this.stderr += d.toString('utf8')));
     let out: Readable;

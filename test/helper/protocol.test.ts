@@ -6,7 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { describe, it } from 'node:test';
+import { after, describe, it } from 'node:test';
 import { Op, Status, Tag, json, message, requestBody, withLength, type Fields, type Response } from './codec.js';
 import { HelperProcess, SANITIZER_REPORT, type Flavour } from './process.js';
 
@@ -44,6 +44,8 @@ function assertInvalid(r: Response, pattern: RegExp): void {
   assert.ok(m !== undefined && pattern.test(m), `MESSAGE ${JSON.stringify(m)} does not match ${pattern}`);
   assert.ok(!m.includes(KEY_HEX) && !r.fields.get(Tag.MESSAGE)?.includes(KEY), 'a key in MESSAGE');
 }
+
+after(() => HelperProcess.killAll());
 
 for (const flavour of ['plain', 'asan'] as const) {
   describe(`portcullis-helper protocol (${flavour} build)`, () => {
