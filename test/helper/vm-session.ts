@@ -54,11 +54,11 @@ export class HelperSession {
     return r.stdout.toString().trim();
   }
 
-  async loopDevice(mib = 24): Promise<{ path: string; rdev: string }> {
+  async loopDevice(mib = 24): Promise<{ path: string; rdev: string; file: string }> {
     const file = `${this.scratch}/disk-${this.loops.length}-${randomBytes(4).toString('hex')}.img`;
     const path = await this.sh(`truncate -s ${mib}M ${file} && losetup --find --show ${file}`);
     this.loops.push(path);
-    return { path, rdev: await this.rdev(path) };
+    return { path, rdev: await this.rdev(path), file };
   }
 
   /** major:minor in decimal, as RDEV wants it. */
