@@ -34,6 +34,8 @@ int fail_r(struct opctx *c, int r, const char *what) {
   return fail(c, status_of(r), r, "%s: %s", what, strerror(-r));
 }
 
+int is_wrong_key(int r) { return r == -EPERM || r == -ENOENT; }
+
 static void on_log(int level, const char *msg, void *usr) {
   struct opctx *c = usr;
   if (level != CRYPT_LOG_ERROR || !msg) return;
@@ -73,14 +75,19 @@ static int check_rdev(struct opctx *c, const struct stat *st) {
 }
 
 int dev_open(struct opctx *c, int extra_flags) {
-  c->devfd = open(c->req->path, O_RDONLY | O_CLOEXEC | extra_flags);
+  /* O_NONBLOCK: a FIFO under /dev/shm must not hold the thread in open(); block devices ignore it. */
+  c->devfd = open(c->req->path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | extra_flags);
   if (c->devfd < 0) {
     int e = errno;
     if (e == ENOENT || e == ENXIO || e == ENODEV) return fail(c, ST_NOT_FOUND, -e, "%s: %s", c->req->path, strerror(e));
     return fail(c, status_of(-e), -e, "cannot open %s: %s", c->req->path, strerror(e));
   }
   if (fstat(c->devfd, &c->devst) != 0) return fail(c, ST_IO, -errno, "cannot stat %s", c->req->path);
-  return check_rdev(c, &c->devst);
+  int st = check_rdev(c, &c->devst);
+  /* Reads (READ, SCAN_ZEROS) then block as usual. */
+  if (!st && fcntl(c->devfd, F_SETFL, fcntl(c->devfd, F_GETFL) & ~O_NONBLOCK) != 0)
+    return fail(c, ST_IO, -errno, "cannot set up the descriptor of %s", c->req->path);
+  return st;
 }
 
 int dev_recheck(struct opctx *c) {

@@ -28,6 +28,8 @@ int fail(struct opctx *c, int status, int err, const char *fmt, ...) __attribute
 /* Maps a libcryptsetup/kernel return to a status: EPERM wrong key, ENOENT not found, and so on. */
 int status_of(int r);
 int fail_r(struct opctx *c, int r, const char *what);
+/* A passphrase that opened nothing: -EPERM (no keyslot took it) or -ENOENT (no keyslot left), both WRONG_KEY. */
+int is_wrong_key(int r);
 
 /* crypt_init on the request's PATH with this op's log callback. */
 int ctx_crypt_init(struct opctx *c, struct crypt_device **cd);

@@ -136,3 +136,10 @@ int dm_remove_by_uuid(const char *uuid) {
   if (r == 0) free(io);
   return r;
 }
+
+int dm_available(void) {
+  int fd = control();
+  if (fd < 0) return fd;
+  close(fd);
+  return 0;
+}

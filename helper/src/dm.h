@@ -27,5 +27,7 @@ int dm_list_crypt(struct buf *json);
 /* The crypt target's version, or -ENOENT when the kernel has not loaded it. */
 int dm_target_version(const char *target, uint32_t v[3]);
 int dm_remove_by_uuid(const char *uuid);
+/* 0 when /dev/mapper/control opens, else -ENOTCONN. */
+int dm_available(void);
 
 #endif

@@ -32,7 +32,11 @@ static long allow_uid = -1;
 /* libcryptsetup messages outside any operation's context: logged, never key bytes. */
 static void global_log(int level, const char *msg, void *usr) {
   (void)usr;
-  if (level == CRYPT_LOG_ERROR && msg) jlog("libcryptsetup", NULL, 0, 0, msg);
+  if (level != CRYPT_LOG_ERROR || !msg) return;
+  char line[512];
+  snprintf(line, sizeof line, "%s", msg);
+  line[strcspn(line, "\n")] = '\0';
+  jlog("libcryptsetup", NULL, 0, 0, line);
 }
 
 static long number(const char *s) {

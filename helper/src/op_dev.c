@@ -104,7 +104,8 @@ int op_symlink(struct opctx *c) {
   if (!c->symlink_dirs || !c->symlink_dirs[0]) return fail(c, ST_EINVAL, -EPERM, "SYMLINK is off: the helper was started without --symlink-dir");
   if (!link_allowed(link, c->symlink_dirs)) return fail(c, ST_EINVAL, -EPERM, "%s is outside every --symlink-dir", link);
   struct stat st;
-  if (stat(target, &st) != 0 || !S_ISBLK(st.st_mode)) return fail(c, ST_NOT_FOUND, -ENOENT, "%s is not a block device", target);
+  if (stat(target, &st) != 0) return fail(c, ST_NOT_FOUND, -errno, "%s: %s", target, strerror(errno));
+  if (!S_ISBLK(st.st_mode)) return fail(c, ST_EINVAL, -ENOTBLK, "%s is not a block device", target);
   if (lstat(link, &st) == 0 && !S_ISLNK(st.st_mode)) return fail(c, ST_EINVAL, -EEXIST, "%s exists and is not a symlink", link);
   char tmp[PATH_MAX];
   snprintf(tmp, sizeof tmp, "%s.portcullis-%d-%lu", link, getpid(), (unsigned long)pthread_self());

@@ -87,14 +87,16 @@ static int load(struct opctx *c, struct crypt_device **cd) {
   return r < 0 ? fail(c, ST_NOT_LUKS, r, "%s has no valid LUKS header", c->req->path) : 0;
 }
 
-static int wrong_key(struct opctx *c, int r) { return fail(c, ST_WRONG_KEY, r, "no keyslot of %s opens with this key", c->req->path); }
+static int wrong_key(struct opctx *c, int r) {
+  return fail(c, ST_WRONG_KEY, r, r == -ENOENT ? "%s has no active keyslot" : "no keyslot of %s opens with this key", c->req->path);
+}
 
 int op_key_test(struct opctx *c) {
   struct crypt_device *cd = NULL;
   int st = load(c, &cd);
   if (!st) {
     int r = crypt_activate_by_passphrase(cd, NULL, CRYPT_ANY_SLOT, c->req->key->data, c->req->key->len, 0);
-    if (r == -EPERM) st = wrong_key(c, r);
+    if (is_wrong_key(r)) st = wrong_key(c, r);
     else if (r < 0) st = fail_r(c, r, "cannot test the key");
     else reply_slot(c, r);
   }
@@ -109,7 +111,7 @@ int op_key_add(struct opctx *c) {
   if (!st) st = set_pbkdf(c, cd, crypt_get_type(cd));
   if (!st) {
     int r = crypt_keyslot_add_by_passphrase(cd, CRYPT_ANY_SLOT, q->key->data, q->key->len, q->new_key->data, q->new_key->len);
-    if (r == -EPERM) st = wrong_key(c, r);
+    if (is_wrong_key(r)) st = wrong_key(c, r);
     else if (r < 0) st = fail_r(c, r, "cannot add a keyslot");
     else reply_slot(c, r);
   }
@@ -127,7 +129,7 @@ int op_key_change(struct opctx *c) {
     int slot = crypt_activate_by_passphrase(cd, NULL, CRYPT_ANY_SLOT, q->key->data, q->key->len, 0);
     int r = slot < 0 ? slot
                      : crypt_keyslot_change_by_passphrase(cd, slot, slot, q->key->data, q->key->len, q->new_key->data, q->new_key->len);
-    if (r == -EPERM) st = wrong_key(c, r);
+    if (is_wrong_key(r)) st = wrong_key(c, r);
     else if (r < 0) st = fail_r(c, r, "cannot change the key");
     else reply_slot(c, r);
   }

@@ -47,6 +47,7 @@ static int check_mapped_device(struct opctx *c) {
 int op_open(struct opctx *c) {
   struct request *q = c->req;
   struct crypt_device *cd = NULL;
+  if (dm_available() < 0) return fail(c, ST_DM_UNAVAILABLE, -ENOTCONN, "device-mapper is not available (/dev/mapper/control)");
   crypt_status_info si = crypt_status(NULL, q->name);
   if (si == CRYPT_ACTIVE || si == CRYPT_BUSY) return fail(c, ST_BUSY, -EEXIST, "a mapping named %s exists", q->name);
   int st = ctx_dev_crypt(c, &cd);
@@ -60,9 +61,7 @@ int op_open(struct opctx *c) {
   }
   if (st) goto out;
   int r = crypt_activate_by_passphrase(cd, q->name, CRYPT_ANY_SLOT, q->key->data, q->key->len, activate_flags(q->flags));
-  if (r == -EPERM) { st = fail(c, ST_WRONG_KEY, r, "no keyslot of %s opens with this key", q->path); goto out; }
-  /* No active keyslot at all (an erased header): no key opens it, as cryptsetup's exit 2 says. */
-  if (r == -ENOENT) { st = fail(c, ST_WRONG_KEY, r, "%s has no active keyslot: no key opens it", q->path); goto out; }
+  if (is_wrong_key(r)) { st = fail(c, ST_WRONG_KEY, r, "no keyslot of %s opens with this key", q->path); goto out; }
   if (r == -EEXIST) { st = fail(c, ST_BUSY, r, "a mapping named %s exists", q->name); goto out; }
   if (r < 0) { st = fail_r(c, r, "cannot open the mapping"); goto out; }
   st = check_mapped_device(c);
@@ -75,6 +74,7 @@ out:
 int op_close(struct opctx *c) {
   struct crypt_device *cd = NULL;
   const char *name = c->req->name;
+  if (dm_available() < 0) return fail(c, ST_DM_UNAVAILABLE, -ENOTCONN, "device-mapper is not available (/dev/mapper/control)");
   crypt_status_info si = crypt_status(NULL, name);
   if (si == CRYPT_INACTIVE) return fail(c, ST_NOT_FOUND, -ENODEV, "no mapping named %s", name);
   int st = ctx_crypt_init_by_name(c, &cd, name);
@@ -99,7 +99,7 @@ int op_resize(struct opctx *c) {
   if (cad.flags & CRYPT_ACTIVATE_KEYRING_KEY) {
     if (!q->key) { st = fail(c, ST_EINVAL, -EINVAL, "%s keeps its volume key in the keyring: RESIZE needs KEY", q->name); goto out; }
     r = crypt_activate_by_passphrase(cd, NULL, CRYPT_ANY_SLOT, q->key->data, q->key->len, CRYPT_ACTIVATE_KEYRING_KEY);
-    if (r == -EPERM) { st = fail(c, ST_WRONG_KEY, r, "no keyslot opens with this key"); goto out; }
+    if (is_wrong_key(r)) { st = fail(c, ST_WRONG_KEY, r, "no keyslot opens with this key"); goto out; }
     if (r < 0) { st = fail_r(c, r, "cannot load the volume key"); goto out; }
   }
   r = crypt_resize(cd, q->name, q->length / 512);

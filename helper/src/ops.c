@@ -55,6 +55,7 @@ void op_run(struct request *req, struct response *resp, const char *const *symli
   if (dm) pthread_mutex_unlock(&dm_lock);
   if (st != ST_OK) {
     /* A failed op answers with MESSAGE and ERRNO only: drop what it may have begun to add. */
+    buf_free(&resp->b);
     resp_begin(resp, req->op, req->id);
     struct buf m = {0};
     buf_printf(&m, "%s", c.msg[0] ? c.msg : "failed");
