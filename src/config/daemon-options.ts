@@ -134,6 +134,13 @@ export const runtimeOptionsSchema = z.strictObject({
    * (the mappings do not survive one either). @default volumes.json beside socket.path
    */
   volumes_file: absolutePath().optional(),
+  /**
+   * Started as root, portcullisd gives root up for this user as soon as its
+   * privileged helper answers, before it opens the key manager, the records
+   * or the socket: only the helper keeps the devices. Unset: it keeps the
+   * user it was started as.
+   */
+  user: z.string().regex(/^[a-z_][a-z0-9_-]{0,31}$/, 'must be a user name').optional(),
 });
 
 export const logOptionsSchema = z.strictObject({

@@ -21,6 +21,7 @@ import { serviceLocks } from './service/lock-keys.js';
 import { listenSocket, type Listening } from './socket.js';
 import { startWatchdog } from './watchdog.js';
 import { connectHelper } from './helper.js';
+import { dropPrivileges, lookupAccount } from './privileges.js';
 import type { HelperTransport } from '../luks/helper/transport.js';
 import { armedKillStep, KILL_ENV } from './service/kill-point.js';
 
@@ -62,9 +63,15 @@ export async function startDaemon(configPath: string, initial: Config, deps: Dae
   const log = createLogger(config.log, deps.logStream);
   const notify = deps.notify ?? (() => undefined);
   const keyDeps = { allocator: deps.allocator, warn: (message: string) => log.warn(message, {}) };
+  // The helper first, while this process may still be root: it keeps the devices; the daemon then needs no root.
+  const helper = await connectHelper(config, deps, log);
+  if (config.runtime.user !== undefined) {
+    const warning = dropPrivileges(lookupAccount(config.runtime.user));
+    if (warning !== undefined) log.warn(warning, {});
+    else log.info('gave up root', { user: config.runtime.user, uid: process.getuid?.() ?? null });
+  }
   let keys: CachingKeyManager = await openCachedKeyManager(config, keyDeps);
   const runner = limitedRunner(deps.ops, config.limits.max_concurrent_commands);
-  const helper = await connectHelper(config, deps, log);
   const inHelper = () => helper?.client.stats() ?? { inFlight: 0, stuck: 0 };
   const metrics = createMetrics(() => keys.stats(), () => ({ active: runner.active + inHelper().inFlight, stuck: runner.stuck + inHelper().stuck }));
   // Only commands count against the limit: the in-process questions cost no process.

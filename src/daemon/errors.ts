@@ -24,6 +24,7 @@ export const daemonErrors = {
   E_REQUEST_TIMEOUT: 'The request did not finish within limits.request_timeout_seconds; the work may still complete.',
   E_SOCKET_IN_USE: 'Another live daemon answers on the configured socket; refusing to start.',
   E_SOCKET_SETUP: 'The socket could not be created (directory, group, permissions).',
+  E_PRIVILEGE_DROP: 'runtime.user is set, but the daemon could not become that user (unknown user, or the kernel refused); it does not serve as root instead.',
   E_HELPER_UNAVAILABLE: 'luks.via is helper, but the privileged helper could not be started or did not answer; the daemon does not start without it.',
 } as const satisfies ErrorRegistry;
 
@@ -100,6 +101,7 @@ const statusByCode: Record<ApiErrorCode, number> = {
   E_SOCKET_IN_USE: 500,
   E_SOCKET_SETUP: 500,
   E_HELPER_UNAVAILABLE: 503,
+  E_PRIVILEGE_DROP: 500,
   E_NATIVE_MISSING: 500,
   E_NATIVE_MLOCK: 500,
   E_NATIVE_CALL_FAILED: 500,

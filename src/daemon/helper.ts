@@ -29,8 +29,16 @@ export async function connectHelper(config: Config, deps: Pick<DaemonDeps, 'help
   }
   // The helper writes one JSON object per line (never a key), kept whole as one field of one line.
   const helperLog = (line: string): void => log.info('helper', { helper: line.slice(0, 4000) });
+  let started = 0;
   const client = helperClient({
-    connect: () => start({ path: config.luks.helper_path, symlinkDirs: config.luks.symlink_dirs, log: helperLog }),
+    connect: () => {
+      // Only root can start a helper that can do its work; after runtime.user, a lost helper is the end of this daemon's usefulness.
+      if (started > 0 && config.runtime.user !== undefined && process.getuid?.() !== 0) {
+        throw daemonError('E_HELPER_UNAVAILABLE', 'the privileged helper exited, and portcullisd, having given up root (runtime.user), cannot start another; restart portcullisd (systemd does, Restart=on-failure)');
+      }
+      started++;
+      return start({ path: config.luks.helper_path, symlinkDirs: config.luks.symlink_dirs, log: helperLog });
+    },
     allocator: deps.allocator,
     timeoutMs: config.limits.command_timeout_seconds * 1000,
   });
