@@ -90,6 +90,13 @@ export class Guest {
     return shown;
   }
 
+  /** The daemon's pid; fails the test when the service has none (a kill of "0" would hit the test's own shell). */
+  async mainPid(): Promise<string> {
+    const pid = (await this.show('portcullis.service', ['MainPID'])).MainPID ?? '0';
+    assert.match(pid, /^[1-9]\d*$/, 'portcullis.service has a main process');
+    return pid;
+  }
+
   /** Waits, bounded, until `systemctl show` has `prop` matching. */
   async waitFor(unit: string, prop: string, pattern: RegExp, timeoutMs = 60_000): Promise<string> {
     const m = await waitForMatch(`${unit} ${prop}`, async () => (await this.show(unit, [prop]))[prop] ?? '', pattern, { timeoutMs, intervalMs: 500 });
