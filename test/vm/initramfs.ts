@@ -56,12 +56,13 @@ export function findKernel(): Kernel {
 }
 
 /** .ko files in load order, as the host's modprobe resolves them for the guest kernel. */
-function bootModulePaths(version: string): string[] {
+function bootModulePaths(version: string, extra: readonly string[]): string[] {
+  const wanted = [...BOOT_MODULES, ...extra];
   let out: string;
   try {
-    out = execFileSync('modprobe', ['-a', '-S', version, '--show-depends', ...BOOT_MODULES], { encoding: 'utf8' });
+    out = execFileSync('modprobe', ['-a', '-S', version, '--show-depends', ...wanted], { encoding: 'utf8' });
   } catch (err) {
-    throw new VmError('E_VM_MISSING', `modprobe --show-depends ${BOOT_MODULES.join(' ')} failed for kernel ${version}; is kmod installed?`, { cause: err });
+    throw new VmError('E_VM_MISSING', `modprobe --show-depends ${wanted.join(' ')} failed for kernel ${version}; is kmod installed?`, { cause: err });
   }
   const paths: string[] = [];
   for (const line of out.split('\n')) {
@@ -96,14 +97,21 @@ function findBusybox(): string {
 }
 
 /**
+ * Modules the systemd boot mode adds (systemd-vm.ts): the virtio disk that
+ * holds the overlay's persistent upper layer, and its file system.
+ */
+export const SYSTEMD_BOOT_MODULES = ['virtio_blk', 'ext4'] as const;
+
+/**
  * Builds the initramfs for `kernel`, or returns the cached one. The cache key
  * covers the kernel version, the init script and the exact busybox and module
- * bytes, so any change rebuilds.
+ * bytes, so any change rebuilds. `extraModules` (with their dependencies) are
+ * loaded after BOOT_MODULES; each set is an image of its own.
  * @returns path of the .cpio image
  */
-export function ensureInitramfs(kernel: Kernel): string {
+export function ensureInitramfs(kernel: Kernel, extraModules: readonly string[] = []): string {
   const busybox = readFileSync(findBusybox());
-  const modules = bootModulePaths(kernel.version).map((path, i) => ({
+  const modules = bootModulePaths(kernel.version, extraModules).map((path, i) => ({
     name: `${String(i).padStart(2, '0')}-${basename(path).replace(/\.ko(\.\w+)?$/, '.ko')}`,
     data: moduleBytes(path),
   }));

@@ -26,10 +26,10 @@ export interface Prepared {
 }
 
 /** Installs what is missing, finds the kernel, builds or reuses the initramfs. */
-export function prepareBoot(log: (line: string) => void = () => {}): Prepared {
+export function prepareBoot(log: (line: string) => void = () => {}, extraModules: readonly string[] = []): Prepared {
   ensureVmPackages(log);
   const kernel = findKernel();
-  return { kernel, image: bootImage(kernel), initramfs: ensureInitramfs(kernel) };
+  return { kernel, image: bootImage(kernel), initramfs: ensureInitramfs(kernel, extraModules) };
 }
 
 /** Quotes one word for /bin/sh. */
@@ -68,7 +68,7 @@ export class ConsoleTail {
  * these machines. No network device at all (-nic none). When the parent dies,
  * setpriv's pdeathsig kills qemu, so a crashed test leaves no VM behind.
  */
-export function spawnQemu(prepared: Prepared, script: string, extraArgs: readonly string[], options: MachineOptions = {}): ChildProcess {
+export function spawnQemu(prepared: Prepared, script: string, extraArgs: readonly string[], options: MachineOptions = {}, extraAppend = ''): ChildProcess {
   const qemuArgs = [
     '-accel', 'tcg,thread=multi',
     '-cpu', 'max',
@@ -78,7 +78,7 @@ export function spawnQemu(prepared: Prepared, script: string, extraArgs: readonl
     '-kernel', prepared.image,
     '-initrd', prepared.initramfs,
     // panic=-1: a guest kernel panic reboots at once, and -no-reboot turns that into qemu exiting.
-    '-append', `console=ttyS0 quiet loglevel=3 panic=-1 portcullis.script=${script}`,
+    '-append', `console=ttyS0 quiet loglevel=3 panic=-1 portcullis.script=${script}${extraAppend === '' ? '' : ` ${extraAppend}`}`,
     '-virtfs', 'local,path=/,mount_tag=hostroot,security_model=passthrough,readonly=on,multidevs=remap',
     ...extraArgs,
   ];

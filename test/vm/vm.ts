@@ -8,7 +8,7 @@ import { ChannelClient } from './channel.js';
 import { VmError } from './errors.js';
 import { GUEST_FAIL_MARK, GUEST_SCRATCH } from './guest-init.js';
 import { CHANNEL_PORT_NAME } from './protocol.js';
-import { ConsoleTail, prepareBoot, shQuote, spawnQemu, writeGuestScript, type MachineOptions } from './qemu.js';
+import { ConsoleTail, prepareBoot, shQuote, spawnQemu, writeGuestScript, type MachineOptions, type Prepared } from './qemu.js';
 import type { CommandRunner, OpAnswer, RunOptions, RunResult } from './runner.js';
 
 export interface VmOptions extends MachineOptions {
@@ -30,6 +30,8 @@ export interface Vm extends CommandRunner {
   readonly exited: Promise<void>;
   /** Hangs up, waits for the guest to power off (killing qemu if it does not), cleans up. Safe to call twice. */
   stop(): Promise<void>;
+  /** The serial console's last lines (for failure messages). */
+  console(): string;
 }
 
 /** After hang-up the guest's init syncs and reboots; past this, qemu is killed. */
@@ -41,13 +43,37 @@ const agentPath = fileURLToPath(new URL('./guest-agent.js', import.meta.url));
  * Boots the VM with the guest agent and returns once it answers.
  * @throws VmError E_VM_MISSING (packages, kernel), E_VM_BOOT (with the console's tail)
  */
-export async function startVm(options: VmOptions = {}): Promise<Vm> {
-  const prepared = prepareBoot(options.log);
-  const dir = mkdtempSync(join(tmpdir(), 'portcullis-vm-'));
-  const socketPath = join(dir, 'channel.sock');
+export function startVm(options: VmOptions = {}): Promise<Vm> {
   // Not --jitless: it starts `node -e 1` about as fast, but loading the agent's
   // modules took 1.7 s instead of 1.2 s in the guest (the ESM loader is JS-heavy).
   const script = writeGuestScript(`exec ${shQuote(process.execPath)} ${shQuote(agentPath)}\n`);
+  return bootAgentVm({ prepared: prepareBoot(options.log), script }, options);
+}
+
+/** How a guest whose agent answers on the channel boots (startVm's, or systemd-vm.ts'). */
+export interface AgentBoot {
+  prepared: Prepared;
+  /** The guest init's portcullis.script (removed with the VM). */
+  script: string;
+  /** More qemu arguments (disks). */
+  extraArgs?: readonly string[];
+  /** More kernel command line. */
+  append?: string;
+  /** After hang-up, how long the guest may take to power off before qemu is killed. @default 15000 */
+  stopGraceMs?: number;
+}
+
+/** The agent's path in the guest, for a guest that starts it some other way (systemd-vm.ts). */
+export const guestAgentPath = agentPath;
+
+/**
+ * Boots `boot` with the channel's port and returns once the agent says hello.
+ * @throws VmError E_VM_BOOT (with the console's tail)
+ */
+export async function bootAgentVm(boot: AgentBoot, options: VmOptions = {}): Promise<Vm> {
+  const { prepared, script } = boot;
+  const dir = mkdtempSync(join(tmpdir(), 'portcullis-vm-'));
+  const socketPath = join(dir, 'channel.sock');
   // The host listens and qemu connects as a client at start-up, so the channel
   // is up before the guest can open its port: no polling for a socket file.
   const server = createServer();
@@ -61,7 +87,8 @@ export async function startVm(options: VmOptions = {}): Promise<Vm> {
     '-device', 'virtio-serial-pci',
     '-chardev', `socket,id=chan,path=${socketPath}`,
     '-device', `virtserialport,chardev=chan,name=${CHANNEL_PORT_NAME}`,
-  ], options);
+    ...(boot.extraArgs ?? []),
+  ], options, boot.append);
   const onConsole = options.onConsole ?? (process.env.PORTCULLIS_VM_CONSOLE === '1' ? (t: string) => process.stderr.write(t) : undefined);
   for (const stream of [child.stdout, child.stderr]) {
     stream?.setEncoding('utf8');
@@ -110,7 +137,7 @@ export async function startVm(options: VmOptions = {}): Promise<Vm> {
   }
   const bootMs = Date.now() - started;
   const kernel = prepared.kernel.version;
-  return new RunningVm(client, child, exited, cleanup, { kernel, bootMs, consoleTail });
+  return new RunningVm(client, child, exited, cleanup, { kernel, bootMs, consoleTail, stopGraceMs: boot.stopGraceMs ?? STOP_GRACE_MS });
 }
 
 function bootError(what: string, tail: ConsoleTail, cause?: unknown): VmError {
@@ -130,14 +157,18 @@ class RunningVm implements Vm {
   readonly bootMs: number;
   readonly scratchDir = GUEST_SCRATCH;
   private stopping: Promise<void> | undefined;
+  private readonly stopGraceMs: number;
+  private readonly consoleTail: ConsoleTail;
 
   constructor(
     private readonly client: ChannelClient,
     private readonly child: ChildProcess,
     readonly exited: Promise<void>,
     private readonly cleanup: () => void,
-    info: { kernel: string; bootMs: number; consoleTail: ConsoleTail },
+    info: { kernel: string; bootMs: number; consoleTail: ConsoleTail; stopGraceMs: number },
   ) {
+    this.stopGraceMs = info.stopGraceMs;
+    this.consoleTail = info.consoleTail;
     this.where = `vm ${info.kernel}`;
     this.kernel = info.kernel;
     this.bootMs = info.bootMs;
@@ -154,10 +185,15 @@ class RunningVm implements Vm {
     return this.client.op(name, args);
   }
 
+  /** The serial console's last lines. */
+  console(): string {
+    return this.consoleTail.toString();
+  }
+
   stop(): Promise<void> {
     this.stopping ??= (async () => {
       this.client.close();
-      const timer = setTimeout(() => this.child.kill('SIGKILL'), STOP_GRACE_MS);
+      const timer = setTimeout(() => this.child.kill('SIGKILL'), this.stopGraceMs);
       await this.exited;
       clearTimeout(timer);
       this.cleanup();
