@@ -40,7 +40,7 @@ export function rekeyService(deps: ServiceDeps, locks: KeyedLock) {
   const { driver } = deps;
 
   /** The open own mapping, or the device the request names. @throws E_MAPPING_FOREIGN, E_MAPPING_CONFLICT, E_VOLUME_NOT_FOUND, E_DEVICE_BUSY, E_REKEY_UNSUPPORTED */
-  async function locate(name: string, body: RekeyBody): Promise<{ pinned: DeviceIdentity; record: VolumeRecord | undefined }> {
+  async function locate(name: string, body: RekeyBody, ids: string[]): Promise<{ pinned: DeviceIdentity; record: VolumeRecord | undefined }> {
     const status = await driver.status(name);
     const named = body.device === undefined ? undefined : await driver.pinBacking(body.device);
     if (status !== undefined) {
@@ -48,6 +48,10 @@ export function rekeyService(deps: ServiceDeps, locks: KeyedLock) {
       if (isEphemeral(record)) throw unsupported(name, 'it is an ephemeral disk');
       if (record.projectId !== null && record.projectId !== body.project_id) {
         throw daemonError('E_MAPPING_CONFLICT', `Mapping ${name} was attached for another project; refusing to rekey it for ${body.project_id}`, { details: { name, differs: ['project_id'] } });
+      }
+      // The record carries the facts for LUKS1 (no token): a key it does not name is refused as the token would refuse it.
+      if (record.keyId !== null && !ids.includes(record.keyId)) {
+        throw daemonError('E_VOLUME_KEY_MISMATCH', `Mapping ${name} was attached with key ${record.keyId}, not ${ids.join(' or ')}; refusing before trying any key`, { details: { name, key_ids: ids, recorded_key_id: record.keyId } });
       }
       if (status.type !== undefined && status.type !== 'LUKS1' && status.type !== 'LUKS2') throw unsupported(name, `it is a ${status.type.toLowerCase()} mapping, which has no keyslots`);
       if (status.device === undefined || status.deviceRdev === undefined) throw unsupported(name, 'the kernel names no single backing device for it');
@@ -145,7 +149,7 @@ export function rekeyService(deps: ServiceDeps, locks: KeyedLock) {
       if (oldId === newId) throw daemonError('E_BAD_REQUEST', `key and new_key are the same key (${newId}); nothing to rekey`, { details: { key_id: newId } });
       const answer = await locks.with([lockKey.mapping(name), ...(body.device === undefined ? [] : [lockKey.devicePath(body.device)])], async () => {
         signal?.throwIfAborted();
-        const { pinned, record } = await locate(name, body);
+        const { pinned, record } = await locate(name, body, [oldId, newId]);
         return locks.with([lockKey.device(pinned.rdev)], async () => {
           const header = await headerOf(name, body, pinned, oldId, newId);
           const ctx = keyContext(body.project_id, body.auth?.token, signal);

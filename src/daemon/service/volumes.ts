@@ -153,7 +153,7 @@ export function volumeService(deps: ServiceDeps, locks: KeyedLock): VolumeServic
 
   /** The LUKS header behind a mapping, for its token's facts; none for plain, and a header that cannot be read only hides them. */
   async function headerBehind(status: MappingStatus) {
-    if (status.device === undefined || (status.type !== 'LUKS1' && status.type !== 'LUKS2')) return undefined;
+    if (status.device === undefined || (status.type !== undefined && status.type !== 'LUKS1' && status.type !== 'LUKS2')) return undefined;
     const device = status.device;
     return driver.identify(device).then((pinned) => driver.header(pinned)).catch(() => undefined);
   }
