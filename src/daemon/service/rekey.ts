@@ -13,6 +13,7 @@ import { checkBackend, codeOf, elapsed, fetchKey, keyContext, reportOutcome, typ
 import { killPoint } from './kill-point.js';
 import { lockKey } from './lock-keys.js';
 import { ownRecord } from './ownership.js';
+import { consumersOf } from './consumers.js';
 import { assertTokenNames, slotFacts } from './volume-facts.js';
 
 /** The volume a rekey acts on: its device, pinned, its header, and whether its mapping is open (then its record). */
@@ -174,6 +175,11 @@ export function rekeyService(deps: ServiceDeps, locks: KeyedLock) {
           }
         });
       });
+      if (answer.online) {
+        // An attached volume now consumes the new secret, not the old one (Barbican consumers; best effort, logged there).
+        await consumersOf(deps).attached(keyContext(body.project_id, body.auth?.token), newId, name);
+        await consumersOf(deps).released(body.project_id, body.auth?.token, oldId, name);
+      }
       answer.timings_ms.total = elapsed(started);
       audit('ok', { online: answer.online, changed: answer.changed, slot: answer.slot, removed_slot: answer.removed_slot, luks_version: answer.luks_version });
       reportOutcome(deps, 'rekey', name, 'ok', started, { ...logged, online: answer.online, changed: answer.changed, slot: answer.slot, removed_slot: answer.removed_slot });
