@@ -76,6 +76,16 @@ export const resizeBodySchema = z.strictObject({
 });
 export type ResizeBody = z.output<typeof resizeBodySchema>;
 
+/** POST /v1/volumes/{name}/rekey: replace the keyslot of `key` by one for `new_key`; `device` for a detached volume. */
+export const rekeyBodySchema = z.strictObject({
+  project_id: projectId,
+  key: keyRef,
+  new_key: keyRef,
+  device: devicePath.optional(),
+  auth: auth.optional(),
+});
+export type RekeyBody = z.output<typeof rekeyBodySchema>;
+
 /** DELETE /v1/ephemeral/...?erase=true needs to know whose key to delete. */
 export const ephemeralDetachBodySchema = z.strictObject({
   project_id: projectId,
@@ -121,6 +131,32 @@ export interface DetachAnswer {
   timings_ms: { total: number };
 }
 
+/** One keyslot's key, as the volume's portcullis token (LUKS2) or the daemon's record says; `slot` null when the record predates keyslot facts. */
+export interface KeyslotFact {
+  slot: number | null;
+  key_id: string;
+  backend: string;
+  project_id: string;
+}
+
+export interface RekeyAnswer {
+  name: string;
+  device: string;
+  luks_version: 1 | 2;
+  /** The mapping was open (online rekey); false: the device was named (offline). */
+  online: boolean;
+  /** False when the volume already opened with the new key only (a retry of a finished rekey). */
+  changed: boolean;
+  /** The keyslot the new key opens. */
+  slot: number;
+  /** The old key's keyslot, destroyed; null when none was (retry, or the two keys had one slot). */
+  removed_slot: number | null;
+  /** Where the facts now live: the LUKS2 token, the daemon's record, both, or neither (an offline LUKS1 volume). */
+  recorded_in: Array<'token' | 'record'>;
+  key_id: string;
+  timings_ms: { keys: number; total: number };
+}
+
 export interface VolumeAnswer {
   name: string;
   mapper_path: string;
@@ -135,6 +171,9 @@ export interface VolumeAnswer {
   origin: 'attached' | 'adopted' | 'foreign';
   project_id: string | null;
   key_id: string | null;
+  /** GET /v1/volumes/{name} only: which key opens each keyslot (no secret), from the LUKS2 token or, without one, the record. */
+  keyslots?: KeyslotFact[] | null;
+  keyslots_from?: 'token' | 'record' | null;
 }
 
 export interface HealthCheck {

@@ -14,7 +14,7 @@ const SECRET_FIELD = /(passphrase|password|secret|token|payload|credential|^key$
 
 function secretField(k: string, v: unknown): boolean {
   // A number or boolean cannot carry key material; redacting one hid timings_ms.key, the key fetch's time, from every attach line.
-  return typeof v !== 'number' && typeof v !== 'boolean' && k !== 'key_id' && k !== 'key_source' && k !== 'key_scope' && SECRET_FIELD.test(k);
+  return typeof v !== 'number' && typeof v !== 'boolean' && k !== 'key_id' && k !== 'new_key_id' && k !== 'key_source' && k !== 'key_scope' && SECRET_FIELD.test(k);
 }
 
 export function redact(value: unknown, depth = 0): unknown {

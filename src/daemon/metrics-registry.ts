@@ -96,7 +96,7 @@ export function promMetrics(cacheStats: () => CacheStats | undefined, commandSta
       consumers.inc({ op, outcome });
     },
     /** Records one finished operation. */
-    observe(operation: 'attach' | 'detach' | 'resize' | 'ephemeral_attach' | 'ephemeral_detach', outcome: string, seconds: number): void {
+    observe(operation: 'attach' | 'detach' | 'resize' | 'rekey' | 'ephemeral_attach' | 'ephemeral_detach', outcome: string, seconds: number): void {
       operations.inc({ operation, outcome });
       latency.observe({ operation, outcome }, seconds);
     },

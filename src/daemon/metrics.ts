@@ -3,7 +3,7 @@ import type { PromMetrics } from './metrics-registry.js';
 
 export type Metrics = ReturnType<typeof createMetrics>;
 
-type Operation = 'attach' | 'detach' | 'resize' | 'ephemeral_attach' | 'ephemeral_detach';
+type Operation = 'attach' | 'detach' | 'resize' | 'rekey' | 'ephemeral_attach' | 'ephemeral_detach';
 
 /** Prometheus' text exposition format, what prom-client's Registry.contentType says. */
 const CONTENT_TYPE = 'text/plain; version=0.0.4; charset=utf-8';

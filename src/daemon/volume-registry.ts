@@ -1,6 +1,7 @@
 import { readPrivateFile, writePrivateFile } from '../util/private-file.js';
 import { z } from 'zod';
 import type { Logger } from './log.js';
+import type { SlotKey } from '../luks/driver.js';
 
 /** What the daemon knows of one mapping it made (or adopted with its saved record). */
 export interface VolumeRecord {
@@ -18,6 +19,8 @@ export interface VolumeRecord {
   detached?: boolean;
   /** The LUKS UUID the disk got when portcullis formatted it: what proves the disk before an erase (a node and a minor are reused). */
   luksUuid?: string;
+  /** Which key opens each keyslot (slot number → key id, backend, project): the LUKS2 token's facts, kept here for LUKS1 too. */
+  keyslots?: Record<string, SlotKey>;
 }
 
 /**
@@ -62,6 +65,7 @@ const fileSchema = z.object({
       keyCreated: z.boolean().optional(),
       detached: z.boolean().optional(),
       luksUuid: z.string().max(64).optional(),
+      keyslots: z.record(z.string().regex(/^\d{1,2}$/), z.object({ key_id: z.string(), backend: z.string(), project_id: z.string() })).optional(),
     }),
   ),
 });
@@ -129,8 +133,9 @@ export function volumeRegistry(file: string | undefined, log: Logger, options: R
 }
 
 /** The optional fields, present only when set (the file stays small, old files stay valid). */
-function optional(r: { rdev?: string | undefined; keyScope?: 'instance' | 'project' | undefined; keyCreated?: boolean | undefined; detached?: boolean | undefined; luksUuid?: string | undefined }): Pick<VolumeRecord, 'rdev' | 'keyScope' | 'keyCreated' | 'detached' | 'luksUuid'> {
+function optional(r: { rdev?: string | undefined; keyScope?: 'instance' | 'project' | undefined; keyCreated?: boolean | undefined; detached?: boolean | undefined; luksUuid?: string | undefined; keyslots?: Record<string, SlotKey> | undefined }): Pick<VolumeRecord, 'rdev' | 'keyScope' | 'keyCreated' | 'detached' | 'luksUuid' | 'keyslots'> {
   return {
+    ...(r.keyslots === undefined ? {} : { keyslots: r.keyslots }),
     ...(r.luksUuid === undefined ? {} : { luksUuid: r.luksUuid }),
     ...(r.rdev === undefined ? {} : { rdev: r.rdev }),
     ...(r.keyScope === undefined ? {} : { keyScope: r.keyScope }),

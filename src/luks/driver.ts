@@ -4,6 +4,7 @@ import type { DeviceIdentity } from './device/identity.js';
 import { dmState } from './mapping/sysfs-state.js';
 import { keyslotOperations } from './keyslots/operations.js';
 import { keyslotKdfs } from './keyslots/kdf.js';
+import { keyslotRotation } from './keyslots/rotation.js';
 import type { DriverOptions, KeyslotKdf, LuksDump } from './options.js';
 import type { MappingStatus } from './mapping/status.js';
 import { assertNotCryptMapping, deviceHolders } from './device/use.js';
@@ -20,6 +21,8 @@ export type { DeviceOps } from './device/ops.js';
 export { DEFAULT_PBKDF } from './options.js';
 export { keyslotKdfs } from './keyslots/kdf.js';
 export type { DiskToken } from './header/token.js';
+export type { SlotKey, VolumeToken } from './header/volume-token.js';
+export { tokenKeyIds } from './header/volume-token.js';
 export type { LuksHeader } from './header/read.js';
 export type { DriverOptions, FormatOptions, KeyslotKdf, KeyslotUpgrade, LuksDump, OpenOptions, OpenResult, Pbkdf } from './options.js';
 export type { LuksDriver } from './luks-driver.js';
@@ -38,6 +41,7 @@ export function createLuksDriver(options: DriverOptions): LuksDriver {
   const dc = driverContext(options);
   const { ops, crypt, locks, checkName, status, headerOf, dumpOf, resolveDevice } = dc;
   const slotOps = keyslotOperations(dc);
+  const rotation = keyslotRotation(dc);
 
   /** What sysfs does not say (cipher, key size, in use), for the admin views. */
   const describe = (name: string): Promise<MappingStatus | undefined> => (checkName(name), crypt.describe(name));
@@ -91,6 +95,10 @@ export function createLuksDriver(options: DriverOptions): LuksDriver {
     upgradeKeyslot: slotOps.upgradeKeyslot,
     verifyKey: slotOps.verifyKey,
     eraseKeyslots: (pinned, expect) => eraseKeyslots(dc, pinned, expect),
+    slotOpenedBy: rotation.slotOpenedBy,
+    addSlot: rotation.addSlot,
+    removeSlot: rotation.removeSlot,
+    writeVolumeToken: rotation.writeToken,
 
     version: () => crypt.version(),
     holders: (name) => (checkName(name), crypt.openCount(name)),

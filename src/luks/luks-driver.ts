@@ -1,5 +1,6 @@
 import type { DeviceIdentity } from './device/identity.js';
 import type { DiskToken } from './header/token.js';
+import type { SlotKey } from './header/volume-token.js';
 import type { LuksHeader } from './header/read.js';
 import type { FormatOptions, KeyslotKdf, KeyslotUpgrade, LuksDump, OpenOptions, OpenResult, Pbkdf } from './options.js';
 import type { MappingStatus } from './mapping/status.js';
@@ -39,7 +40,7 @@ export interface LuksDriver {
 
   // Format and open: cryptsetup, the key on stdin only.
   /** Formats a provably blank device; returns its new LUKS UUID. `token`: written into a LUKS2 header. */
-  format(device: string | DeviceIdentity, key: Uint8Array, opts: FormatOptions & { token?: DiskToken }): Promise<string>;
+  format(device: string | DeviceIdentity, key: Uint8Array, opts: FormatOptions & { token?: DiskToken; volumeToken?: Record<string, SlotKey> }): Promise<string>;
   /** Idempotent: an existing mapping of this name for this device is answered as is. */
   open(device: string | DeviceIdentity, name: string, key: Uint8Array, opts: OpenOptions): Promise<OpenResult>;
   /** Idempotent: an absent mapping is closed. */
@@ -52,6 +53,15 @@ export interface LuksDriver {
   upgradeKeyslot(device: string | DeviceIdentity, key: Uint8Array, opts?: { pbkdf?: Pbkdf; legacyPassphrase?: boolean }): Promise<KeyslotUpgrade>;
   /** Whether `key` opens a keyslot of the device, without mapping anything. */
   verifyKey(device: string | DeviceIdentity, key: Uint8Array): Promise<boolean>;
+  // Rotation (a rekey's steps, keyslots/rotation.ts): the caller holds the device's locks across them.
+  /** The keyslot `key` opens (one PBKDF run, nothing mapped), or undefined. */
+  slotOpenedBy(pinned: DeviceIdentity, key: Uint8Array): Promise<number | undefined>;
+  /** Adds a keyslot for `next` unlocked by `existing`, and proves `next` opens it. @returns the new slot */
+  addSlot(pinned: DeviceIdentity, version: 1 | 2, existing: Uint8Array, next: Uint8Array, pbkdf: Pbkdf): Promise<number>;
+  /** Destroys `slot`; `kept` is the slot a key proven under the same locks opens, never the same. */
+  removeSlot(pinned: DeviceIdentity, slot: number, kept: number): Promise<void>;
+  /** Writes the LUKS2 portcullis volume token (replacing `tokenId` in place when given). @returns its id */
+  writeVolumeToken(pinned: DeviceIdentity, slots: Record<string, SlotKey>, tokenId?: number): Promise<number>;
   /** Crypto-erase of the proven disk: wipes every keyslot, refusing a changed or held device. */
   eraseKeyslots(pinned: DeviceIdentity, expect: { uuid: string }): Promise<void>;
 

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import type { AttachAnswer, DetachAnswer } from '../../src/api/wire.js';
+import type { AttachAnswer, DetachAnswer, RekeyAnswer } from '../../src/api/wire.js';
 import { cacheFigures, healthOk, portcullis, startStandIn, volumeA, volumeB, type StandIn } from './daemon-stand-in.js';
 
 /**
@@ -203,6 +203,26 @@ describe('portcullis attach, detach, resize', () => {
     assert.equal(run.status, 0, run.stderr);
     assert.deepEqual(lastSeen()?.body, { key: { id: 'k-1' }, project_id: 'p1' });
     assert.deepEqual(JSON.parse(run.stdout), volumeA);
+  });
+
+  it('rekey sends POST /v1/volumes/NAME/rekey with both keys, the project and the device, and says what changed', async () => {
+    const answer: RekeyAnswer = { name: 'volume-a', device: '/dev/loop3', luks_version: 2, online: false, changed: true, slot: 1, removed_slot: 0, recorded_in: ['token'], key_id: 'k-2', timings_ms: { keys: 2, total: 400 } };
+    standIn.answer('POST', '/v1/volumes/volume-a/rekey', { json: answer });
+    const run = await cli(['rekey', 'volume-a', '--key-id', 'k-1', '--new-key-id', 'k-2', '--project', 'p1', '--device', '/dev/loop3']);
+    assert.equal(run.status, 0, run.stderr);
+    assert.deepEqual(lastSeen()?.body, { key: { id: 'k-1' }, new_key: { id: 'k-2' }, project_id: 'p1', device: '/dev/loop3' });
+    assert.match(run.stdout, /^keyslots +new key in slot 1, old key's slot 0 destroyed$/m);
+    assert.match(run.stdout, /^luks +LUKS2, offline$/m);
+    const missing = await cli(['rekey', 'volume-a', '--key-id', 'k-1', '--project', 'p1']);
+    assert.deepEqual([missing.status, missing.stderr.includes('--new-key-id NEW is required')], [2, true]);
+  });
+
+  it('volume NAME prints which key opens each keyslot and where that is recorded', async () => {
+    const shown = { ...volumeA, keyslots: [{ slot: 1, key_id: 'k-2', backend: 'barbican', project_id: 'p1' }], keyslots_from: 'token' };
+    standIn.answer('GET', '/v1/volumes/volume-a', { json: shown });
+    const run = await cli(['volume', 'volume-a']);
+    assert.equal(run.status, 0, run.stderr);
+    assert.match(run.stdout, /^keyslots +slot 1: key k-2 \(barbican, project p1\) \[LUKS2 token\]$/m);
   });
 });
 

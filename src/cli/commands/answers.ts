@@ -1,4 +1,4 @@
-import type { AttachAnswer, DetachAnswer, VolumeAnswer } from '../../api/wire.js';
+import type { AttachAnswer, DetachAnswer, RekeyAnswer, VolumeAnswer } from '../../api/wire.js';
 import type { OptionValues } from '../command.js';
 import { bytes, dash, yesNo } from '../format.js';
 import { printFields, printJson, printTable } from '../output.js';
@@ -64,6 +64,30 @@ export function printVolume(values: OptionValues, v: VolumeAnswer): void {
     ['origin', originText(v.origin)],
     ['project_id', dash(v.project_id)],
     ['key_id', dash(v.key_id)],
+    ...(v.keyslots === undefined ? [] : [['keyslots', keyslotsText(v)] as [string, string]]),
+  ]);
+}
+
+/** One line per keyslot: which key opens it, and where that fact is kept (header token or daemon record). */
+function keyslotsText(v: VolumeAnswer): string {
+  if (v.keyslots == null || v.keyslots.length === 0) return '- (no portcullis token in the header and no record)';
+  const from = v.keyslots_from === 'token' ? 'LUKS2 token' : "daemon's record";
+  return v.keyslots.map((k) => `${k.slot === null ? 'slot ?' : `slot ${k.slot}`}: key ${k.key_id} (${k.backend}, project ${k.project_id}) [${from}]`).join('\n            ');
+}
+
+export function printRekey(values: OptionValues, r: RekeyAnswer): void {
+  if (values['json'] === true) {
+    printJson(r);
+    return;
+  }
+  printFields([
+    ['name', r.name],
+    ['device', r.device],
+    ['luks', `LUKS${r.luks_version}, ${r.online ? 'online (the mapping stayed open)' : 'offline'}`],
+    ['key_id', r.key_id],
+    ['keyslots', r.changed ? `new key in slot ${r.slot}${r.removed_slot === null ? '' : `, old key's slot ${r.removed_slot} destroyed`}` : `unchanged: the new key already opens slot ${r.slot}, the old key none`],
+    ['recorded_in', r.recorded_in.length === 0 ? "nothing (LUKS1 has no token and no mapping holds a record): keep the new key id with the volume" : r.recorded_in.join(', ')],
+    ['timings', `keys ${r.timings_ms.keys} ms, total ${r.timings_ms.total} ms`],
   ]);
 }
 

@@ -28,6 +28,8 @@ const flagOfField: Record<string, string> = {
   device: '--device',
   key: '--key-id',
   'key.id': '--key-id',
+  new_key: '--new-key-id',
+  'new_key.id': '--new-key-id',
   project_id: '--project',
   provider: '--provider',
   cipher: '--cipher',

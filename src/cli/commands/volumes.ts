@@ -1,7 +1,7 @@
-import { attachBodySchema, resizeBodySchema, type AttachAnswer, type DetachAnswer, type VolumeAnswer } from '../../api/wire.js';
+import { attachBodySchema, rekeyBodySchema, resizeBodySchema, type AttachAnswer, type DetachAnswer, type RekeyAnswer, type VolumeAnswer } from '../../api/wire.js';
 import { exitCodes, stringOption, type Command, type CommandInput } from '../command.js';
 import { connectDaemon } from '../daemon-session.js';
-import { printAttach, printDetach, printVolume, printVolumes } from './answers.js';
+import { printAttach, printDetach, printRekey, printVolume, printVolumes } from './answers.js';
 import { authFromEnv, checkedBody, daemonOptions, mappingFields, projectOf, required, volumeName } from './daemon-options.js';
 
 /** Volume commands: what the hypervisor agent does over the socket, for operators and for testing without one. */
@@ -23,7 +23,7 @@ const list: Command = {
 
 const show: Command = {
   path: ['volume'],
-  summary: 'show one crypt mapping (E_VOLUME_NOT_FOUND when there is none)',
+  summary: 'show one crypt mapping and which key opens each keyslot (E_VOLUME_NOT_FOUND when there is none)',
   usage: 'NAME [--json]',
   positionals: 1,
   options: {},
@@ -104,4 +104,38 @@ const resize: Command = {
   },
 };
 
-export const volumeCommands: Command[] = [list, show, attach, detach, resize];
+const rekey: Command = {
+  path: ['rekey'],
+  summary: "replace the keyslot of the volume's current key by one for a new key (online, or offline with --device)",
+  usage: 'NAME --key-id OLD --new-key-id NEW --project P [--device DEV] [--json]',
+  positionals: 1,
+  notes: [
+    'An attached volume is rekeyed online: the mapping stays open and only keyslots change.',
+    'A detached one needs --device. The volume key (what encrypts the data) does not change:',
+    'this changes which key unlocks it, not the data. Steps: add a keyslot for NEW and prove it',
+    "opens, record NEW (the LUKS2 header's portcullis token, the daemon's record), destroy OLD's",
+    'slot. Interrupted, it leaves a volume that opens with OLD or NEW; run it again to finish.',
+    'A Keystone token to fetch both keys with is read from $OS_AUTH_TOKEN.',
+  ].join('\n'),
+  options: {
+    'key-id': { type: 'string', help: 'the key that opens the volume now', valueName: 'OLD' },
+    'new-key-id': { type: 'string', help: 'the key to open it with from now on (it must exist in the key manager)', valueName: 'NEW' },
+    project: daemonOptions.project,
+    device: { type: 'string', help: 'the detached volume\'s block device (a /dev path); not needed while NAME is attached', valueName: 'DEV' },
+  },
+  async run({ values, positionals }: CommandInput) {
+    const target = `${path(positionals[0] as string)}/rekey`;
+    const device = stringOption(values, 'device');
+    const body = checkedBody(rekeyBodySchema, {
+      key: { id: required(values, 'key-id', 'OLD') },
+      new_key: { id: required(values, 'new-key-id', 'NEW') },
+      project_id: projectOf(values),
+      ...(device === undefined ? {} : { device }),
+      ...authFromEnv(),
+    });
+    printRekey(values, await connectDaemon(values).request<RekeyAnswer>('POST', target, body));
+    return exitCodes.ok;
+  },
+};
+
+export const volumeCommands: Command[] = [list, show, attach, detach, resize, rekey];

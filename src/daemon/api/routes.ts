@@ -7,11 +7,11 @@ import type { EphemeralService } from '../service/ephemeral.js';
 import type { Peer } from './peer.js';
 import type { VolumeService } from '../service/volumes.js';
 import type { Role } from './peer.js';
-import { attachBodySchema, ephemeralAttachBodySchema, ephemeralDetachBodySchema, ID_PATTERN, NAME_PATTERN, resizeBodySchema, type CacheAnswer, type HealthAnswer } from '../../api/wire.js';
+import { attachBodySchema, ephemeralAttachBodySchema, ephemeralDetachBodySchema, ID_PATTERN, NAME_PATTERN, rekeyBodySchema, resizeBodySchema, type CacheAnswer, type HealthAnswer } from '../../api/wire.js';
 
 /** What the routes use of each service: declared here, so a test can serve the API with fakes. */
 export interface RouteDeps {
-  volumes: Pick<VolumeService, 'attach' | 'detach' | 'resize' | 'list' | 'volume'>;
+  volumes: Pick<VolumeService, 'attach' | 'detach' | 'resize' | 'rekey' | 'list' | 'volume'>;
   ephemeral: Pick<EphemeralService, 'attach' | 'detach'>;
   health(): Promise<HealthAnswer>;
   keys(): Pick<CachingKeyManager, 'stats' | 'flush' | 'evict'>;
@@ -79,6 +79,10 @@ export const routes: readonly Route[] = [
   {
     method: 'POST', path: exact(`/v1/volumes/${NAME}/resize`), role: 'agent', mutating: true, body: { schema: resizeBodySchema },
     handle: async (input, deps) => ok(await deps.volumes.resize(param(input, 0), input.body as z.output<typeof resizeBodySchema>, input.peer)),
+  },
+  {
+    method: 'POST', path: exact(`/v1/volumes/${NAME}/rekey`), role: 'agent', mutating: true, body: { schema: rekeyBodySchema },
+    handle: async (input, deps) => ok(await deps.volumes.rekey(param(input, 0), input.body as z.output<typeof rekeyBodySchema>, input.peer, input.signal)),
   },
   {
     method: 'GET', path: exact('/v1/volumes'), role: 'agent', mutating: false, boundedRead: true,

@@ -1,5 +1,5 @@
 import { performance } from 'node:perf_hooks';
-import type { DeviceIdentity, DiskToken, LuksHeader, MappingStatus } from '../../luks/driver.js';
+import type { DeviceIdentity, DiskToken, LuksHeader, MappingStatus, SlotKey } from '../../luks/driver.js';
 import type { Provider } from '../../luks/providers/index.js';
 import type { RequestContext } from '../../keyclient/key-manager.js';
 import type { ManagedObject } from '../../keyclient/objects/index.js';
@@ -13,6 +13,7 @@ import { lockKey } from './lock-keys.js';
 import { assertSameAttach, ownRecord, type AttachWish } from './ownership.js';
 import { elapsed, fetchKey, type ServiceDeps } from './context.js';
 import { isLuksType, openWithKey, type Opened } from './open-volume.js';
+import { assertTokenNames } from './volume-facts.js';
 
 /** Which key an attach uses, and whether it was created for it. */
 export interface KeyChoice {
@@ -63,6 +64,8 @@ export interface AttachPlan {
   record(base: { device: DeviceIdentity; keyId: string; luksUuid: string | undefined; token: DiskToken | undefined }, choice: KeyChoice, previous: VolumeRecord | undefined): VolumeRecord;
   /** The token a format writes (LUKS2 ephemeral disks). */
   token?(choice: KeyChoice): DiskToken;
+  /** The keyslot map a LUKS2 format writes as the volume's portcullis token (volumes). */
+  volumeToken?(choice: KeyChoice): Record<string, SlotKey>;
 }
 
 interface FetchedKey {
@@ -82,7 +85,8 @@ export interface AttachOutcome extends Opened {
  * The one attach sequence: lock (path, name) → pin the device (never a
  * crypt mapping) → lock it by major:minor → read its header → choose and
  * fetch the key → the existing mapping must be ours and the same request →
- * record the intent → format if allowed and blank → open → record. Both
+ * the key its header token names (volumes) → record the intent → format if
+ * allowed and blank → open → record. Both
  * volumes and ephemeral disks run it; they differ only in their plan.
  */
 export function attachPipeline(deps: ServiceDeps, locks: KeyedLock) {
@@ -148,6 +152,8 @@ export function attachPipeline(deps: ServiceDeps, locks: KeyedLock) {
     const fetched = early ?? (await fetchChosen(plan, plan.key.kind === 'given' ? plan.key.key : await plan.key.choose({ ctx: plan.ctx, pinned, header, previous }, peer), peer, timings, started));
     const { choice, source } = fetched;
     try {
+      // A volume that names its keys: another key is refused before anything is tried (and before a PBKDF run).
+      if (header?.volumeToken !== undefined) assertTokenNames(plan.name, header.volumeToken, [choice.keyId]);
       const wish: AttachWish = { device: pinned, projectId: plan.projectId, keyId: choice.keyId, provider: plan.provider, readOnly: plan.readOnly };
       const existing = await existingFor(plan.name, wish);
       if (existing !== undefined) await claimUnowned(plan.name, existing, wish, fetched.object);
@@ -157,7 +163,7 @@ export function attachPipeline(deps: ServiceDeps, locks: KeyedLock) {
       const opened = await withIntent(plan.name, existing === undefined ? record : undefined, () =>
         openWithKey(
           deps,
-          { name: plan.name, device: pinned, header, provider: plan.provider, format: plan.format, token: plan.token?.(choice), cipher: plan.cipher, keySize: plan.keySize, readOnly: plan.readOnly, allowDiscards: plan.allowDiscards },
+          { name: plan.name, device: pinned, header, provider: plan.provider, format: plan.format, token: plan.token?.(choice), volumeToken: plan.provider === 'luks2' ? plan.volumeToken?.(choice) : undefined, cipher: plan.cipher, keySize: plan.keySize, readOnly: plan.readOnly, allowDiscards: plan.allowDiscards },
           fetched.object,
           timings,
           existing?.status,

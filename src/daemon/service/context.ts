@@ -68,8 +68,8 @@ export function elapsed(since: number): number {
   return Math.round(performance.now() - since);
 }
 
-/** The one log line and metric of every attach, detach, resize and erase. */
-export function reportOutcome(deps: ServiceDeps, operation: 'attach' | 'detach' | 'resize', name: string, outcome: string, started: number, fields: Record<string, unknown>): void {
+/** The one log line and metric of every attach, detach, resize, rekey and erase. */
+export function reportOutcome(deps: ServiceDeps, operation: 'attach' | 'detach' | 'resize' | 'rekey', name: string, outcome: string, started: number, fields: Record<string, unknown>): void {
   const ms = performance.now() - started;
   deps.metrics.observe(operation, outcome, ms / 1000);
   const line = { name, outcome, ms: Math.round(ms), ...(fields as Record<string, string | number | boolean | null>) };

@@ -14,6 +14,9 @@ export const KILL_STEPS = [
   'erase:closed',
   'erase:erased',
   'erase:key-deleted',
+  'rekey:slot-added',
+  'rekey:recorded',
+  'rekey:slot-removed',
 ] as const;
 
 export type KillStep = (typeof KILL_STEPS)[number];

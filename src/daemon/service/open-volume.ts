@@ -1,5 +1,5 @@
 import { performance } from 'node:perf_hooks';
-import type { DeviceIdentity, DiskToken, LuksHeader, MappingStatus } from '../../luks/driver.js';
+import type { DeviceIdentity, DiskToken, LuksHeader, MappingStatus, SlotKey } from '../../luks/driver.js';
 import { luksError } from '../../luks/errors.js';
 import type { Provider } from '../../luks/providers/index.js';
 import type { ManagedObject } from '../../keyclient/objects/index.js';
@@ -18,6 +18,8 @@ export interface OpenRequest {
   format: 'never' | 'if-blank';
   /** Written into a LUKS2 header at format (ephemeral disks): the disk's identity, no secret. */
   token?: DiskToken | undefined;
+  /** Written into a LUKS2 header at format (volumes): which key opens keyslot 0. */
+  volumeToken?: Record<string, SlotKey> | undefined;
   cipher?: string | undefined;
   keySize?: number | undefined;
   readOnly: boolean;
@@ -58,6 +60,7 @@ export async function openWithKey(deps: ServiceDeps, req: OpenRequest, key: Mana
       pbkdf: { type: luks.pbkdf, iterations: luks.pbkdf_iterations },
       signal,
       ...(req.token === undefined ? {} : { token: req.token }),
+      ...(req.volumeToken === undefined ? {} : { volumeToken: req.volumeToken }),
     });
     timings.format = elapsed(t);
     formatted = true;

@@ -4,13 +4,15 @@ import { resolveProvider } from '../../luks/providers/index.js';
 import { canonicalKeyId } from '../../keyclient/key-id.js';
 import type { KeyedLock } from '../../util/keyed-lock.js';
 import { daemonError } from '../errors.js';
-import type { AttachAnswer, AttachBody, DetachAnswer, ResizeBody, VolumeAnswer } from '../../api/wire.js';
+import type { AttachAnswer, AttachBody, DetachAnswer, RekeyAnswer, RekeyBody, ResizeBody, VolumeAnswer } from '../../api/wire.js';
 import type { Peer } from '../api/peer.js';
 import { ownRecord } from './ownership.js';
 import { attachPipeline, type KeyStrategy } from './attach-pipeline.js';
 import { closeHeld, isEphemeral } from './close-mapping.js';
 import { lockKey } from './lock-keys.js';
 import { consumersOf } from './consumers.js';
+import { rekeyService } from './rekey.js';
+import { keyslotFactsOf } from './volume-facts.js';
 import { checkBackend, codeOf, elapsed, fetchKey, keyContext, reportOutcome, type ServiceDeps } from './context.js';
 
 /** Volumes: attach, detach, resize and the views of the kernel's crypt mappings. */
@@ -18,6 +20,8 @@ export interface VolumeService {
   attach(name: string, body: AttachBody, peer: Peer, signal?: AbortSignal): Promise<AttachAnswer>;
   detach(name: string, options: { deferred: boolean }): Promise<DetachAnswer>;
   resize(name: string, body: ResizeBody, peer: Peer): Promise<VolumeAnswer>;
+  /** Replaces the keyslot of the current key by one for the new key (rekey.ts). */
+  rekey(name: string, body: RekeyBody, peer: Peer, signal?: AbortSignal): Promise<RekeyAnswer>;
   volume(name: string, view?: { admin: boolean }): Promise<VolumeAnswer>;
   list(view?: { admin: boolean }): Promise<VolumeAnswer[]>;
   /** At start: the kernel's mappings that the saved records name become known again. */
@@ -36,8 +40,10 @@ const givenKey = (keyId: string): KeyStrategy => ({ kind: 'given', locks: [], ke
 export function volumeService(deps: ServiceDeps, locks: KeyedLock): VolumeService {
   const { driver } = deps;
   const pipeline = attachPipeline(deps, locks);
+  const rekeying = rekeyService(deps, locks);
 
   async function attach(name: string, body: AttachBody, peer: Peer, signal?: AbortSignal): Promise<AttachAnswer> {
+    const slotZero = (keyId: string) => ({ '0': { key_id: keyId, backend: deps.backend(), project_id: body.project_id } });
     const started = performance.now();
     const provider = resolveProvider(body.provider);
     checkBackend(deps, body.key.backend);
@@ -57,7 +63,9 @@ export function volumeService(deps: ServiceDeps, locks: KeyedLock): VolumeServic
           name, device: body.device, symlink: body.symlink, provider, format: body.format, cipher: body.cipher, keySize: body.key_size,
           readOnly: body.read_only, allowDiscards: body.allow_discards, projectId: body.project_id,
           ctx, purpose: `attach ${name}`, key: givenKey(keyId),
-          record: (base) => ({ origin: 'attached', device: base.device.path, rdev: base.device.rdev, projectId: body.project_id, keyId: base.keyId, ...(base.luksUuid === undefined ? {} : { luksUuid: base.luksUuid }) }),
+          // No header yet: this attach formats it, so its one keyslot (0) is this key's.
+          record: (base) => ({ origin: 'attached', device: base.device.path, rdev: base.device.rdev, projectId: body.project_id, keyId: base.keyId, ...(base.luksUuid === undefined ? { keyslots: slotZero(base.keyId) } : { luksUuid: base.luksUuid }) }),
+          volumeToken: (choice) => slotZero(choice.keyId),
         },
         peer,
         signal,
@@ -140,7 +148,14 @@ export function volumeService(deps: ServiceDeps, locks: KeyedLock): VolumeServic
   async function volume(name: string, view: { admin: boolean } = { admin: true }): Promise<VolumeAnswer> {
     const status = await driver.describe(name);
     if (status === undefined || !visible(name, view.admin)) throw notFound(name);
-    return answerOf(status);
+    return { ...answerOf(status), ...keyslotFactsOf(await headerBehind(status), deps.registry.get(name), deps.backend()) };
+  }
+
+  /** The LUKS header behind a mapping, for its token's facts; none for plain, and a header that cannot be read only hides them. */
+  async function headerBehind(status: MappingStatus) {
+    if (status.device === undefined || (status.type !== undefined && status.type !== 'LUKS1' && status.type !== 'LUKS2')) return undefined;
+    const device = status.device;
+    return driver.identify(device).then((pinned) => driver.header(pinned)).catch(() => undefined);
   }
 
   async function list(view: { admin: boolean } = { admin: true }): Promise<VolumeAnswer[]> {
@@ -187,7 +202,7 @@ export function volumeService(deps: ServiceDeps, locks: KeyedLock): VolumeServic
     return { adopted, foreign: mappings.length - adopted };
   }
 
-  return { attach, detach, resize, volume, list, adopt };
+  return { attach, detach, resize, rekey: rekeying.rekey, volume, list, adopt };
 }
 
 function notFound(name: string) {

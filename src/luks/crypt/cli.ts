@@ -83,6 +83,22 @@ export function cliCryptOps(ops: DeviceOps, ctx: ExecContext): CryptOps {
     async removeKey(device, slot) {
       await exec(ctx, ['cryptsetup', '--batch-mode', 'luksKillSlot', device.path, String(slot)], { what: `destroy keyslot ${slot} of ${device.path}` });
     },
+    async setToken(device, tokenJson, tokenId) {
+      // cryptsetup names an id it picks only in prose: pick the first free one here and name it.
+      const tokens = async () => {
+        const header = await readLuksHeader(ops, device.path);
+        return header?.dump.version === 2 ? ((header.dump.metadata['tokens'] ?? {}) as Record<string, unknown>) : {};
+      };
+      let id = tokenId;
+      if (id === undefined) {
+        const taken = await tokens();
+        id = 0;
+        while (Object.hasOwn(taken, String(id))) id += 1;
+      }
+      const argv = ['cryptsetup', 'token', 'import', '--json-file=-', '--token-id', String(id), ...(tokenId === undefined ? [] : ['--token-replace']), device.path];
+      await exec(ctx, argv, { stdin: Buffer.from(tokenJson), what: `store a token in the LUKS2 header of ${device.path}` });
+      return id;
+    },
     header: (device) => readLuksHeader(ops, device.path),
     describe: (name) => describeMapping(ctx, name, async (n) => {
       const state = await dmState(ops, n);

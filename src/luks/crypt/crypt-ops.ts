@@ -37,6 +37,12 @@ export interface CryptOps {
   addKey(device: DeviceIdentity, version: 1 | 2, existing: Buffer, next: Buffer, pbkdf: Pbkdf): Promise<number>;
   /** Destroys one keyslot (never the last: the caller proves another opens). */
   removeKey(device: DeviceIdentity, slot: number): Promise<void>;
+  /**
+   * Stores a LUKS2 token object (no secret in it) in one header write:
+   * replaces token `tokenId` when given, else takes a free id.
+   * @returns the token's id
+   */
+  setToken(device: DeviceIdentity, json: string, tokenId?: number): Promise<number>;
   /** The LUKS header, as libcryptsetup (helper) or the in-process reader (cryptsetup) reads it; undefined: none. */
   header(device: DeviceIdentity): Promise<LuksHeader | undefined>;
   /** The admin view of one mapping (cipher, key size, holders); undefined when absent. */

@@ -2,6 +2,7 @@ import type { DeviceIdentity } from '../device/identity.js';
 import { luksError, type LuksErrorCode } from '../errors.js';
 import type { LuksHeader } from '../header/read.js';
 import { findDiskToken } from '../header/token.js';
+import { findVolumeToken } from '../header/volume-token.js';
 import type { HelperClient } from '../helper/client.js';
 import { Flag, i32, Op, Tag, text, type Fields, type Response } from '../helper/frame.js';
 import type { MappingStatus } from '../mapping/status.js';
@@ -68,7 +69,7 @@ export function headerFromJson(h: HeaderJson): LuksHeader {
   const slots = (h.keyslots ?? []).filter((k) => k.state === undefined || k.state === 'active');
   const kdfs = slots.map((k) => ({ slot: k.slot, type: k.pbkdf ?? 'unknown', iterations: k.iterations ?? 0, ...(k.memory_kib === undefined ? {} : { memoryKiB: k.memory_kib }) }));
   const dataOffset = h.data_offset;
-  if (h.type === 'LUKS1') return { version: 1, uuid: h.uuid, dump: { version: 1, keyslots: kdfs }, dataOffset, token: undefined };
+  if (h.type === 'LUKS1') return { version: 1, uuid: h.uuid, dump: { version: 1, keyslots: kdfs }, dataOffset, token: undefined, volumeToken: undefined };
   const tokens: Record<string, unknown> = {};
   for (const t of h.tokens ?? []) {
     try {
@@ -79,7 +80,7 @@ export function headerFromJson(h: HeaderJson): LuksHeader {
   }
   const keyslots = Object.fromEntries(kdfs.map((k) => [String(k.slot), { kdf: { type: k.type, ...(k.type === 'pbkdf2' ? { iterations: k.iterations } : { time: k.iterations }), ...(k.memoryKiB === undefined ? {} : { memory: k.memoryKiB }) } }]));
   const metadata = { keyslots, tokens };
-  return { version: 2, uuid: h.uuid, dump: { version: 2, metadata }, dataOffset, token: findDiskToken(metadata) };
+  return { version: 2, uuid: h.uuid, dump: { version: 2, metadata }, dataOffset, token: findDiskToken(metadata), volumeToken: findVolumeToken(metadata) };
 }
 
 interface StatusJson {
@@ -159,6 +160,9 @@ export function helperCryptOps(client: HelperClient): CryptOps {
     },
     async removeKey(d, slot) {
       await ok(Op.KEY_REMOVE, [...device(d), [Tag.SLOT, { i32: slot }]], `destroy keyslot ${slot} of ${d.path}`);
+    },
+    async setToken(d, tokenJson, tokenId) {
+      return slotOf(await ok(Op.TOKEN_SET, [...device(d), [Tag.TOKEN_JSON, tokenJson], [Tag.SLOT, { i32: tokenId ?? -1 }]], `store a token in the LUKS2 header of ${d.path}`));
     },
     async header(d) {
       const r = await client.call(Op.HEADER, device(d), `read the LUKS header of ${d.path}`);

@@ -7,21 +7,23 @@ import { DEFAULT_PBKDF, type FormatOptions } from '../options.js';
 import { providerDefinition } from '../providers/index.js';
 import { pbkdfArgs } from '../providers/luks-header.js';
 import { diskTokenJson, type DiskToken } from './token.js';
+import { volumeTokenJson, type SlotKey } from './volume-token.js';
 
 /**
  * Writes a LUKS header, only on a provably blank device (see assertBlank):
  * never one that holds LUKS, any blkid signature, non-zero data within what
  * the format overwrites, or that cannot be read. With `token`, the disk's
- * identity goes into the LUKS2 header right after, before anything is mapped.
+ * identity goes into the LUKS2 header right after, before anything is mapped;
+ * with `volumeToken`, a volume's keyslot map (volume-token.ts) likewise.
  * @returns the new header's LUKS UUID
  */
-export async function formatDevice(dc: DriverContext, device: string | DeviceIdentity, key: Uint8Array, opts: FormatOptions & { token?: DiskToken }): Promise<string> {
+export async function formatDevice(dc: DriverContext, device: string | DeviceIdentity, key: Uint8Array, opts: FormatOptions & { token?: DiskToken; volumeToken?: Record<string, SlotKey> }): Promise<string> {
   const pinned = await dc.resolveDevice(device);
   const { path } = pinned;
   const { crypt } = dc;
   return dc.locks.with([`dev:${pinned.rdev}`], async () => {
     if ((await dc.headerOf(pinned)) !== undefined) throw luksError('E_DEVICE_NOT_BLANK', `Device ${path} already holds a LUKS header; refusing to format`, { details: { device: path, signature: 'crypto_LUKS' } });
-    if (opts.token !== undefined && opts.type !== 'luks2') throw luksError('E_LUKS_INVALID_ARGUMENT', 'Only a LUKS2 header carries tokens');
+    if ((opts.token !== undefined || opts.volumeToken !== undefined) && opts.type !== 'luks2') throw luksError('E_LUKS_INVALID_ARGUMENT', 'Only a LUKS2 header carries tokens');
     const pbkdf = opts.pbkdf ?? DEFAULT_PBKDF;
     pbkdfArgs(pbkdf, opts.type); // LUKS1 takes pbkdf2 only: refused here, before anything is written
     const provider = providerDefinition(opts.type);
@@ -31,7 +33,8 @@ export async function formatDevice(dc: DriverContext, device: string | DeviceIde
     opts.signal?.throwIfAborted();
     await dc.recheck(pinned, 'format it');
     const version = opts.type === 'luks' ? 'luks1' : 'luks2';
-    const tokenJson = opts.token === undefined ? undefined : diskTokenJson(opts.token);
+    // One token per format: an ephemeral disk's identity, or a volume's keyslot map (a fresh header's only slot is 0).
+    const tokenJson = opts.token !== undefined ? diskTokenJson(opts.token) : opts.volumeToken !== undefined ? volumeTokenJson(opts.volumeToken) : undefined;
     await dc.withKey(key, (passphrase) => crypt.format({ version, device: pinned, passphrase, cipher: opts.cipher, keySize: opts.keySize, pbkdf, label: opts.label, tokenJson }));
     return (await dc.luksUuidOf(pinned, opts.type)) ?? '';
   });

@@ -2,6 +2,7 @@ import { luksError } from '../errors.js';
 import type { DeviceOps } from '../device/ops.js';
 import type { KeyslotKdf, LuksDump } from '../options.js';
 import { findDiskToken, type DiskToken } from './token.js';
+import { findVolumeToken, type VolumeToken } from './volume-token.js';
 
 /**
  * A LUKS header read from the device itself, in-process: what `cryptsetup
@@ -18,6 +19,8 @@ export interface LuksHeader {
   dataOffset: number | undefined;
   /** LUKS2: portcullis' token naming the disk, project and key (token.ts), when the header carries one. */
   token: DiskToken | undefined;
+  /** LUKS2: portcullis' token naming the key of each keyslot (volume-token.ts), when the header carries one. */
+  volumeToken: VolumeToken | undefined;
 }
 
 const MAGIC = Buffer.from([0x4c, 0x55, 0x4b, 0x53, 0xba, 0xbe]); // "LUKS\xba\xbe"
@@ -53,7 +56,7 @@ export async function readLuksHeader(ops: DeviceOps, path: string): Promise<Luks
   if (version !== 1 && version !== 2) throw damaged(path, `unknown LUKS version ${version}`);
   if (first.length < LUKS2_BINARY) throw damaged(path, 'the device ends inside the header');
   const uuid = cString(first.subarray(UUID_OFFSET, UUID_OFFSET + UUID_BYTES));
-  if (version === 1) return { version, uuid, dump: { version: 1, keyslots: luks1Keyslots(first) }, dataOffset: first.readUInt32BE(LUKS1_PAYLOAD_OFFSET_AT) * 512, token: undefined };
+  if (version === 1) return { version, uuid, dump: { version: 1, keyslots: luks1Keyslots(first) }, dataOffset: first.readUInt32BE(LUKS1_PAYLOAD_OFFSET_AT) * 512, token: undefined, volumeToken: undefined };
   const hdrSize = Number(first.readBigUInt64BE(8));
   if (hdrSize <= LUKS2_BINARY || hdrSize > LUKS2_MAX_HDR) throw damaged(path, `LUKS2 header size ${hdrSize} is out of range`);
   const whole = hdrSize <= first.length ? first : await readOrFail(ops, path, 0, hdrSize);
@@ -64,7 +67,7 @@ export async function readLuksHeader(ops: DeviceOps, path: string): Promise<Luks
   } catch {
     throw damaged(path, 'its JSON metadata does not parse');
   }
-  return { version, uuid, dump: { version: 2, metadata }, dataOffset: luks2DataOffset(metadata), token: findDiskToken(metadata) };
+  return { version, uuid, dump: { version: 2, metadata }, dataOffset: luks2DataOffset(metadata), token: findDiskToken(metadata), volumeToken: findVolumeToken(metadata) };
 }
 
 /** LUKS1 keyslots: active marker, iterations, salt, key material offset, stripes; 48 bytes each from 208. */

@@ -5,7 +5,6 @@
  * commands they would run recorded instead of a kernel. The same behaviour
  * on a real kernel is in the *.vm tests.
  */
-import { randomUUID } from 'node:crypto';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -24,12 +23,12 @@ import { serviceLocks } from '../../../src/daemon/service/lock-keys.js';
 import { volumeService, type VolumeService } from '../../../src/daemon/service/volumes.js';
 import { ephemeralService, type EphemeralService } from '../../../src/daemon/service/ephemeral.js';
 import { volumeRegistry, type VolumeRegistry } from '../../../src/daemon/volume-registry.js';
-import { fakeHost, luks1Head, luks2Head, type FakeHost } from '../../luks/fake-host.js';
+import { diskHost, type DiskHost } from './disk-host.js';
 
 export const peer: Peer = { uid: 0, gid: 0, pid: 1, groups: [] };
 
 export interface ServiceKit {
-  host: FakeHost;
+  host: DiskHost;
   keys: CachingKeyManager;
   registry: VolumeRegistry;
   volumes: VolumeService;
@@ -45,68 +44,6 @@ export interface ServiceKit {
   /** A second daemon on the same files (a restart): `bootId` as the kernel says it. */
   restart(bootId?: string): ServiceKit;
   close(): Promise<void>;
-}
-
-/**
- * A host whose cryptsetup keeps state as the kernel would: luksFormat writes
- * a header with a fresh UUID, token import adds the token, luksOpen and
- * create map (luksOpen only with the key the slot was made with), close
- * unmaps, luksErase wipes the keyslots.
- */
-function diskHost(devices: Record<string, { rdev: string; head?: Buffer }>, secrets: Map<string, string>): FakeHost {
-  const tokens = new Map<string, unknown>();
-  const head = (path: string, version: string, keyslots: Record<string, unknown>): Buffer => {
-    const uuid = (h.devices[path]?.head?.subarray(168, 204).toString('latin1') ?? '').replace(/\0.*$/, '') || randomUUID();
-    const token = tokens.get(path);
-    return version === 'luks1' ? luks1Head(uuid) : luks2Head(uuid, keyslots, { segments: { '0': { offset: '16777216' } }, ...(token === undefined ? {} : { tokens: { '0': token } }) });
-  };
-  const h: FakeHost = fakeHost(
-    [
-      ['blkid -p', { code: 2 }],
-      ['cryptsetup --help', { stdout: '' }],
-      ['cryptsetup --batch-mode luksFormat', (call) => {
-        const path = call.argv.at(-1) ?? '';
-        tokens.delete(path);
-        const device = h.devices[path];
-        if (device !== undefined) device.head = undefined;
-        if (device !== undefined) device.head = head(path, call.argv.includes('luks1') ? 'luks1' : 'luks2', { '0': { kdf: { type: 'pbkdf2', iterations: 1000 } } });
-        secrets.set(path, call.stdin?.toString() ?? '');
-        return {};
-      }],
-      ['cryptsetup token import', (call) => {
-        const path = call.argv.at(-1) ?? '';
-        tokens.set(path, JSON.parse(call.stdin?.toString() ?? '{}'));
-        const device = h.devices[path];
-        if (device !== undefined) device.head = head(path, 'luks2', { '0': { kdf: { type: 'pbkdf2', iterations: 1000 } } });
-        return {};
-      }],
-      ['cryptsetup luksOpen', (call) => {
-        const path = call.argv.at(-2) ?? '';
-        if (secrets.get(path) !== call.stdin?.toString()) return { code: 2, stderr: 'No key available with this passphrase.' };
-        return mapped(call.argv.at(-1) ?? '', path);
-      }],
-      ['cryptsetup create', (call) => mapped(call.argv.at(-2) ?? '', call.argv.at(-1) ?? '')],
-      ['cryptsetup close', (call) => {
-        const name = call.argv.at(-1) ?? '';
-        if (h.mappings[name] === undefined) return { code: 4 };
-        delete h.mappings[name];
-        return {};
-      }],
-      ['cryptsetup --batch-mode luksErase', (call) => {
-        const path = call.argv.at(-1) ?? '';
-        secrets.delete(path);
-        const device = h.devices[path];
-        if (device !== undefined) device.head = head(path, 'luks2', {});
-        return {};
-      }],
-    ],
-    { devices },
-  );
-  const mapped = (name: string, path: string): Record<string, never> => {
-    h.mappings[name] = { uuid: `CRYPT-LUKS2-x-${name}`, slave: path.replace('/dev/', ''), slaveRdev: h.devices[path]?.rdev ?? '' };
-    return {};
-  };
-  return h;
 }
 
 /** `keyManager`: the config's key_manager section (default: a local keystore in a temporary directory). */
