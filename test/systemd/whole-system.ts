@@ -8,7 +8,8 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, rmSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { existsSync, mkdirSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { startSystemdVm, type RunResult, type Vm } from '../vm/index.js';
 import { waitForMatch } from '../helpers/wait.js';
@@ -28,15 +29,34 @@ export function note(text: string): void {
 /**
  * The package of this build, as `make deb` makes it (scripts/make-deb after
  * `make build`), into the checkout's .cache: the guest reads it there
- * through its 9p root (not /tmp, which systemd-tmpfiles empties at boot).
+ * through its 9p root (not /tmp, which systemd-tmpfiles may empty at boot).
+ * Made once per build: the three whole-system files install the same bytes,
+ * keyed by what goes into the package (every file's path, size and mtime).
  */
 export function buildDeb(): { deb: string; remove: () => void } {
-  const dir = join(repoRoot, '.cache', 'vm', `deb-${process.pid}`);
+  const inputs = ['dist/src', 'native/build/Release', 'helper/build/portcullis-helper', 'packaging', 'systemd', 'scripts/make-deb', 'package.json', 'python'];
+  const hash = createHash('sha256');
+  const walk = (path: string): void => {
+    const st = statSync(path, { throwIfNoEntry: false });
+    if (st === undefined) return;
+    if (st.isDirectory()) for (const entry of readdirSync(path).sort()) walk(join(path, entry));
+    else hash.update(`${path}\0${st.size}\0${st.mtimeMs}\n`);
+  };
+  for (const input of inputs) walk(join(repoRoot, input));
+  const key = hash.digest('hex').slice(0, 16);
+  const dir = join(repoRoot, '.cache', 'vm', `deb-${key}`);
+  const made = existsSync(dir) ? readdirSync(dir).find((f) => /^portcullis_.+\.deb$/.test(f)) : undefined;
+  if (made !== undefined) return { deb: join(dir, made), remove: () => undefined };
+  // Packages of earlier builds go: one is enough.
+  mkdirSync(join(repoRoot, '.cache', 'vm'), { recursive: true });
+  for (const old of readdirSync(join(repoRoot, '.cache', 'vm'), { withFileTypes: true })) {
+    if (old.isDirectory() && old.name.startsWith('deb-')) rmSync(join(repoRoot, '.cache', 'vm', old.name), { recursive: true, force: true });
+  }
   mkdirSync(dir, { recursive: true });
   const out = execFileSync(join(repoRoot, 'scripts', 'make-deb'), [dir], { encoding: 'utf8', timeout: 300_000 });
   const deb = out.trim().split('\n').pop() ?? '';
   assert.match(deb, /portcullis_.+\.deb$/);
-  return { deb, remove: () => rmSync(dir, { recursive: true, force: true }) };
+  return { deb, remove: () => undefined };
 }
 
 export class Guest {
@@ -121,6 +141,8 @@ export class Guest {
  */
 export async function installPortcullis(g: Guest, deb: string): Promise<void> {
   const t = Date.now();
+  // man-db's trigger re-indexes every manual page of the host's root over 9p: most of an install's time under TCG.
+  await g.sh('rm -f /var/lib/man-db/auto-update');
   // No network in the guest: every dependency is already installed (nodejs as a real dpkg package).
   await g.sh(`cd ${dirname(deb)} && apt-get install -y -q ./${basename(deb)}`, 600_000);
   note(`apt-get install of the .deb: ${Date.now() - t} ms`);

@@ -86,6 +86,10 @@ function prepareScript(): string {
     `cat > ${dir}/${AGENT_UNIT} <<'EOF'\n${agentUnit()}EOF`,
     `ln -sfn ../${AGENT_UNIT} ${dir}/multi-user.target.wants/${AGENT_UNIT}`,
     `for u in ${MASKED_UNITS.join(' ')}; do ln -sfn /dev/null ${dir}/$u; done`,
+    // Debian's tmp.conf says "D /tmp": empty it at boot. The guest's /tmp is the host's (the checkout
+    // itself may live there, as CI's /tmp/ci does, and with it the guest agent): keep it, and the 18 s
+    // systemd-tmpfiles took to white out its contents in the overlay.
+    "mkdir -p /etc/tmpfiles.d && printf 'd /tmp 1777 root root -\\n' > /etc/tmpfiles.d/tmp.conf",
     '',
   ].join('\n');
 }
