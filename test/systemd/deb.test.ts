@@ -70,6 +70,8 @@ describe('make deb (scripts/make-deb) and the package it builds', { skip: isRoot
     const depends = field('Depends').split(/,\s*/);
     for (const d of [`nodejs (>= ${nodeMajor})`, `nodejs (<< ${nodeMajor + 1})`, 'cryptsetup-bin', 'dmsetup', 'systemd', 'python3']) assert.ok(depends.includes(d), `Depends has ${d}: ${depends.join(', ')}`);
     assert.ok(depends.some((d) => /^libc6 \(>= 2\.\d+\)$/.test(d)), `Depends has libc6 from dpkg-shlibdeps: ${depends.join(', ')}`);
+    // The privileged helper's libraries, found by dpkg-shlibdeps in the binary itself.
+    for (const lib of ['libcryptsetup12', 'libblkid1']) assert.ok(depends.some((d) => d.startsWith(`${lib} `) || d === lib), `Depends has ${lib}: ${depends.join(', ')}`);
     assert.match(field('Maintainer'), /^.+ <.+@.+>$/);
     assert.match(field('Description'), /^disk-encryption key daemon/);
   });
