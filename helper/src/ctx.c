@@ -104,8 +104,28 @@ void ctx_done(struct opctx *c) {
   buf_free(&c->cslog);
 }
 
-int ctx_dev_crypt(struct opctx *c, struct crypt_device **cd) {
+/* A read of a suspended dm device blocks until it resumes: refuse it instead. */
+static int suspended(const struct stat *st) {
+  char p[64], v[4] = {0};
+  snprintf(p, sizeof p, "/sys/dev/block/%u:%u/dm/suspended", major(st->st_rdev), minor(st->st_rdev));
+  int fd = open(p, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return 0; /* not a dm device */
+  ssize_t n = read(fd, v, sizeof v - 1);
+  close(fd);
+  return n > 0 && v[0] == '1';
+}
+
+int open_for_read(struct opctx *c) {
   int st = dev_open(c, 0);
+  if (st) return st;
+  if (suspended(&c->devst)) return fail(c, ST_SUSPENDED, -EAGAIN, "%s is a suspended device-mapper device", c->req->path);
+  return 0;
+}
+
+int ctx_dev_crypt(struct opctx *c, struct crypt_device **cd) {
+  /* Every libcryptsetup operation on a device reads it: on a suspended dm device that read
+   * would wait, uninterruptibly, until a resume. Refused up front instead. */
+  int st = open_for_read(c);
   if (st) return st;
   st = ctx_crypt_init(c, cd);
   if (st) return st;

@@ -39,6 +39,8 @@ void ctx_log_hook(struct opctx *c, struct crypt_device *cd);
 /* Opens PATH (O_RDONLY|O_CLOEXEC|extra), requires a block device, and when RDEV was
  * given, that device. Returns 0 or a status (message set). */
 int dev_open(struct opctx *c, int extra_flags);
+/* dev_open for reading, refusing a suspended dm device (its I/O would wait until a resume). */
+int open_for_read(struct opctx *c);
 /* After libcryptsetup opened PATH itself: PATH must still name the device of our descriptor. */
 int dev_recheck(struct opctx *c);
 void ctx_done(struct opctx *c);

@@ -13,23 +13,6 @@
 #include "dm.h"
 #include "ops.h"
 
-/* A read of a suspended dm device blocks until it resumes: refuse it instead. */
-static int suspended(const struct stat *st) {
-  char p[64], v[4] = {0};
-  snprintf(p, sizeof p, "/sys/dev/block/%u:%u/dm/suspended", major(st->st_rdev), minor(st->st_rdev));
-  int fd = open(p, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return 0; /* not a dm device */
-  ssize_t n = read(fd, v, sizeof v - 1);
-  close(fd);
-  return n > 0 && v[0] == '1';
-}
-
-int open_for_read(struct opctx *c) {
-  int st = dev_open(c, 0);
-  if (st) return st;
-  if (suspended(&c->devst)) return fail(c, ST_SUSPENDED, -EAGAIN, "%s is a suspended device-mapper device", c->req->path);
-  return 0;
-}
 
 /* Reads up to len bytes at off; fewer only at the end of the device. */
 static ssize_t read_at(int fd, uint8_t *p, size_t len, uint64_t off) {

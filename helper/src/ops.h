@@ -24,8 +24,6 @@ int op_read(struct opctx *c);
 int op_scan_zeros(struct opctx *c);
 int op_symlink(struct opctx *c);
 int op_probe(struct opctx *c);
-/* dev_open for reading, refusing a suspended dm device (its I/O would hang). */
-int open_for_read(struct opctx *c);
 
 /* Runs req's op; fills resp (fields, then status and MESSAGE/ERRNO on failure). */
 void op_run(struct request *req, struct response *resp, const char *const *symlink_dirs);

@@ -44,7 +44,7 @@ before(async () => {
 });
 after(async () => {
   // A suspended device would hang the cleanup's own commands: resume whatever is left.
-  await kernel?.sh('for d in $(dmsetup ls | cut -f1 | grep -E "^pd-susp"); do dmsetup resume $d; dmsetup remove $d; done; true').catch(() => undefined);
+  await kernel?.sh('for d in $(dmsetup ls | cut -f1 | grep -E "^pd-(susp|slow)"); do dmsetup resume $d; dmsetup remove $d; done; true').catch(() => undefined);
   await kernel?.cleanup();
 });
 
@@ -60,9 +60,20 @@ describe('a command stuck in the kernel', () => {
     assert.equal(ok<Health>(await daemon.call('GET', '/v1/health')).checks['commands']?.ok, true, 'nothing held');
   });
 
-  it('the attach answers 504 E_CRYPTSETUP_TIMEOUT (stuck); health and metrics count the held slot until the command exits', async () => {
-    // plain: the signature probe (blkid, a process) is its first touch of the device, and it hangs there.
+  it('a plain attach on a suspended device is refused at once too: the helper\'s signature probe will not read it', async () => {
     const answer = await daemon.call('PUT', '/v1/volumes/pd-on-susp', { device: '/dev/mapper/pd-susp', provider: 'plain', key: { id: createKey('tenant-a') }, project_id: 'tenant-a' });
+    assert.equal(answer.status, 422, answer.text);
+    assert.equal(code(answer), 'E_DEVICE_UNREADABLE');
+    assert.match(answer.text, /suspended device-mapper device/);
+    await kernel.sh('dmsetup resume pd-susp && dmsetup remove pd-susp');
+  });
+
+  it('I/O that hangs without a suspension (dm-delay, as a queueing multipath device): 504 E_CRYPTSETUP_TIMEOUT (stuck); health and metrics count the held operation until it ends', async () => {
+    const loop = await kernel.loopDevice(8);
+    // Every read waits 2 s (the probe makes many, past the 3 s timeout): nothing in sysfs says so, as nothing does for a multipath device queueing with no path.
+    await kernel.sh(`dmsetup create pd-slow --table "0 $(blockdev --getsz ${loop}) delay ${loop} 0 2000" && dmsetup mknodes pd-slow && test -b /dev/mapper/pd-slow`);
+    // plain: the helper's signature probe is its first touch of the device, and it waits there.
+    const answer = await daemon.call('PUT', '/v1/volumes/pd-on-slow', { device: '/dev/mapper/pd-slow', provider: 'plain', key: { id: createKey('tenant-a') }, project_id: 'tenant-a' });
     assert.equal(answer.status, 504, answer.text);
     assert.equal(code(answer), 'E_CRYPTSETUP_TIMEOUT');
     assert.equal((answer.body as { error: { details: { stuck?: boolean } } }).error.details.stuck, true);
@@ -72,13 +83,13 @@ describe('a command stuck in the kernel', () => {
     assert.match(held.checks['commands']?.detail ?? '', /^1 of 4 command slot\(s\) held by commands stuck/);
     assert.match((await daemon.call('GET', '/metrics')).text, /^portcullis_commands_stuck 1$/m);
 
-    await kernel.sh('dmsetup resume pd-susp');
-    await waitUntil('the stuck slot freed once the device resumed', async () => ok<Health>(await daemon.call('GET', '/v1/health')).checks['commands']?.ok === true, {
-      timeoutMs: 60_000,
+    await waitUntil('the stuck operation ended once its delayed read came back', async () => ok<Health>(await daemon.call('GET', '/v1/health')).checks['commands']?.ok === true, {
+      timeoutMs: 90_000,
       intervalMs: 500,
     });
     assert.match((await daemon.call('GET', '/metrics')).text, /^portcullis_commands_stuck 0$/m);
-    await kernel.sh('! test -e /dev/mapper/pd-on-susp && dmsetup remove pd-susp');
+    // The probe's read-ahead may still sit in dm-delay for a while after the probe answered: bounded retries.
+    await kernel.sh('! test -e /dev/mapper/pd-on-slow && for i in $(seq 1 120); do dmsetup remove pd-slow 2>/dev/null && exit 0; sleep 1; done; exit 1');
   });
 });
 
@@ -97,21 +108,21 @@ describe('a request past its deadline', () => {
     assert.equal(keyRun.status, 0, keyRun.stderr);
     const key = keyRun.stdout.trim();
     const [loop, blank] = [await kernel.loopDevice(8), await kernel.loopDevice(32)];
-    await kernel.sh(`dmsetup create pd-susp2 --table "0 $(blockdev --getsz ${loop}) linear ${loop} 0" && dmsetup mknodes pd-susp2 && dmsetup suspend pd-susp2`);
+    // Reads of pd-slow2 take 2 s each (dm-delay), many of them: the first attach's signature probe waits there.
+    await kernel.sh(`dmsetup create pd-slow2 --table "0 $(blockdev --getsz ${loop}) delay ${loop} 0 2000" && dmsetup mknodes pd-slow2`);
     const body = (device: string, provider: string) => ({ device, provider, key: { id: key }, project_id: 'tenant-a', format: 'if-blank' });
-    // The first holds the name's lock while its command (blkid, plain's first touch of the device) hangs; the second waits for that lock past its deadline.
-    const first = impatient.call('PUT', '/v1/volumes/pd-late', body('/dev/mapper/pd-susp2', 'plain'));
-    // Commands run only inside the locked section: one running means the first holds the name.
+    // The first holds the name's lock while its probe (plain's first touch of the device) waits; the second waits for that lock past its deadline.
+    const first = impatient.call('PUT', '/v1/volumes/pd-late', body('/dev/mapper/pd-slow2', 'plain'));
+    // Device operations run only inside the locked section: one running means the first holds the name.
     await waitForMatch('the first attach running a command', async () => (await impatient.call('GET', '/metrics')).text, /^portcullis_commands_active [1-9]/m, { timeoutMs: 30_000 });
     const second = await impatient.call('PUT', '/v1/volumes/pd-late', body(blank, 'luks2'));
     assert.equal(code(second), 'E_REQUEST_TIMEOUT');
     assert.equal(code(await first), 'E_REQUEST_TIMEOUT');
-    await kernel.sh('dmsetup resume pd-susp2');
     // Both attaches end (the first with its killed command); the second must have stopped at the lock.
     const ended = () => impatient.log().split('\n').filter((l) => l.includes('"message":"attach"') && l.includes('"name":"pd-late"'));
     await waitUntil('both attaches of pd-late logged their end', () => ended().length >= 2, { timeoutMs: 60_000, intervalMs: 250, describe: () => impatient.log() });
     assert.ok(ended().some((l) => l.includes('"outcome":"E_REQUEST_TIMEOUT"')), ended().join('\n'));
-    await kernel.sh(`! cryptsetup isLuks ${blank} && ! test -e /dev/mapper/pd-late && dmsetup remove pd-susp2`);
+    await kernel.sh(`! cryptsetup isLuks ${blank} && ! test -e /dev/mapper/pd-late && for i in $(seq 1 120); do dmsetup remove pd-slow2 2>/dev/null && exit 0; sleep 1; done; exit 1`);
     await impatient.stop();
   });
 });

@@ -22,7 +22,10 @@ export const HELPER_BINARY = fileURLToPath(new URL('../../../helper/build/portcu
 export function serveHelper(binary = HELPER_BINARY): (frameBase64: unknown) => Promise<OpAnswer> {
   let child: ChildProcess | undefined;
   let stream: Duplex | undefined;
-  const waiting = new Map<number, (body: Buffer | Error) => void>();
+  // Several daemons (each numbering its requests from 1) may share this agent's helper: requests get
+  // the agent's own ids on the way in and their callers' back on the way out.
+  const waiting = new Map<number, { id: number; settle: (body: Buffer | Error) => void }>();
+  let nextId = 1;
   const reader = new FrameReader();
 
   function start(): Duplex {
@@ -31,13 +34,18 @@ export function serveHelper(binary = HELPER_BINARY): (frameBase64: unknown) => P
     const s = child.stdio[3] as Duplex;
     s.on('data', (chunk: Buffer) => {
       for (const body of reader.push(chunk)) {
-        const id = body.readUInt32LE(4);
-        waiting.get(id)?.(Buffer.from(body));
-        waiting.delete(id);
+        const ours = body.readUInt32LE(4);
+        const w = waiting.get(ours);
+        waiting.delete(ours);
+        if (w === undefined) continue;
+        // The caller's own id back in its answer.
+        const answer = Buffer.from(body);
+        answer.writeUInt32LE(w.id, 4);
+        w.settle(answer);
       }
     });
     s.on('close', () => {
-      for (const w of waiting.values()) w(new VmError('E_OP_FAILED', 'the helper in the guest exited'));
+      for (const w of waiting.values()) w.settle(new VmError('E_OP_FAILED', 'the helper in the guest exited'));
       waiting.clear();
       stream = undefined;
     });
@@ -49,10 +57,13 @@ export function serveHelper(binary = HELPER_BINARY): (frameBase64: unknown) => P
     const frame = Buffer.from(frameBase64, 'base64');
     if (frame.length < 12) throw new VmError('E_RUN_ARGUMENT', 'helper: a frame of fewer than 12 bytes');
     const id = frame.readUInt32LE(8);
+    const ours = nextId;
+    nextId = nextId >= 0xffffffff ? 1 : nextId + 1;
+    frame.writeUInt32LE(ours, 8);
     stream ??= start();
     const s = stream;
     return new Promise<OpAnswer>((resolve, reject) => {
-      waiting.set(id, (body) => (body instanceof Error ? reject(body) : resolve({ json: null, body })));
+      waiting.set(ours, { id, settle: (body) => (body instanceof Error ? reject(body) : resolve({ json: null, body })) });
       s.write(frame);
     });
   };

@@ -152,10 +152,11 @@ export function attachPipeline(deps: ServiceDeps, locks: KeyedLock) {
     const fetched = early ?? (await fetchChosen(plan, plan.key.kind === 'given' ? plan.key.key : await plan.key.choose({ ctx: plan.ctx, pinned, header, previous }, peer), peer, timings, started));
     const { choice, source } = fetched;
     try {
+      const wish: AttachWish = { device: pinned, projectId: plan.projectId, keyId: choice.keyId, provider: plan.provider, readOnly: plan.readOnly };
+      // An open mapping answers for its owner first (E_MAPPING_CONFLICT names what differs), the header after.
+      const existing = await existingFor(plan.name, wish);
       // A volume that names its keys: another key is refused before anything is tried (and before a PBKDF run).
       if (header?.volumeToken !== undefined) assertTokenNames(plan.name, header.volumeToken, [choice.keyId]);
-      const wish: AttachWish = { device: pinned, projectId: plan.projectId, keyId: choice.keyId, provider: plan.provider, readOnly: plan.readOnly };
-      const existing = await existingFor(plan.name, wish);
       if (existing !== undefined) await claimUnowned(plan.name, existing, wish, fetched.object);
       const record = plan.record({ device: pinned, keyId: choice.keyId, luksUuid: header?.uuid, token: header?.token }, choice, previous);
       // Recorded before the mapping exists: a daemon killed between the open and its answer finds its

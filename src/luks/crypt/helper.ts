@@ -168,7 +168,9 @@ export function helperCryptOps(client: HelperClient): CryptOps {
       const r = await client.call(Op.HEADER, device(d), `read the LUKS header of ${d.path}`);
       if (r.status === HelperStatus.NOT_LUKS) return undefined;
       // A read error is never "no header": doubt must not lead to a format.
-      if (r.status === HelperStatus.IO) throw luksError('E_DEVICE_UNREADABLE', `Cannot read the LUKS header of ${d.path} (${text(r, Tag.MESSAGE) ?? 'I/O error'})`, { details: { device: d.path } });
+      if (r.status === HelperStatus.IO || r.status === HelperStatus.SUSPENDED) {
+        throw luksError('E_DEVICE_UNREADABLE', `Cannot read the LUKS header of ${d.path} (${text(r, Tag.MESSAGE) ?? 'I/O error'})`, { details: { device: d.path } });
+      }
       if (r.status !== HelperStatus.OK) throw helperFailure(r, `read the LUKS header of ${d.path}`);
       return headerFromJson(json<HeaderJson>(r));
     },
