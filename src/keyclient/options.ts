@@ -78,3 +78,12 @@ function readSecretFile(path: string): { ok: true; value: string } | { ok: false
 
 /** Seconds as a positive finite number (fractions allowed). */
 export const seconds = () => z.number().finite().nonnegative();
+
+/** A file the backend keeps beside its state (metadata, adoptions): an absolute path. */
+export const absoluteFile = () =>
+  z
+    .string()
+    .min(1)
+    .max(4096)
+    .refine((p) => p.startsWith('/'), 'must be an absolute path (start with "/")')
+    .refine((p) => !p.includes('\0'), 'must not contain a NUL byte');

@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { keyError } from '../../errors.js';
 import type { KeystoneCredentials } from './keystone.js';
-import { resolveSecrets, secretFields, seconds } from '../../options.js';
+import { absoluteFile, resolveSecrets, secretFields, seconds } from '../../options.js';
 
 /**
  * The barbican backend's options: Castellan's [barbican] options under
@@ -89,13 +89,7 @@ export const barbicanOptionsSchema = z
      * bytes) across restarts, so that a restarted daemon asks Barbican only for
      * the payload. Absolute; unset, every first fetch asks for both.
      */
-    metadata_file: z
-      .string()
-      .min(1)
-      .max(4096)
-      .refine((p) => p.startsWith('/'), 'must be an absolute path (start with "/")')
-      .refine((p) => !p.includes('\0'), 'must not contain a NUL byte')
-      .optional(),
+    metadata_file: absoluteFile().optional(),
   })
   .superRefine((opts, ctx) => {
     if (opts.auth.type === 'none' && opts.endpoint === undefined) {

@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { keyError } from '../../errors.js';
-import { seconds } from '../../options.js';
+import { absoluteFile, seconds } from '../../options.js';
 import type { ProtocolVersion } from './messages.js';
 
 /**
@@ -41,13 +41,7 @@ export const kmipOptionsSchema = z
      * belongs to (docs/kmip.md, "Keys made elsewhere"). Absolute; the same file
      * for the daemon and the CLI. Unset: nothing can be adopted.
      */
-    adoptions_file: z
-      .string()
-      .min(1)
-      .max(4096)
-      .refine((p) => p.startsWith('/'), 'must be an absolute path (start with "/")')
-      .refine((p) => !p.includes('\0'), 'must not contain a NUL byte')
-      .optional(),
+    adoptions_file: absoluteFile().optional(),
   })
   .transform((opts, ctx) => {
     const out = { ...opts } as Record<string, unknown>;
