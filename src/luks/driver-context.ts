@@ -47,9 +47,9 @@ export interface DriverContext {
 
 export function driverContext(options: DriverOptions): DriverContext {
   const { ops } = options;
-  const allocator = options.allocator ?? plainAllocator();
   const ctx: ExecContext = { runner: ops, timeoutMs: options.timeoutMs ?? 120_000 };
-  const crypt = options.crypt ?? cliCryptOps(ops, ctx);
+  const allocator = options.allocator ?? plainAllocator();
+  const crypt = options.crypt ?? cliCryptOps(ops, ctx, allocator);
   const headerOf = (pinned: DeviceIdentity): Promise<LuksHeader | undefined> => crypt.header(pinned);
 
   function checkName(name: string): void {

@@ -6,10 +6,12 @@ import { readLuksHeader } from '../header/read.js';
 import { tablelessDevice } from '../mapping/host.js';
 import { describeMapping } from '../mapping/cryptsetup-status.js';
 import { dmState } from '../mapping/sysfs-state.js';
-import { DEFAULT_PBKDF } from '../options.js';
+import { DEFAULT_PBKDF, type Pbkdf } from '../options.js';
 import { providerDefinition } from '../providers/index.js';
 import { pbkdfArgs } from '../providers/luks-header.js';
 import type { CryptOps } from './crypt-ops.js';
+import type { DeviceIdentity } from '../device/identity.js';
+import { plainAllocator, type SecureAllocator } from '../../util/secure-memory.js';
 
 /**
  * CryptOps as cryptsetup, dmsetup and blkid command lines through
@@ -17,9 +19,20 @@ import type { CryptOps } from './crypt-ops.js';
  * run without the privileged helper (`luks.helper: off`), and the argv the
  * host tests pin. os-brick's own lines, so volumes stay interchangeable.
  */
-export function cliCryptOps(ops: DeviceOps, ctx: ExecContext): CryptOps {
-  /** Two passphrases on one stdin, told apart by --keyfile-size / --new-keyfile-size. */
-  const both = (old: Buffer, next: Buffer): Buffer => Buffer.concat([old, next]);
+export function cliCryptOps(ops: DeviceOps, ctx: ExecContext, allocator: SecureAllocator = plainAllocator()): CryptOps {
+  /** luksChangeKey / luksAddKey: both passphrases on one stdin (in locked memory), told apart by --keyfile-size / --new-keyfile-size. */
+  async function twoKeys(verb: string, device: DeviceIdentity, version: 1 | 2, first: Buffer, second: Buffer, pbkdf: Pbkdf, what: string): Promise<void> {
+    const argv = ['cryptsetup', '--batch-mode', verb, '--key-file=-', `--keyfile-size=${first.length}`, `--new-keyfile-size=${second.length}`];
+    argv.push(...pbkdfArgs(pbkdf, version === 1 ? 'luks' : 'luks2'), device.path, '-');
+    const stdin = allocator.alloc(first.length + second.length);
+    try {
+      stdin.view().set(first, 0);
+      stdin.view().set(second, first.length);
+      await exec(ctx, argv, { stdin: stdin.view(), what });
+    } finally {
+      stdin.wipe();
+    }
+  }
   let perf: Promise<boolean> | undefined;
 
   const self: CryptOps = {
@@ -58,24 +71,10 @@ export function cliCryptOps(ops: DeviceOps, ctx: ExecContext): CryptOps {
       return unlocked === null ? -1 : Number(unlocked[1]);
     },
     async changeKey(device, version, old, next, pbkdf) {
-      const argv = ['cryptsetup', '--batch-mode', 'luksChangeKey', '--key-file=-', `--keyfile-size=${old.length}`, `--new-keyfile-size=${next.length}`];
-      argv.push(...pbkdfArgs(pbkdf, version === 1 ? 'luks' : 'luks2'), device.path, '-');
-      const stdin = both(old, next);
-      try {
-        await exec(ctx, argv, { stdin, what: `rewrite a keyslot of ${device.path}` });
-      } finally {
-        stdin.fill(0);
-      }
+      await twoKeys('luksChangeKey', device, version, old, next, pbkdf, `rewrite a keyslot of ${device.path}`);
     },
     async addKey(device, version, existing, next, pbkdf) {
-      const argv = ['cryptsetup', '--batch-mode', 'luksAddKey', '--key-file=-', `--keyfile-size=${existing.length}`, `--new-keyfile-size=${next.length}`];
-      argv.push(...pbkdfArgs(pbkdf, version === 1 ? 'luks' : 'luks2'), device.path, '-');
-      const stdin = both(existing, next);
-      try {
-        await exec(ctx, argv, { stdin, what: `add a keyslot to ${device.path}` });
-      } finally {
-        stdin.fill(0);
-      }
+      await twoKeys('luksAddKey', device, version, existing, next, pbkdf, `add a keyslot to ${device.path}`);
       const slot = await self.testKey(device, next);
       if (slot === undefined) throw luksError('E_CRYPTSETUP_FAILED', `the keyslot just added to ${device.path} does not open with its key`);
       return slot;
