@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <libcryptsetup.h>
 #include <pthread.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,11 +18,12 @@
 #define MAX_DIRS 16
 
 static const char USAGE[] =
-  "usage: portcullis-helper (--fd N | --stdio | --listen [--allow-uid UID]) [--symlink-dir DIR]...\n"
+  "usage: portcullis-helper (--fd N | --stdio | --listen [--allow-uid UID | --allow-user NAME]) [--symlink-dir DIR]...\n"
   "  --fd N           serve the connected stream on descriptor N; exit when the peer hangs up\n"
   "  --stdio          requests on descriptor 0, responses on descriptor 1 (tests)\n"
   "  --listen         systemd socket activation: accept on descriptor 3, one thread per connection\n"
   "  --allow-uid UID  with --listen: the one non-root uid that may connect (SO_PEERCRED)\n"
+  "  --allow-user NAME  the same, by name, looked up once at start (the unit names portcullis)\n"
   "  --symlink-dir D  a directory SYMLINK may place links in (repeatable; none: SYMLINK refused)\n"
   "Protocol: docs/helper-protocol.md. Logs: one JSON object per line on stderr.\n"
   "Exit status: 0 the peer hung up, 2 it sent a malformed frame, 64 bad arguments.\n";
@@ -101,7 +103,14 @@ int main(int argc, char **argv) {
     else if (strcmp(a, "--stdio") == 0) stdio = 1;
     else if (strcmp(a, "--listen") == 0) listen = 1;
     else if (strcmp(a, "--fd") == 0 && v) { fd = number(v); i++; if (fd < 0) goto usage; }
-    else if (strcmp(a, "--allow-uid") == 0 && v) { allow_uid = number(v); i++; if (allow_uid < 0) goto usage; }
+    else if (strcmp(a, "--allow-uid") == 0 && v && allow_uid < 0) { allow_uid = number(v); i++; if (allow_uid < 0) goto usage; }
+    else if (strcmp(a, "--allow-user") == 0 && v && allow_uid < 0) {
+      /* Resolved now, while /etc/passwd is certainly readable; a user that does not exist is a unit's mistake to report, not to serve around. */
+      struct passwd *pw = getpwnam(v);
+      if (!pw) { fprintf(stderr, "portcullis-helper: --allow-user %s: no such user (systemd-sysusers creates portcullis)\n", v); return 64; }
+      allow_uid = (long)pw->pw_uid; i++;
+      if (allow_uid == 0) goto usage;
+    }
     else if (strcmp(a, "--symlink-dir") == 0 && v && v[0] == '/' && ndirs < MAX_DIRS) { dirs[ndirs++] = v; i++; }
     else goto usage;
   }

@@ -121,8 +121,17 @@ export const luksOptionsSchema = z.strictObject({
    * @default helper
    */
   via: z.enum(['helper', 'cryptsetup']).default('helper'),
-  /** The helper binary. @default the one installed beside the daemon (helper/portcullis-helper under its package directory) */
+  /** The helper binary the daemon starts as its child. @default the one installed beside the daemon (helper/portcullis-helper under its package directory) */
   helper_path: absolutePath().optional(),
+  /**
+   * The socket of a helper that systemd runs on its own (the shipped
+   * portcullis-helper.socket: /run/portcullis-helper/helper.sock). Set, the
+   * daemon connects there instead of starting a helper, and needs no root at
+   * all; the helper's own command line then says which symlink directories
+   * it allows (symlink_dirs is for a helper the daemon starts). Unset, the
+   * daemon must start as root.
+   */
+  helper_socket: absolutePath().optional(),
   /** The only directories where the helper may point os-brick's attachment symlinks (symlink: true). @default [/dev] */
   symlink_dirs: z.array(absolutePath()).min(1).default(['/dev']),
 });

@@ -36,7 +36,7 @@ export interface DaemonDeps {
    * socketpair child in production, the one beside the test VM's kernel in
    * tests. Absent: the helper is not available and luks.via must be cryptsetup.
    */
-  helper?: (options: { path: string | undefined; symlinkDirs: readonly string[]; log: (line: string) => void }) => HelperTransport;
+  helper?: (options: { path: string | undefined; socket: string | undefined; symlinkDirs: readonly string[]; log: (line: string) => void }) => HelperTransport;
   /** Told READY, STATUS, RELOADING, STOPPING (sd_notify); a no-op outside systemd. */
   notify?: (state: string) => void;
   logStream?: NodeJS.WritableStream & { isTTY?: boolean };

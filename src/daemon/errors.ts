@@ -27,7 +27,7 @@ export const daemonErrors = {
   E_SOCKET_IN_USE: 'Another live daemon answers on the configured socket; refusing to start.',
   E_SOCKET_SETUP: 'The socket could not be created (directory, group, permissions).',
   E_PRIVILEGE_DROP: 'runtime.user is set, but the daemon could not become that user (unknown user, or the kernel refused); it does not serve as root instead.',
-  E_HELPER_UNAVAILABLE: 'luks.via is helper, but the privileged helper could not be started or did not answer; the daemon does not start without it.',
+  E_HELPER_UNAVAILABLE: 'luks.via is helper, but the privileged helper could not be started or reached, or did not answer; the daemon does not start without it.',
 } as const satisfies ErrorRegistry;
 
 export type DaemonErrorCode = keyof typeof daemonErrors;

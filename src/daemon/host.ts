@@ -1,12 +1,14 @@
 /**
- * How portcullisd meets this host: cryptsetup run locally, peer credentials
- * and secure memory from native/, sd_notify.
+ * How portcullisd meets this host: its privileged helper (started here, or
+ * reached at the helper unit's socket), peer credentials and secure memory
+ * from native/, sd_notify.
  */
 import { isDumpable, notify, peerCredentials, peerGroups, setDumpable, socketFd } from '../../native/index.js';
 import { lockedAllocator } from '../../native/secure-allocator.js';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { localDeviceOps } from '../luks/device/ops.js';
+import { socketHelper } from '../luks/helper/socket.js';
 import { spawnHelper } from '../luks/helper/spawn.js';
 import type { MainDeps } from './main.js';
 
@@ -20,7 +22,7 @@ export function productionDeps(): MainDeps {
       return { ...peerCredentials(fd), groups: peerGroups(fd) };
     },
     allocator: lockedAllocator(),
-    helper: ({ path, symlinkDirs, log }) => spawnHelper({ path: path ?? defaultHelperPath(), symlinkDirs, log }),
+    helper: ({ path, socket, symlinkDirs, log }) => (socket !== undefined ? socketHelper(socket) : spawnHelper({ path: path ?? defaultHelperPath(), symlinkDirs, log })),
     notify: (state) => void notify(state),
     hardenProcess() {
       // No core dump and no ptrace by other users: key bytes live in this process.

@@ -1,6 +1,6 @@
 /**
  * portcullis-helper --listen under socket activation (systemd-socket-activate,
- * as portcullis' socket unit would): root and the --allow-uid uid are served,
+ * as portcullis-helper.socket does): root and the --allow-user user are served,
  * any other uid is closed at once (SO_PEERCRED). Peers of other uids are real
  * processes started with setpriv.
  */
@@ -36,7 +36,7 @@ before(async () => {
   socket = join(dir, 'helper.sock');
   client = join(dir, 'client.mjs');
   writeFileSync(client, CLIENT, { mode: 0o644 });
-  activator = spawn('systemd-socket-activate', ['-l', socket, helperBinary('plain'), '--listen', '--allow-uid', '65534'], { stdio: ['ignore', 'ignore', 'pipe'] });
+  activator = spawn('systemd-socket-activate', ['-l', socket, helperBinary('plain'), '--listen', '--allow-user', 'nobody'], { stdio: ['ignore', 'ignore', 'pipe'] });
   activator.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
   for (let i = 0; i < 100 && !existsSync(socket); i++) await sleep(50);
   assert.ok(existsSync(socket), `no socket at ${socket}: ${stderr}`);
@@ -60,7 +60,7 @@ describe('portcullis-helper --listen', () => {
     assert.equal(hello(undefined), 'status 0');
   });
 
-  it('serves the --allow-uid uid', () => {
+  it('serves the --allow-user user (nobody, uid 65534), as the unit names portcullis', () => {
     assert.equal(hello(65534), 'status 0');
   });
 
@@ -72,5 +72,13 @@ describe('portcullis-helper --listen', () => {
     assert.match(stderr, /"event":"peer_refused"/);
     assert.equal(hello(undefined), 'status 0');
     assert.doesNotMatch(stderr, SANITIZER_REPORT);
+  });
+
+  it('refuses to start on a user that does not exist, or on two allowed peers', () => {
+    for (const args of [['--allow-user', 'no-such-user-here'], ['--allow-uid', '65534', '--allow-user', 'nobody'], ['--allow-uid', 'nobody']]) {
+      const r = spawnSync(helperBinary('plain'), ['--listen', ...args], { encoding: 'utf8', timeout: 10_000 });
+      assert.equal(r.status, 64, `${args.join(' ')}: ${r.stderr}`);
+    }
+    assert.match(spawnSync(helperBinary('plain'), ['--listen', '--allow-user', 'no-such-user-here'], { encoding: 'utf8' }).stderr, /no such user/);
   });
 });

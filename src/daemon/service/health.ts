@@ -44,11 +44,12 @@ export function healthService(deps: HealthDeps) {
   async function hostChecks(): Promise<Record<string, HealthCheck>> {
     const cryptsetup = deps.driver.version().then(
       (v) => ({ ok: true, detail: `cryptsetup ${v.version}` }),
-      (err: unknown) => ({ ok: false, detail: `cryptsetup unusable (${codeOf(err)}): install cryptsetup-bin` }),
+      // With the helper, its libcryptsetup's version; with luks.via: cryptsetup, the CLI's. The error's own words say which failed.
+      (err: unknown) => ({ ok: false, detail: `cryptsetup unusable (${codeOf(err)}): ${err instanceof Error ? err.message : String(err)}` }),
     );
     const dm = deps.driver.cryptTarget().then(
       (version) => (version !== undefined ? { ok: true, detail: `dm-crypt v${version}` } : { ok: false, detail: 'device-mapper has no crypt target: modprobe dm-crypt' }),
-      () => ({ ok: false, detail: 'dmsetup cannot run: install dmsetup' }),
+      (err: unknown) => ({ ok: false, detail: `device-mapper unusable (${codeOf(err)}): ${err instanceof Error ? err.message : String(err)}` }),
     );
     return { cryptsetup: await cryptsetup, dm_crypt: await dm };
   }
