@@ -157,6 +157,9 @@ install:
 	sed -e 's|@SBINDIR@|$(SBINDIR)|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g' systemd/portcullis.service.in > '$(DESTDIR)$(SYSTEMDUNITDIR)/portcullis.service'
 	chmod 0644 '$(DESTDIR)$(SYSTEMDUNITDIR)/portcullis.service'
 	install -m 0644 systemd/portcullis.socket '$(DESTDIR)$(SYSTEMDUNITDIR)/portcullis.socket'
+	sed -e 's|@PKGLIBDIR@|$(PKGLIBDIR)|g' systemd/portcullis-helper.service.in > '$(DESTDIR)$(SYSTEMDUNITDIR)/portcullis-helper.service'
+	chmod 0644 '$(DESTDIR)$(SYSTEMDUNITDIR)/portcullis-helper.service'
+	install -m 0644 systemd/portcullis-helper.socket '$(DESTDIR)$(SYSTEMDUNITDIR)/portcullis-helper.socket'
 	install -m 0644 systemd/portcullis.sysusers '$(DESTDIR)$(SYSUSERSDIR)/portcullis.conf'
 	install -m 0644 systemd/portcullis.tmpfiles '$(DESTDIR)$(TMPFILESDIR)/portcullis.conf'
 	install -m 0644 docs/man/portcullis.8 docs/man/portcullisd.8 '$(DESTDIR)$(MANDIR)/man8/'
@@ -171,6 +174,7 @@ uninstall:
 	rm -rf '$(DESTDIR)$(PKGLIBDIR)'
 	rm -f '$(DESTDIR)$(BINDIR)/portcullis' '$(DESTDIR)$(SBINDIR)/portcullisd' \
 	  '$(DESTDIR)$(SYSTEMDUNITDIR)/portcullis.service' '$(DESTDIR)$(SYSTEMDUNITDIR)/portcullis.socket' \
+	  '$(DESTDIR)$(SYSTEMDUNITDIR)/portcullis-helper.service' '$(DESTDIR)$(SYSTEMDUNITDIR)/portcullis-helper.socket' \
 	  '$(DESTDIR)$(SYSUSERSDIR)/portcullis.conf' '$(DESTDIR)$(TMPFILESDIR)/portcullis.conf' \
 	  '$(DESTDIR)$(MANDIR)/man8/portcullis.8' '$(DESTDIR)$(MANDIR)/man8/portcullisd.8'
 	@echo "kept $(SYSCONFDIR)/portcullis (config, KEK) and /var/lib/portcullis (keystore)"

@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { parse, stringify } from 'yaml';
@@ -44,6 +44,9 @@ describe('make install DESTDIR=... PREFIX=/usr/local', () => {
       ['usr/local/sbin/portcullisd', 0o755],
       ['usr/local/lib/systemd/system/portcullis.service', 0o644],
       ['usr/local/lib/systemd/system/portcullis.socket', 0o644],
+      ['usr/local/lib/systemd/system/portcullis-helper.service', 0o644],
+      ['usr/local/lib/systemd/system/portcullis-helper.socket', 0o644],
+      ['usr/local/lib/portcullis/helper/portcullis-helper', 0o755],
       ['usr/local/lib/sysusers.d/portcullis.conf', 0o644],
       ['usr/local/lib/tmpfiles.d/portcullis.conf', 0o644],
       ['usr/local/share/man/man8/portcullis.8', 0o644],
@@ -76,6 +79,11 @@ describe('make install DESTDIR=... PREFIX=/usr/local', () => {
     assert.match(unit, /^ExecStart=\/usr\/local\/sbin\/portcullisd --config \/etc\/portcullis\/portcullis\.yaml$/m);
     assert.match(unit, /^ExecStartPre=\/usr\/local\/sbin\/portcullisd --check-config --config \/etc\/portcullis\/portcullis\.yaml$/m);
     assert.match(unit, /^LoadCredential=kek:\/etc\/portcullis\/kek$/m);
+    const helper = readFileSync(join(dest, 'usr/local/lib/systemd/system/portcullis-helper.service'), 'utf8');
+    assert.doesNotMatch(helper, /@[A-Z]+@/);
+    const exec = /^ExecStart=(\S+) /m.exec(helper);
+    assert.equal(exec?.[1], '/usr/local/lib/portcullis/helper/portcullis-helper');
+    assert.ok(existsSync(join(dest, exec[1])), 'the helper the unit runs is staged');
   });
 
   it('installs the production dependencies only, and neither tests nor source maps', () => {
@@ -135,10 +143,12 @@ describe('make install PREFIX=<private dir>: the installed tree runs on its own'
   });
 
   it('portcullisd serves from the installed tree alone: its addon and better-sqlite3 are the installed ones', async (t) => {
-    // The default config with this test's paths: keystore and socket under root, no portcullis group here.
-    const config = parse(readFileSync(configPath, 'utf8')) as { key_manager: { local: { path: string } }; socket: Record<string, unknown> };
+    // The default config with this test's paths: keystore and socket under root, no portcullis group here;
+    // no helper unit either: run by hand as root, portcullisd starts the installed helper itself.
+    const config = parse(readFileSync(configPath, 'utf8')) as { key_manager: { local: { path: string } }; socket: Record<string, unknown>; luks?: unknown };
     config.key_manager.local.path = join(root, 'var/lib/portcullis/keystore.db');
     config.socket = { path: join(root, 'portcullis.sock') };
+    delete config.luks;
     const adjusted = join(root, 'etc/portcullis/test.yaml');
     writeFileSync(adjusted, stringify(config));
     mkdirSync(join(root, 'var/lib/portcullis'), { recursive: true, mode: 0o700 });
@@ -155,6 +165,8 @@ describe('make install PREFIX=<private dir>: the installed tree runs on its own'
     assert.ok(maps.includes(join(root, 'usr/lib/portcullis/native/build/Release/portcullis_native.node')), 'the installed addon is loaded');
     assert.ok(maps.includes(join(root, 'usr/lib/portcullis/node_modules/better-sqlite3/build/Release/better_sqlite3.node')), 'the installed better-sqlite3 is loaded');
     assert.ok(!maps.includes(repoRoot), 'nothing is loaded from the checkout');
+    const children = readFileSync(`/proc/${daemon.pid}/task/${daemon.pid}/children`, 'utf8').trim().split(/\s+/);
+    assert.deepEqual(children.map((pid) => readlinkSync(`/proc/${pid}/exe`)), [join(root, 'usr/lib/portcullis/helper/portcullis-helper')], 'the installed helper is its one child');
     assert.equal(await daemon.stop(), 0);
   });
 });
@@ -167,15 +179,23 @@ describe('systemd-sysusers and systemd-tmpfiles on an installed tree (--root=DES
   });
   after(() => rmSync(dest, { recursive: true, force: true }));
 
-  it('systemd-sysusers finds the entry under /usr/local/lib/sysusers.d and creates the group portcullis', () => {
+  it('systemd-sysusers finds the entry under /usr/local/lib/sysusers.d and creates the user and group portcullis, with no login', () => {
     const result = spawnSync('systemd-sysusers', [`--root=${dest}`], { encoding: 'utf8' });
     assert.equal(result.status, 0, result.stderr);
-    assert.match(readFileSync(join(dest, 'etc/group'), 'utf8'), /^portcullis:x:\d+:$/m);
+    const group = /^portcullis:x:(\d+):$/m.exec(readFileSync(join(dest, 'etc/group'), 'utf8'));
+    assert.ok(group?.[1], 'the group');
+    const user = /^portcullis:x:(\d+):(\d+):[^:]*:\/var\/lib\/portcullis:(\S+)$/m.exec(readFileSync(join(dest, 'etc/passwd'), 'utf8'));
+    assert.ok(user !== null, 'the user');
+    assert.notEqual(user[1], '0');
+    assert.equal(user[2], group[1], 'its primary group is portcullis');
+    assert.match(user[3] ?? '', /nologin$/);
   });
 
-  it('systemd-tmpfiles --create portcullis.conf finds the entry under /usr/local/lib/tmpfiles.d and makes both directories with their modes', () => {
+  it('systemd-tmpfiles --create portcullis.conf finds the entry under /usr/local/lib/tmpfiles.d and makes both directories with their modes, the user\'s', () => {
     const result = spawnSync('systemd-tmpfiles', [`--root=${dest}`, '--create', 'portcullis.conf'], { encoding: 'utf8' });
     assert.equal(result.status, 0, result.stderr);
     assert.deepEqual([mode(join(dest, 'run/portcullis')), mode(join(dest, 'var/lib/portcullis'))], [0o755, 0o700]);
+    const uid = Number(/^portcullis:x:(\d+):/m.exec(readFileSync(join(dest, 'etc/passwd'), 'utf8'))?.[1]);
+    assert.deepEqual([statSync(join(dest, 'run/portcullis')).uid, statSync(join(dest, 'var/lib/portcullis')).uid], [uid, uid]);
   });
 });

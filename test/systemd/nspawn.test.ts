@@ -3,8 +3,9 @@
  * systemd-nspawn boots systemd as PID 1 in a container over this host's /usr
  * (--volatile=yes), with the staged /usr/local and /etc/portcullis bound in.
  * What the other files can only argue — Type=notify, the watchdog killing a
- * frozen daemon, socket activation by systemd, the credential, the sandbox
- * the daemon and cryptsetup actually run in — is observed here.
+ * frozen daemon, socket activation by systemd, the credential, the daemon
+ * as the user portcullis reaching the privileged helper that systemd runs
+ * as root, the sandboxes both actually run in — is observed here.
  *
  * Not here: device-mapper (this host class has none, so no attach runs under
  * the unit) and DeviceAllow= (nothing to open).
@@ -22,6 +23,7 @@ import { isRoot, make, tempDir } from './helpers.js';
 
 const NSPAWN = '/usr/bin/systemd-nspawn';
 const SOCKET = '/run/portcullis/portcullis.sock';
+const HELPER_SOCKET = '/run/portcullis-helper/helper.sock';
 
 /** Why the container cannot run here, or undefined when it can. */
 function unavailable(): string | undefined {
@@ -61,7 +63,7 @@ describe('the installed units under systemd (systemd-nspawn)', { skip: unavailab
     return { status: result.status, stdout: result.stdout, stderr: result.stderr };
   }
   const show = (property: string, unit = 'portcullis.service') => inside(['systemctl', 'show', '-P', property, unit]).stdout.trim();
-  const mainPid = () => show('MainPID');
+  const mainPid = (unit = 'portcullis.service') => show('MainPID', unit);
   /** argv inside the mount namespace of the daemon itself: what the unit's sandbox made of the file system. */
   const inDaemon = (argv: string[], check = true) => inside(['nsenter', '--target', mainPid(), '--mount', ...argv], check);
   const get = (path: string) => inside(['node', '-e', REQUEST, SOCKET, path]).stdout;
@@ -69,7 +71,7 @@ describe('the installed units under systemd (systemd-nspawn)', { skip: unavailab
   /** What an operator would look at first: both units' status and the container's recent journal. */
   const diagnosis = () =>
     [
-      inside(['systemctl', 'status', '--no-pager', '-l', 'portcullis.socket', 'portcullis.service'], false).stdout,
+      inside(['systemctl', 'status', '--no-pager', '-l', 'portcullis.socket', 'portcullis.service', 'portcullis-helper.socket', 'portcullis-helper.service'], false).stdout,
       inside(['journalctl', '--no-pager', '-o', 'short-monotonic', '-n', '120'], false).stdout,
     ].join('\n');
 
@@ -131,10 +133,14 @@ describe('the installed units under systemd (systemd-nspawn)', { skip: unavailab
     if (dest !== undefined) rmSync(dest, { recursive: true, force: true });
   });
 
-  it('both units came up at boot (an empty /etc enables them by preset), the socket 0660 root:portcullis with the group from sysusers.d', () => {
-    assert.deepEqual([show('ActiveState', 'portcullis.socket'), show('ActiveState')], ['active', 'active'], journal());
+  it('the units came up at boot (an empty /etc enables them by preset), the sockets 0660 root:portcullis and 0600 portcullis, with the user from sysusers.d', () => {
+    const units = ['portcullis.socket', 'portcullis.service', 'portcullis-helper.socket', 'portcullis-helper.service'];
+    // The daemon's start connected to the helper's socket, which started the helper.
+    assert.deepEqual(units.map((u) => show('ActiveState', u)), ['active', 'active', 'active', 'active'], journal());
     assert.match(inside(['getent', 'group', 'portcullis']).stdout, /^portcullis:x:\d+:/);
+    assert.match(inside(['getent', 'passwd', 'portcullis']).stdout, /^portcullis:x:[1-9]\d*:\d+:[^:]*:\/var\/lib\/portcullis:/);
     assert.equal(inside(['stat', '-c', '%F %a %U %G', SOCKET]).stdout.trim(), 'socket 660 root portcullis');
+    assert.equal(inside(['stat', '-c', '%F %a %U %G', HELPER_SOCKET]).stdout.trim(), 'socket 600 portcullis portcullis');
     // From here on the daemon is started by a client, as socket activation does.
     inside(['systemctl', 'stop', 'portcullis.service']);
     assert.equal(show('ActiveState'), 'inactive');
@@ -154,7 +160,7 @@ describe('the installed units under systemd (systemd-nspawn)', { skip: unavailab
     assert.equal(show('NRestarts'), '0', 'the daemon has not been restarted');
   });
 
-  it('inside the sandbox the keystore opens with the KEK credential and cryptsetup runs', () => {
+  it("inside the sandbox the keystore opens with the KEK credential, and the helper's libcryptsetup answers", () => {
     const answer = get('/v1/health');
     const health = JSON.parse(answer.slice(answer.indexOf(' ') + 1)) as { checks: Record<string, { ok: boolean; detail: string }> };
     assert.deepEqual(health.checks['key_manager'], { ok: true, detail: 'local keystore /var/lib/portcullis/keystore.db: 0 object(s)' });
@@ -162,26 +168,45 @@ describe('the installed units under systemd (systemd-nspawn)', { skip: unavailab
     const environ = inside(['cat', `/proc/${mainPid()}/environ`]).stdout.split('\0');
     const credentials = environ.find((e) => e.startsWith('CREDENTIALS_DIRECTORY='))?.slice('CREDENTIALS_DIRECTORY='.length);
     assert.ok(credentials, environ.join(' '));
-    assert.equal(inside(['stat', '-c', '%a %U %s', join(credentials, 'kek')]).stdout.trim(), '400 root 32');
+    // systemd hands the credential to the service's user.
+    assert.equal(inside(['stat', '-c', '%a %U %s', join(credentials, 'kek')]).stdout.trim(), '400 portcullis 32');
   });
 
-  it("the daemon runs with the unit's capabilities, no new privileges, a seccomp filter, and WATCHDOG_USEC", async () => {
+  it("the daemon runs as portcullis with CAP_IPC_LOCK alone, no new privileges, a seccomp filter, and WATCHDOG_USEC", async () => {
+    assert.equal(show('User'), 'portcullis');
+    const uid = inside(['id', '-u', 'portcullis']).stdout.trim();
     const status = inside(['cat', `/proc/${mainPid()}/status`]).stdout;
-    // CAP_CHOWN (0), CAP_IPC_LOCK (14), CAP_SYS_ADMIN (21)
-    assert.match(status, /^CapBnd:\s+0000000000204001$/m);
-    assert.match(status, /^CapEff:\s+0000000000204001$/m);
+    assert.match(status, new RegExp(`^Uid:\\s+${uid}\\s+${uid}\\s+${uid}\\s+${uid}$`, 'm'));
+    // CAP_IPC_LOCK (14), ambient: the only one.
+    assert.match(status, /^CapBnd:\s+0000000000004000$/m);
+    assert.match(status, /^CapEff:\s+0000000000004000$/m);
     assert.match(status, /^NoNewPrivs:\s+1$/m);
     assert.match(status, /^Seccomp:\s+2$/m);
     await journalShows(/"interval_ms":15000,.*"watchdog_usec":30000000/);
   });
 
-  it('the file system is as the unit says: config and KEK read-only, state and runtime writable, no homes, a private /tmp', () => {
+  it('the helper runs as root with CAP_SYS_ADMIN and CAP_IPC_LOCK alone, no new privileges, a seccomp filter, and serves the daemon over its socket', () => {
+    const status = inside(['cat', `/proc/${mainPid('portcullis-helper.service')}/status`]).stdout;
+    assert.match(status, /^Uid:\s+0\s+0\s+0\s+0$/m);
+    // CAP_IPC_LOCK (14), CAP_SYS_ADMIN (21)
+    assert.match(status, /^CapBnd:\s+0000000000204000$/m);
+    assert.match(status, /^CapEff:\s+0000000000204000$/m);
+    assert.match(status, /^NoNewPrivs:\s+1$/m);
+    assert.match(status, /^Seccomp:\s+2$/m);
+    const helperJournal = inside(['journalctl', '--no-pager', '-o', 'cat', '-u', 'portcullis-helper.service']).stdout;
+    assert.match(helperJournal, /"event":"op_done","op":"HELLO"/);
+  });
+
+  it('the file system is as the units say: config and KEK read-only, state and runtime writable and the daemon\'s, no homes, a private /tmp; cryptsetup\'s locks writable for the helper', () => {
     assert.match(inDaemon(['touch', '/etc/portcullis/probe'], false).stderr, /Read-only file system/);
     assert.match(inDaemon(['touch', '/usr/local/probe'], false).stderr, /Read-only file system/);
-    inDaemon(['touch', '/var/lib/portcullis/probe', '/run/portcullis/probe', '/run/cryptsetup/probe']);
-    inDaemon(['rm', '/var/lib/portcullis/probe', '/run/portcullis/probe', '/run/cryptsetup/probe']);
+    inDaemon(['touch', '/var/lib/portcullis/probe', '/run/portcullis/probe']);
+    inDaemon(['rm', '/var/lib/portcullis/probe', '/run/portcullis/probe']);
+    const inHelper = (argv: string[]) => inside(['nsenter', '--target', mainPid('portcullis-helper.service'), '--mount', ...argv]);
+    inHelper(['touch', '/run/cryptsetup/probe']);
+    inHelper(['rm', '/run/cryptsetup/probe']);
     assert.equal(inDaemon(['stat', '-c', '%a', '/home', '/root']).stdout, '0\n0\n');
-    assert.equal(inDaemon(['stat', '-c', '%a', '/var/lib/portcullis']).stdout.trim(), '700');
+    assert.equal(inDaemon(['stat', '-c', '%a %U', '/var/lib/portcullis', '/run/portcullis']).stdout, '700 portcullis\n755 portcullis\n');
     inside(['touch', '/tmp/portcullis-outside']);
     assert.equal(inDaemon(['test', '-e', '/tmp/portcullis-outside'], false).status, 1, "the container's /tmp is not the daemon's");
   });

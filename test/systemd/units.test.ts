@@ -42,9 +42,9 @@ describe('systemd-analyze verify', () => {
 
   const verify = (files: string[]) => spawnSync('systemd-analyze', ['verify', '--man=no', ...files], { encoding: 'utf8', timeout: 120_000 });
 
-  it('finds nothing to report in the installed portcullis.service and portcullis.socket', () => {
+  it('finds nothing to report in the installed units: portcullis and portcullis-helper, service and socket', () => {
     const units = join(prefix, 'usr', 'lib', 'systemd', 'system');
-    const result = verify([join(units, 'portcullis.service'), join(units, 'portcullis.socket')]);
+    const result = verify(['portcullis.service', 'portcullis.socket', 'portcullis-helper.service', 'portcullis-helper.socket'].map((u) => join(units, u)));
     assert.equal(result.stderr, '');
     assert.equal(result.status, 0);
   });
@@ -68,8 +68,11 @@ describe('systemd-analyze verify', () => {
 describe('the units and the default config agree', () => {
   const service = directives(read('portcullis.service.in'));
   const socket = directives(read('portcullis.socket'));
+  const helper = directives(read('portcullis-helper.service.in'));
+  const helperSocket = directives(read('portcullis-helper.socket'));
   const config = parse(read('portcullis.yaml')) as {
     socket: { path: string; mode: string; group: string };
+    luks: { helper_socket: string };
     key_manager: { backend: string; local: { path: string; kek_credential: string } };
   };
 
@@ -81,7 +84,33 @@ describe('the units and the default config agree', () => {
   it('the socket has the mode and group the config names, and sysusers.d creates that group', () => {
     assert.equal(one(socket, 'SocketMode'), config.socket.mode);
     assert.equal(one(socket, 'SocketGroup'), config.socket.group);
-    assert.match(read('portcullis.sysusers'), new RegExp(`^g ${config.socket.group} -$`, 'm'));
+    // A `u` line makes the user and its group of the same name.
+    assert.equal(one(service, 'User'), config.socket.group);
+    assert.match(read('portcullis.sysusers'), new RegExp(`^u ${config.socket.group} - `, 'm'));
+  });
+
+  it('the daemon reaches the helper where its socket unit listens, as a user the helper and the socket both let in', () => {
+    assert.equal(one(helperSocket, 'ListenStream'), config.luks.helper_socket);
+    assert.equal(one(helperSocket, 'Service'), 'portcullis-helper.service');
+    assert.equal(one(helperSocket, 'SocketUser'), one(service, 'User'));
+    assert.equal(one(helperSocket, 'SocketMode'), '0600');
+    const argv = one(helper, 'ExecStart').split(/\s+/);
+    assert.equal(argv[argv.indexOf('--allow-user') + 1], one(service, 'User'));
+    assert.ok(argv.includes('--listen'), argv.join(' '));
+    assert.deepEqual(one(service, 'Requires').split(/\s+/).sort(), ['portcullis-helper.socket', 'portcullis.socket']);
+    assert.match(one(service, 'Also'), /portcullis-helper\.socket/);
+  });
+
+  it('the privilege boundary: the daemon has CAP_IPC_LOCK alone and no device; only the helper has CAP_SYS_ADMIN and the block devices, and no IP', () => {
+    assert.equal(one(service, 'CapabilityBoundingSet'), 'CAP_IPC_LOCK');
+    assert.equal(one(service, 'AmbientCapabilities'), 'CAP_IPC_LOCK');
+    assert.equal(one(service, 'DevicePolicy'), 'closed');
+    assert.equal(service.get('DeviceAllow'), undefined);
+    assert.equal(helper.get('User'), undefined, 'the helper is root');
+    assert.deepEqual(one(helper, 'CapabilityBoundingSet').split(/\s+/).sort(), ['CAP_IPC_LOCK', 'CAP_SYS_ADMIN']);
+    assert.deepEqual(helper.get('DeviceAllow'), ['block-* rw', '/dev/mapper/control rw']);
+    assert.equal(one(helper, 'IPAddressDeny'), 'any');
+    assert.ok(!one(helper, 'RestrictAddressFamilies').includes('AF_INET'), one(helper, 'RestrictAddressFamilies'));
   });
 
   it('the KEK credential the unit loads is the one the config reads', () => {
@@ -92,9 +121,10 @@ describe('the units and the default config agree', () => {
 
   it('the directories have one mode wherever they are made: unit, socket, tmpfiles.d', () => {
     const tmpfiles = read('portcullis.tmpfiles');
-    assert.match(tmpfiles, new RegExp(`^d /run/portcullis ${one(service, 'RuntimeDirectoryMode')} root root -$`, 'm'));
+    const user = one(service, 'User');
+    assert.match(tmpfiles, new RegExp(`^d /run/portcullis ${one(service, 'RuntimeDirectoryMode')} ${user} ${user} -$`, 'm'));
     assert.equal(one(socket, 'DirectoryMode'), one(service, 'RuntimeDirectoryMode'));
-    assert.match(tmpfiles, new RegExp(`^d /var/lib/portcullis ${one(service, 'StateDirectoryMode')} root root -$`, 'm'));
+    assert.match(tmpfiles, new RegExp(`^d /var/lib/portcullis ${one(service, 'StateDirectoryMode')} ${user} ${user} -$`, 'm'));
     assert.equal(config.key_manager.local.path, '/var/lib/portcullis/keystore.db');
   });
 
@@ -106,23 +136,27 @@ describe('the units and the default config agree', () => {
     assert.equal(one(socket, 'Service'), 'portcullis.service');
   });
 
-  it('the service sets nothing that breaks node, cryptsetup or peer lookup, nor anything that opens /etc/portcullis for writing', () => {
+  it('the service sets nothing that breaks node, device lookup or peer lookup, nor anything that opens /etc/portcullis for writing', () => {
     const absent: Record<string, string> = {
       MemoryDenyWriteExecute: "V8's JIT writes, then executes, code",
       ProtectProc: "roles read peers' /proc/PID/status",
-      ProcSubset: 'libdevmapper reads /proc/devices',
-      PrivateDevices: 'the daemon opens block devices',
-      PrivateIPC: "libdevmapper's udev semaphores are shared with systemd-udevd",
+      ProcSubset: 'the daemon reads /proc/sys/kernel/random/boot_id',
+      PrivateDevices: "the daemon stats the host's device paths for their major:minor",
       PrivateNetwork: 'key managers are remote',
-      User: 'device-mapper needs root',
-      DynamicUser: 'device-mapper needs root',
+      DynamicUser: "the keystore and records must keep one owner across restarts",
       ConfigurationDirectory: 'it binds /etc/portcullis writable, KEK included, despite ProtectSystem=strict',
     };
     for (const [key, why] of Object.entries(absent)) assert.equal(service.get(key), undefined, `${key}=: ${why}`);
   });
 
-  it('the service sends SIGTERM to the daemon alone (KillMode=mixed), so it can drain while cryptsetup finishes', () => {
-    assert.equal(one(service, 'KillMode'), 'mixed');
+  it('the helper sets nothing that breaks device-mapper: its devices, its udev semaphores, its netlink', () => {
+    const absent: Record<string, string> = {
+      PrivateDevices: 'the helper opens block devices',
+      PrivateIPC: "libdevmapper's udev semaphores are shared with systemd-udevd",
+      PrivateNetwork: "libdevmapper's uevents are the host namespace's",
+      User: 'device-mapper needs root',
+    };
+    for (const [key, why] of Object.entries(absent)) assert.equal(helper.get(key), undefined, `${key}=: ${why}`);
   });
 });
 
