@@ -3,7 +3,8 @@
  * the guest whole-system.vm.test.ts describes: with a LUKS2 volume attached
  * by the agent through socket activation, `systemctl reload` re-reads the
  * config, `systemctl restart` and a SIGKILL (systemd restarting it while a
- * client waits on the socket) adopt the mapping, the watchdog kills and
+ * client waits on the socket) adopt the mapping, a restart of the helper's
+ * unit is met by the daemon's next request, and the watchdog kills and
  * restarts a stopped event loop, and the journal holds the daemon's JSON lines.
  */
 import assert from 'node:assert/strict';
@@ -76,6 +77,18 @@ describe('portcullis installed from its .deb: reload, restart, SIGKILL, watchdog
     const again = await g.agentJson<Attached>(['attach', 'vol-luks', '--device', loops.luks, '--key-id', keys.luks, '--project', PROJECT, '--provider', 'luks2']);
     assert.equal(again.opened, false, 'idempotent: the adopted mapping is this request');
     assert.equal(await crypt(), before);
+  });
+
+  it('systemctl restart portcullis-helper: the daemon, not restarted, reaches the new helper on its next request', async () => {
+    const daemonPid = await mainPid();
+    const helperPid = await g.mainPid('portcullis-helper.service');
+    await g.sh('systemctl restart portcullis-helper.service', 120_000);
+    assert.notEqual(await g.mainPid('portcullis-helper.service'), helperPid);
+    // Both need the helper: CLOSE, then HEADER and OPEN.
+    assert.equal((await g.agentJson<{ closed: boolean }>(['detach', 'vol-luks'])).closed, true);
+    const again = await g.agentJson<Attached>(['attach', 'vol-luks', '--device', loops.luks, '--key-id', keys.luks, '--project', PROJECT, '--provider', 'luks2']);
+    assert.deepEqual([again.opened, again.formatted], [true, false]);
+    assert.equal(await mainPid(), daemonPid, 'the daemon was not restarted');
   });
 
   it('kill -9: systemd restarts the daemon, a client connecting meanwhile waits on the socket, the mapping is adopted', async () => {

@@ -110,10 +110,10 @@ export class Guest {
     return shown;
   }
 
-  /** The daemon's pid; fails the test when the service has none (a kill of "0" would hit the test's own shell). */
-  async mainPid(): Promise<string> {
-    const pid = (await this.show('portcullis.service', ['MainPID'])).MainPID ?? '0';
-    assert.match(pid, /^[1-9]\d*$/, 'portcullis.service has a main process');
+  /** The daemon's (or the helper's) pid; fails the test when the service has none (a kill of "0" would hit the test's own shell). */
+  async mainPid(unit = 'portcullis.service'): Promise<string> {
+    const pid = (await this.show(unit, ['MainPID'])).MainPID ?? '0';
+    assert.match(pid, /^[1-9]\d*$/, `${unit} has a main process`);
     return pid;
   }
 
@@ -154,13 +154,14 @@ export async function installPortcullis(g: Guest, deb: string): Promise<void> {
 }
 
 /**
- * 512-bit keys in the local keystore, one per name, made as root with the CLI
- * under the unit's own credential (the config reads the KEK from
- * $CREDENTIALS_DIRECTORY), in one systemd-run. Returns their ids.
+ * 512-bit keys in the local keystore, one per name, made with the CLI as the
+ * keystore's owner (the user portcullis) under the unit's own credential (the
+ * config reads the KEK from $CREDENTIALS_DIRECTORY), in one systemd-run.
+ * Returns their ids.
  */
 export async function createKeys(g: Guest, names: readonly string[]): Promise<string[]> {
   const out = await g.sh(
-    `systemd-run --quiet --wait --pipe -p LoadCredential=kek:/etc/portcullis/kek -p StateDirectory=portcullis -p StateDirectoryMode=0700 ` +
+    `systemd-run --quiet --wait --pipe -p User=portcullis -p Group=portcullis -p LoadCredential=kek:/etc/portcullis/kek -p StateDirectory=portcullis -p StateDirectoryMode=0700 ` +
       `/bin/sh -c 'for n; do /usr/bin/portcullis key create --project ${PROJECT} --length 512 --name "$n" || exit 1; done' sh ${names.join(' ')}`,
   );
   // Without --json, `key create` prints the id alone on its line.
