@@ -102,8 +102,8 @@ async function defaultHeaderOpens(provider: (typeof providers)[number], key: Ben
   try {
     const pass = hexOf(key);
     try {
-      // os_brick/encryptors/luks.py: luksFormat --type luks1|luks2 --key-file=- --cipher --key-size, nothing about the PBKDF.
-      await cryptsetup(['--batch-mode', 'luksFormat', '--type', provider === 'luks' ? 'luks1' : 'luks2', '--key-file=-', '--cipher', 'aes-xts-plain64', '--key-size', '256', dev], pass);
+      // os_brick/encryptors/luks.py's argv as bench/osbrick-encryptor.py drives it (no cipher or key size given): cryptsetup's defaults throughout, PBKDF included.
+      await cryptsetup(['--batch-mode', 'luksFormat', '--type', provider === 'luks' ? 'luks1' : 'luks2', '--key-file=-', dev], pass);
     } finally {
       pass.fill(0);
     }
