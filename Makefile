@@ -95,8 +95,11 @@ BENCHES := \
   'dist/bench/key-cache.js' \
   'dist/bench/fleet.js'
 
+# The commit and tree state are taken once, before the first bench rewrites a tracked results
+# file; every results file records them (bench/results.ts) and the report prints them.
 bench: deps build
-	@set -e; for b in $(BENCHES); do echo "== $$b"; $(BENCH_RUN) $$b; done
+	@set -e; export PORTCULLIS_BENCH_COMMIT="$$(git rev-parse HEAD)" PORTCULLIS_BENCH_STATUS="$$(git status --porcelain)"; \
+	  for b in $(BENCHES); do echo "== $$b"; $(BENCH_RUN) $$b; done
 	node dist/bench/report.js
 
 # A development KMIP server (PyKMIP) that examples/kmip.yaml works against as shipped; Ctrl-C stops it.

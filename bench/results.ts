@@ -52,6 +52,16 @@ export interface MachineInfo {
   where?: string;
 }
 
+/** Which code produced the figures: the commit, and whether the tree was exactly it. */
+export interface Provenance {
+  /** `git rev-parse HEAD`, or "unknown" outside a git checkout. */
+  commit: string;
+  /** True when `git status --porcelain` (nothing ignored beyond .gitignore) printed nothing. */
+  clean: boolean;
+  /** Its lines when not clean (at most 20): what differed from the commit. */
+  changes: string[];
+}
+
 export interface BenchResult {
   /** File stem under bench/results/ and the report's section key: "key-cache". */
   name: string;
@@ -60,6 +70,8 @@ export interface BenchResult {
   /** ISO 8601, when the bench finished. */
   date: string;
   machine?: MachineInfo;
+  /** Absent in results written before provenance was recorded. */
+  provenance?: Provenance;
   /** Parameters the figures depend on (rounds, connections, N×M). */
   parameters?: Record<string, string | number | boolean>;
   rows: BenchRow[];
@@ -96,6 +108,28 @@ export function machineInfo(): MachineInfo {
     load: loadavg().map((x) => x.toFixed(2)).join(' '),
   };
 }
+
+function git(args: string[]): string | undefined {
+  try {
+    return execFileSync('git', args, { cwd: repoRoot, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * The checkout's commit and state. Taken when this module loads, before the
+ * bench writes anything; `make bench` takes it once before its first bench
+ * (PORTCULLIS_BENCH_COMMIT, PORTCULLIS_BENCH_STATUS), since every bench
+ * rewrites a tracked results file and the next one would see that as a change.
+ */
+function provenanceNow(): Provenance {
+  const commit = process.env['PORTCULLIS_BENCH_COMMIT'] ?? git(['rev-parse', 'HEAD'])?.trim() ?? 'unknown';
+  const status = process.env['PORTCULLIS_BENCH_COMMIT'] !== undefined ? (process.env['PORTCULLIS_BENCH_STATUS'] ?? '') : (git(['status', '--porcelain']) ?? 'git status failed');
+  const changes = status.split('\n').filter((l) => l.trim() !== '');
+  return { commit, clean: commit !== 'unknown' && changes.length === 0, changes: changes.slice(0, 20) };
+}
+const provenanceAtStart = provenanceNow();
 
 /** Whether a row meets its target; undefined when it has none or lacks the figure. */
 export function meets(row: BenchRow): boolean | undefined {
@@ -141,14 +175,15 @@ export function printRows(result: BenchResult): void {
     return [row.group === undefined ? row.label : `${row.group}: ${row.label}`, `${figure} ${row.unit}`, formatTarget(row), met === undefined ? '' : met ? 'met' : 'MISSED'];
   });
   const widths = [0, 1, 2].map((i) => Math.max(...lines.map((l) => l[i]?.length ?? 0)));
-  console.log(`\n${result.title}`);
+  const p = result.provenance;
+  console.log(`\n${result.title}${p === undefined ? '' : ` (commit ${p.commit.slice(0, 12)}, ${p.clean ? 'clean tree' : `UNCOMMITTED CHANGES: ${p.changes.join('; ')}`})`}`);
   for (const l of lines) console.log(`  ${l.map((cell, i) => cell.padEnd(widths[i] ?? 0)).join('  ').trimEnd()}`);
   for (const note of result.notes ?? []) console.log(`  note: ${note}`);
 }
 
 /** Writes bench/results/NAME.json and prints the table. */
 export function writeResult(result: Omit<BenchResult, 'date' | 'machine'> & { machine?: MachineInfo }): string {
-  const full: BenchResult = { ...result, date: new Date().toISOString(), machine: result.machine ?? machineInfo() };
+  const full: BenchResult = { ...result, date: new Date().toISOString(), machine: result.machine ?? machineInfo(), provenance: provenanceAtStart };
   mkdirSync(resultsDir, { recursive: true });
   const path = join(resultsDir, `${full.name}.json`);
   writeFileSync(path, `${JSON.stringify(full, null, 1)}\n`);

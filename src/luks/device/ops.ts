@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { lstat, open, readdir, readFile, realpath, rename, stat, symlink, unlink } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { dirname, join } from 'node:path';
@@ -32,7 +33,10 @@ export interface DeviceOps {
    * format covers everything the format will write (16 MiB for LUKS2).
    */
   scanZeros(path: string, length: number): Promise<ZeroScan>;
-  /** Small text files (sysfs attributes), each trimmed; undefined for one that cannot be read. One round trip for many. */
+  /**
+   * Small text files (sysfs attributes), each trimmed; undefined for one that cannot be read. One round trip for many.
+   * @throws EMFILE, ENFILE, ENOMEM (the process, not the file, is short of something)
+   */
   readFiles(paths: readonly string[]): Promise<Array<string | undefined>>;
   /** A directory's entries (a sysfs directory); undefined when it does not exist. */
   list(dir: string): Promise<string[] | undefined>;
@@ -71,6 +75,12 @@ export function formatRdev(rdev: bigint): string {
 const missing = (err: unknown): boolean => {
   const code = (err as NodeJS.ErrnoException).code;
   return code === 'ENOENT' || code === 'ENOTDIR' || code === 'ENODEV' || code === 'ENXIO';
+};
+
+/** Out of descriptors or memory: no answer about the file, so never read as "cannot be read". */
+const exhausted = (err: unknown): boolean => {
+  const code = (err as NodeJS.ErrnoException).code;
+  return code === 'EMFILE' || code === 'ENFILE' || code === 'ENOMEM';
 };
 
 /** Reads at most this much in one call: a header, the first MiB for the blank check. */
@@ -185,8 +195,20 @@ export function localDeviceOps(runner: CommandRunner = localRunner(), options: L
       return { scanned, firstNonZero: undefined };
     },
 
-    readFiles(paths) {
-      return Promise.all(paths.map((p) => readFile(p, 'utf8').then((text) => text.trim(), () => undefined)));
+    async readFiles(paths) {
+      // One file at a time, synchronously: sysfs and procfs attributes are kernel memory and
+      // answer at once, and reading them all in parallel held one descriptor per file. A
+      // storm of 64 detaches, each scanning every dm-N/dm/name, ran out of descriptors, and
+      // an unreadable name read as "no such mapping": the detach answered closed: false and
+      // forgot a mapping that stayed open.
+      return paths.map((p) => {
+        try {
+          return readFileSync(p, 'utf8').trim();
+        } catch (err) {
+          if (exhausted(err)) throw err;
+          return undefined;
+        }
+      });
     },
 
     async list(dir) {

@@ -47,6 +47,16 @@ describe('localDeviceOps()', () => {
     assert.equal(await ops.list(join(dir, 'absent')), undefined);
   });
 
+  it('readFiles() rejects with EMFILE when out of descriptors, rather than answer undefined for a file that is there', () => {
+    // A child with a low descriptor limit, every descriptor taken: "cannot be read" must not mean "not there".
+    const ops = new URL('../../../src/luks/device/ops.js', import.meta.url).href;
+    const script = `import { openSync } from 'node:fs'; import { localDeviceOps } from '${ops}';
+      try { for (;;) openSync('/dev/null', 'r'); } catch {}
+      localDeviceOps().readFiles(['/proc/self/stat']).then((r) => console.log('answered', JSON.stringify(r)), (e) => console.log('rejected', e.code));`;
+    const out = execFileSync('sh', ['-c', `ulimit -n 128 && exec "$0" --input-type=module -e "$1"`, process.execPath, script], { encoding: 'utf8' });
+    assert.equal(out.trim(), 'rejected EMFILE');
+  });
+
   it('replaceSymlink() repoints a symlink atomically, and leaves anything that is not a symlink alone', async () => {
     const link = join(dir, 'attachment');
     symlinkSync('/dev/null', link);
