@@ -19,6 +19,7 @@ import { after, before, describe, it } from 'node:test';
 import type { Answer, DaemonProcess } from '../fixtures/daemon.js';
 import { countingRunner, type CountingRunner } from '../helpers/counting-runner.js';
 import { findSecrets, type Haystack } from '../helpers/secret-scan.js';
+import { GUEST_HELPER_LOG } from '../vm/helper-link.js';
 import { startBarbicanDaemon, type BarbicanDaemon } from './barbican-daemon.js';
 import { createKeyIn, localKeystoreDaemon, ok } from './vm-setup.js';
 
@@ -147,8 +148,15 @@ describe('a storm of attaches and detaches on overlapping names and devices', ()
 });
 
 describe('secret hygiene across the suite', () => {
-  it('no key appears, in any form, in any spawned argv, either log or any answer', () => {
+  it("no key appears, in any form, in any spawned argv, either daemon's log, any answer, or the helper's log, argv or environment", async () => {
+    // The helper beside the kernel: its log file and, for each helper process, its argv and environment.
+    const helperLog = await setup.kernel.sh(`cat ${GUEST_HELPER_LOG}`);
+    const helperProcs = await setup.kernel.sh(`for p in $(pgrep -x portcullis-help); do echo "== $p"; tr '\\0' ' ' < /proc/$p/cmdline; echo; tr '\\0' '\\n' < /proc/$p/environ; done`);
+    assert.match(helperLog, /"event":"op_done","op":"OPEN"/, 'the helper logged the opens it did');
+    assert.match(helperProcs, /^== \d+\n\S*portcullis-helper --fd 3/m, 'a helper process to look at');
     const haystacks: Haystack[] = [
+      { name: 'helper log', data: helperLog },
+      { name: 'helper argv and environment', data: helperProcs },
       ...counters.flatMap((c, i) => c.commands.map((argv) => ({ name: `daemon ${i} argv ${argv.join(' ').slice(0, 60)}`, data: argv.join('\0') }))),
       { name: 'local daemon log', data: local.log() },
       { name: 'barbican daemon log', data: barbicanDaemon.log() },

@@ -96,9 +96,11 @@ describe('portcullis installed from its .deb, under systemd and udev on a real k
       'SystemCallFilter', 'RestrictAddressFamilies', 'WatchdogUSec', 'ProtectKernelModules', 'RestrictNamespaces',
     ]);
     assert.deepEqual(
-      [p.User, p.ProtectSystem, p.ProtectHome, p.PrivateTmp, p.NoNewPrivileges, p.DevicePolicy, p.DeviceAllow, p.WatchdogUSec, p.ProtectKernelModules],
-      ['portcullis', 'strict', 'yes', 'yes', 'yes', 'closed', '', '30s', 'yes'],
+      [p.User, p.ProtectSystem, p.ProtectHome, p.PrivateTmp, p.NoNewPrivileges, p.DevicePolicy, p.WatchdogUSec, p.ProtectKernelModules],
+      ['portcullis', 'strict', 'yes', 'yes', 'yes', 'closed', '30s', 'yes'],
     );
+    // ProtectClock= adds a read-only char-rtc; no block device, no device-mapper control.
+    assert.doesNotMatch(p.DeviceAllow ?? '', /block-|\/dev\/mapper/);
     assert.deepEqual([p.CapabilityBoundingSet, p.AmbientCapabilities], ['cap_ipc_lock', 'cap_ipc_lock']);
     assert.ok((p.SystemCallFilter ?? '').split(' ').length > 50, `SystemCallFilter: ${p.SystemCallFilter}`);
     assert.deepEqual((p.RestrictAddressFamilies ?? '').split(' ').sort(), ['AF_INET', 'AF_INET6', 'AF_UNIX']);

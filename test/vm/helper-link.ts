@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { closeSync, existsSync, openSync } from 'node:fs';
 import type { Duplex } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { FrameReader } from '../../src/luks/helper/frame.js';
@@ -14,6 +14,13 @@ import type { CommandRunner, OpAnswer } from './runner.js';
  * VM drives the production protocol and the production C code; only the
  * transport (the command channel instead of a socketpair) differs.
  */
+
+/**
+ * Where the guest's helper writes its log (one JSON line per operation), in
+ * the guest's own /run (a tmpfs): the secret scan reads it, as it reads the
+ * daemon's log (test/daemon/integrity.vm.test.ts).
+ */
+export const GUEST_HELPER_LOG = '/run/portcullis-helper.log';
 
 /** Where the build leaves the helper, from this file's place in dist/test/vm. */
 export const HELPER_BINARY = fileURLToPath(new URL('../../../helper/build/portcullis-helper', import.meta.url));
@@ -30,7 +37,12 @@ export function serveHelper(binary = HELPER_BINARY): (frameBase64: unknown) => P
 
   function start(): Duplex {
     if (!existsSync(binary)) throw new VmError('E_OP_FAILED', `${binary} is missing: run make build`);
-    child = spawn(binary, ['--fd', '3', '--symlink-dir', '/dev'], { stdio: ['ignore', 'ignore', 'inherit', 'pipe'] });
+    const log = openSync(GUEST_HELPER_LOG, 'a', 0o600);
+    try {
+      child = spawn(binary, ['--fd', '3', '--symlink-dir', '/dev'], { stdio: ['ignore', 'ignore', log, 'pipe'] });
+    } finally {
+      closeSync(log);
+    }
     const s = child.stdio[3] as Duplex;
     s.on('data', (chunk: Buffer) => {
       for (const body of reader.push(chunk)) {
