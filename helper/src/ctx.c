@@ -43,13 +43,27 @@ static void on_log(int level, const char *msg, void *usr) {
   while (n && (msg[n - 1] == '\n' || msg[n - 1] == ' ')) n--;
   if (!n || c->cslog.len > 2048) return; /* enough for an operator; bounded */
   if (c->cslog.len) buf_put(&c->cslog, "; ", 2);
-  buf_put(&c->cslog, msg, n);
+  /* The operator knows the device by the request's path, not by this thread's descriptor. */
+  size_t k = strlen(c->byfd);
+  const char *at = k ? memmem(msg, n, c->byfd, k) : NULL;
+  if (at) {
+    buf_put(&c->cslog, msg, (size_t)(at - msg));
+    buf_put(&c->cslog, c->req->path, strlen(c->req->path));
+    buf_put(&c->cslog, at + k, n - (size_t)(at - msg) - k);
+  } else {
+    buf_put(&c->cslog, msg, n);
+  }
 }
 
 void ctx_log_hook(struct opctx *c, struct crypt_device *cd) { crypt_set_log_callback(cd, on_log, c); }
 
 int ctx_crypt_init(struct opctx *c, struct crypt_device **cd) {
-  int r = crypt_init(cd, c->req->path);
+  /* libcryptsetup opens its device by name. Named by the descriptor already checked
+   * (major:minor, not suspended), a path swapped after that check cannot redirect it:
+   * /proc/self/fd/N reopens the very device this thread holds. */
+  c->byfd[0] = '\0';
+  if (c->devfd >= 0) snprintf(c->byfd, sizeof c->byfd, "/proc/self/fd/%d", c->devfd);
+  int r = crypt_init(cd, c->byfd[0] ? c->byfd : c->req->path);
   if (r < 0) return fail_r(c, r, "cannot open the device for libcryptsetup");
   ctx_log_hook(c, *cd);
   return 0;

@@ -17,6 +17,7 @@ struct opctx {
   char msg[512];
   int err;          /* negative errno for the ERRNO field, 0 = none */
   int devfd;        /* -1 until dev_open */
+  char byfd[32];    /* "/proc/self/fd/N" once libcryptsetup has the device by descriptor, else "" */
   struct stat devst;
   const char *const *symlink_dirs;
 };
@@ -31,7 +32,7 @@ int fail_r(struct opctx *c, int r, const char *what);
 /* A passphrase that opened nothing: -EPERM (no keyslot took it) or -ENOENT (no keyslot left), both WRONG_KEY. */
 int is_wrong_key(int r);
 
-/* crypt_init on the request's PATH with this op's log callback. */
+/* crypt_init on the request's device (by its checked descriptor once dev_open ran) with this op's log callback. */
 int ctx_crypt_init(struct opctx *c, struct crypt_device **cd);
 int ctx_crypt_init_by_name(struct opctx *c, struct crypt_device **cd, const char *name);
 void ctx_log_hook(struct opctx *c, struct crypt_device *cd);
