@@ -8,7 +8,7 @@
  * from an older profile. Pure functions on the profile object; capture is in
  * bench/profile-capture.ts.
  */
-import { repoRoot } from './results.js';
+import { repoRoot, type BenchRow } from './results.js';
 
 /** The parts of V8's Profiler.Profile this reads (microseconds, V8's monotonic clock: process.hrtime's). */
 export interface CpuProfile {
@@ -20,7 +20,7 @@ export interface CpuProfile {
 }
 
 export interface ProfileEntry {
-  /** "functionName (file)", a native function with the file of its JS caller. */
+  /** "functionName (file)"; a native function with its nearest JS caller (see nameOf). */
   name: string;
   category: string;
   ms: number;
@@ -138,7 +138,13 @@ export function summarizeProfile(profile: CpuProfile, options: SummaryOptions = 
   };
 }
 
-/** "fn (file)"; a native function is named with its nearest JS caller's file, which says whose call it was. */
+/**
+ * "fn (file)". A native function is named with its nearest JS caller
+ * ("writev (native, from writeGeneric in node:internal/stream_base_commons)"):
+ * the caller says whose call it was, and for N-API it is the only true name,
+ * since every function of an addon runs through one C++ trampoline that V8's
+ * profiler names after whichever of them was made last (native/: "notify").
+ */
 function nameOf(id: number, byId: Map<number, CpuProfile['nodes'][number]>, parentOf: Map<number, number>, root: string): string {
   const frame = byId.get(id)?.callFrame;
   if (frame === undefined) return '?';
@@ -146,7 +152,7 @@ function nameOf(id: number, byId: Map<number, CpuProfile['nodes'][number]>, pare
   if (frame.url !== '' || fn.startsWith('(')) return frame.url === '' ? fn : `${fn} (${fileOf(frame.url, root)})`;
   for (let p = parentOf.get(id); p !== undefined; p = parentOf.get(p)) {
     const caller = byId.get(p)?.callFrame;
-    if (caller !== undefined && caller.url !== '') return `${fn} (native, from ${fileOf(caller.url, root)})`;
+    if (caller !== undefined && caller.url !== '') return `${fn} (native, from ${caller.functionName === '' ? '(anonymous)' : caller.functionName} in ${fileOf(caller.url, root)})`;
   }
   return `${fn} (native)`;
 }
@@ -161,4 +167,21 @@ export function formatCategories(summary: ProfileSummary, min = 1): string {
   const shown = summary.categories.filter((c) => c.percent >= min);
   const rest = summary.categories.length - shown.length;
   return `${shown.map((c) => `${c.category} ${c.percent}%`).join(', ')}${rest > 0 ? ` (${rest} more under ${min}% each)` : ''}`;
+}
+
+/** The largest `n` categories as report rows in `group` (unit %, no target), beside the figure they explain. */
+export function categoryRows(summary: ProfileSummary, group: string, what: string, n = 3): BenchRow[] {
+  return summary.categories.slice(0, n).map((c, i) => ({
+    group,
+    label: `profile of ${what}: ${c.category}`,
+    unit: '%',
+    value: c.percent,
+    ...(i === 0 ? { note: `self time, as a share of the ${summary.totalMs.toLocaleString('en-US')} ms sampled (${summary.samples.toLocaleString('en-US')} samples); the top functions are in the notes below` } : {}),
+  }));
+}
+
+/** A note's paragraph: what was profiled, then the categories and the top functions by self time. */
+export function profileParagraph(what: string, summary: ProfileSummary | string): string {
+  if (typeof summary === 'string') return `Profile of ${what}: not taken (${summary}).`;
+  return `Profile of ${what} (${summary.totalMs.toLocaleString('en-US')} ms, ${summary.samples.toLocaleString('en-US')} samples, self time): by category ${formatCategories(summary)}; by function ${formatTop(summary)}.`;
 }
