@@ -60,8 +60,8 @@ describe('summarizeProfile()', () => {
       [
         ['attach (src/daemon/service/volumes.ts)', 30, 'portcullis src/daemon'],
         ['parserOnIncoming (node:_http_server)', 20, 'node: http/net/streams'],
-        // A native function is named with the file of the JS that called it.
-        ['writev (native, from src/daemon/service/volumes.ts)', 10, 'native code (V8 builtins, C++ and N-API calls)'],
+        // A native function is named with the JS function that called it.
+        ['writev (native, from attach in src/daemon/service/volumes.ts)', 10, 'native code (V8 builtins, C++ and N-API calls)'],
         ['log (winston/lib/winston/logger.js)', 10, 'npm: winston'],
         ['(garbage collector)', 10, 'GC'],
         ['(idle)', 10, 'idle'],
@@ -84,7 +84,7 @@ describe('summarizeProfile()', () => {
       s.top.map((e) => [e.name, e.percent]),
       [
         ['parserOnIncoming (node:_http_server)', 50],
-        ['writev (native, from src/daemon/service/volumes.ts)', 33.3],
+        ['writev (native, from attach in src/daemon/service/volumes.ts)', 33.3],
         ['attach (src/daemon/service/volumes.ts)', 16.7],
       ],
     );
