@@ -8,7 +8,9 @@
  * whole key path of an idempotent re-attach, then E_DEVICE_NOT_FOUND: this
  * host has no device-mapper); and single-flight: 1,000 concurrent misses on
  * one key, counted at the real backend in-process and through the daemon's
- * own cache figures. Writes bench/results/key-cache.json; asserts nothing.
+ * own cache figures. Where the time goes beside the missed targets comes
+ * from profiles taken in the run (bench/key-cache-explain.ts). Writes
+ * bench/results/key-cache.json; asserts nothing.
  * Run: make build && nice -n 10 node dist/bench/key-cache.js [SECONDS]
  */
 import { spawn } from 'node:child_process';
@@ -24,8 +26,7 @@ import { plainAllocator, type SecureAllocator } from '../src/util/secure-memory.
 import { lockedAllocator } from '../native/secure-allocator.js';
 import { request } from '../test/fixtures/daemon.js';
 import { startBenchDaemon, type BenchDaemon } from './daemon.js';
-import { profileDaemon, profileLoop } from './key-cache-profile.js';
-import { keyCacheNotes } from './key-cache-notes.js';
+import { keyCacheNotes, profileDaemon, profileLoop } from './key-cache-explain.js';
 import { categoryRows, type ProfileSummary } from './profile.js';
 import type { BenchRow } from './results.js';
 import { distribution, msSince, writeResult } from './results.js';
