@@ -8,12 +8,14 @@
  * whole key path of an idempotent re-attach, then E_DEVICE_NOT_FOUND: this
  * host has no device-mapper); and single-flight: 1,000 concurrent misses on
  * one key, counted at the real backend in-process and through the daemon's
- * own cache figures. Writes bench/results/key-cache.json; asserts nothing.
+ * own cache figures. Where the time goes beside the missed targets comes
+ * from profiles taken in the run (bench/key-cache-explain.ts). Writes
+ * bench/results/key-cache.json; asserts nothing.
  * Run: make build && nice -n 10 node dist/bench/key-cache.js [SECONDS]
  */
 import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { loadavg, tmpdir } from 'node:os';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import autocannon from 'autocannon';
 import { validateConfig } from '../src/config/load.js';
@@ -22,12 +24,17 @@ import type { KeyManager } from '../src/keyclient/key-manager.js';
 import { openCachedKeyManager, openKeyManager } from '../src/keyclient/open.js';
 import { plainAllocator, type SecureAllocator } from '../src/util/secure-memory.js';
 import { lockedAllocator } from '../native/secure-allocator.js';
+import { request } from '../test/fixtures/daemon.js';
 import { startBenchDaemon, type BenchDaemon } from './daemon.js';
+import { keyCacheNotes, profileDaemon, profileLoop } from './key-cache-explain.js';
+import { categoryRows, type ProfileSummary } from './profile.js';
 import type { BenchRow } from './results.js';
 import { distribution, msSince, writeResult } from './results.js';
 
 const seconds = Math.min(60, Math.max(1, Number(process.argv[2] ?? 5)));
 const connections = 32;
+/** The profile windows, s: long enough for a few thousand samples, short beside the measured ones. */
+const profileSeconds = Math.min(seconds, 3);
 const ctx = { projectId: 'bench' };
 const dir = mkdtempSync(join(tmpdir(), 'portcullis-key-cache-'));
 const keyManagerConfig = { key_manager: { backend: 'local', local: { path: join(dir, 'keystore.db'), kek_file: join(dir, 'kek') } } };
@@ -39,7 +46,7 @@ const { config } = validateConfig(keyManagerConfig, 'bench');
  * that keep a key do; or `lend`, withKey() lending the cache's own bytes to a
  * callback that reads one byte, the view detached when it returns.
  */
-async function cachedGetsPerSecond(allocator: SecureAllocator, how: 'get' | 'lend'): Promise<number> {
+async function cachedGetsPerSecond(allocator: SecureAllocator, how: 'get' | 'lend', profiled: boolean): Promise<{ rate: number; profile?: ProfileSummary }> {
   const keys = await openCachedKeyManager(config, { allocator });
   try {
     const id = await keys.createKey(ctx, { algorithm: 'aes', length: 512 });
@@ -52,7 +59,8 @@ async function cachedGetsPerSecond(allocator: SecureAllocator, how: 'get' | 'len
       n += 1000;
       if (msSince(start) >= seconds * 1000) break;
     }
-    return Math.round(n / (msSince(start) / 1000));
+    const rate = Math.round(n / (msSince(start) / 1000));
+    return profiled ? { rate, profile: await profileLoop(one, profileSeconds * 1000) } : { rate };
   } finally {
     await keys.close();
   }
@@ -103,7 +111,7 @@ interface Cannon {
  * gets its own path and body from it (volume i of 32), so requests for
  * different volumes do not queue on one volume's lock.
  */
-async function cannon(daemon: Pick<BenchDaemon, 'socketPath'>, method: 'GET' | 'PUT', path: string, body?: unknown, vary?: (i: number) => { path: string; body: unknown }): Promise<Cannon> {
+async function cannon(daemon: Pick<BenchDaemon, 'socketPath'>, method: 'GET' | 'PUT', path: string, body?: unknown, vary?: (i: number) => { path: string; body: unknown }, duration = seconds): Promise<Cannon> {
   let n = 0;
   const json = { 'content-type': 'application/json' };
   const result = await autocannon({
@@ -111,7 +119,7 @@ async function cannon(daemon: Pick<BenchDaemon, 'socketPath'>, method: 'GET' | '
     socketPath: daemon.socketPath,
     method,
     connections,
-    duration: seconds,
+    duration,
     ...(body === undefined ? {} : { body: JSON.stringify(body), headers: json }),
     ...(vary === undefined
       ? {}
@@ -173,9 +181,10 @@ async function quietNopRps(id: string | undefined): Promise<Cannon> {
   }
 }
 
-async function socketRows(locked: number, lent: number): Promise<{ rows: BenchRow[]; notes: string[] }> {
+async function socketRows(): Promise<{ rows: BenchRow[]; storm: BenchRow; hot: string; figures: { bare: number; keyPath: number; keyPaths: number } }> {
   const bare = await bareNodeRps();
   const [hot, storm] = await makeKeys(2);
+  if (hot === undefined) throw new Error('no key made');
   // 1,000 requests at once must be admitted to reach the cache together (the default admits 64).
   const daemon = await startBenchDaemon({ ...keyManagerConfig, limits: { max_pending_requests: 1000 } }, { dir });
   const attach = (provider: string, device: string, id: string | undefined) => ({ device, provider, key: { id }, project_id: ctx.projectId });
@@ -215,23 +224,17 @@ async function socketRows(locked: number, lent: number): Promise<{ rows: BenchRo
         { group: 'over the socket', label: 'the same over 32 volumes (one per connection), one key', unit: 'req/s', value: keyPaths.rps, target: { op: '>=', value: 20_000 }, note: describe(keyPaths) },
         { group: 'over the socket', label: 'key path of one volume, as a share of the bare node:http ceiling in this run', unit: '%', value: share(keyPath.rps, bare.rps), target: { op: '>=', value: 20 }, note: `${keyPath.rps.toLocaleString('en-US')} of ${bare.rps.toLocaleString('en-US')} req/s` },
         { group: 'over the socket', label: 'key path over 32 volumes, as a share of the bare node:http ceiling in this run', unit: '%', value: share(keyPaths.rps, bare.rps), target: { op: '>=', value: 20 }, note: `${keyPaths.rps.toLocaleString('en-US')} of ${bare.rps.toLocaleString('en-US')} req/s` },
-        {
+      ],
+      storm: {
           group: 'single-flight',
           label: '1,000 concurrent attaches of one uncached key over the socket: backend fetches',
           unit: 'calls',
           value: after.backend_fetches - before.backend_fetches,
           target: { op: '<=', value: 1 },
           note: `the daemon's GET /v1/cache figures; ${after.coalesced - before.coalesced} coalesced; answers ${[...codes].map(([c, n]) => `${c}×${n}`).join(', ')}`,
-        },
-      ],
-      notes: [
-        'This host has no device-mapper, so no volume can be attached here. The socket figures use requests that need none: health; an attach with provider nop (os-brick\'s NoOpEncryptor: answered after validation, peer credentials, admission and the per-volume lock, before any key); and a LUKS attach whose key comes from the cache and whose device does not exist (the daemon fetches the key before it looks at the device, so this runs everything up to the device, the cache hit lending its key and the audit line included, then answers E_DEVICE_NOT_FOUND).',
-        'What the idempotent re-attach of a really attached LUKS volume adds to that last request: the device identity (one in-process stat instead of the failing one), the mapping status read from sysfs and the ownership record compared; no process is spawned. bench/vm-attach.ts measures it on a real kernel.',
-        `Why the socket figures miss 20,000 req/s and the key path misses a fifth of the bare ceiling: the client runs on the same 2 cores as the daemon, the machine is shared (1-minute load average ${loadavg()[0]?.toFixed(1)} when these rows were taken), and the daemon does about ${Math.round(bare.rps / Math.max(1, keyPaths.rps))}× the work of the bare server per key-path request. A CPU profile (node --cpu-prof) of the daemon under the 32-volume key path, after this branch's changes: the failing device lookup is the largest item (fs.promises.lstat of the absent device and the ENOENT error Node builds for it, about 18%, then the E_DEVICE_NOT_FOUND PortcullisError and its stack trace, about 6%: src/luks, and a path a host with the device does not take), Node's HTTP parsing and the answer's writev (about 17%), the two log lines per request (the attach outcome and the audit line, about 12% when written without winston; back through winston's logger since, with one format building each line and transports writing it in the call, about 0.2–0.4 µs more per line), the per-volume locks, the zod body parse (about 2%) and the per-request AbortController and timer (about 3%). Taken off the path here: the locked copy per request (mmap, mlock, munlock, munmap: 13% of the profile before; the key is now lent from the cache's slab), winston's format pipeline (20% before) and an E_BAD_REQUEST with its stack trace built and thrown away on every request's close (5% before). Requests for one volume queue on its lock by design; across 32 volumes they run side by side.`,
-        'GET /v1/health on this host re-runs its host checks (cryptsetup --version, dmsetup targets: two processes) on every call, because they fail without device-mapper and a failed check is never remembered; on a host with dm-crypt they are cached for 30 s, and health costs what the nop attach does.',
-        `Why in-process cached gets miss 1 M/s: keys now sit in slots of shared locked slab pages, so a get() no longer maps, locks and unmaps a page (the first row was 51–61 k/s before this branch, ${locked.toLocaleString('en-US')} now), and withKey() lends the cache's own bytes with no copy at all (${lent.toLocaleString('en-US')}/s). What bounds both is that the lent (or copied) bytes must be unusable once the caller is done, and the only way to make a Buffer unusable is to detach its ArrayBuffer: every call needs a Buffer of its own over the locked bytes. Under N-API (native/, C) that is napi_create_external_buffer, which in Node 20 costs about 1.2 µs (a CallbackInfo, a BackingStore with a deleter, a finalizer scheduled through SetImmediateThreadsafe: perf shows malloc, free, mutexes and V8 map transitions, nothing of portcullis), plus about 0.4 µs to detach it: a floor near 600 k/s before any JS runs. The rest of the profile is the managed object around the bytes (makeManagedObject, a fifth) and the lookup (cache key, LRU touch). Lending a copy into a reused scratch slot, or the entry's own Buffer without revoking it, would pass 1 M/s but break the rule that a lent buffer is unusable afterwards; V8's C++ API (one ArrayBuffer per shared BackingStore, no finalizer) could meet both, at the price of an addon tied to one V8 ABI. A host's attaches need a few keys per second, each then waiting for cryptsetup.`,
-        'Found on the way and fixed (with tests): the native secure-buffer registry was one list walked by every wipe and every GC finalizer, wiped buffers included until the GC ran, so a few hundred thousand cached gets made each wipe O(n) and a process spent minutes in finalizers (now a hash table that released buffers leave at once); managed objects and secret buffers each had a getter made of a fresh closure, which gives every object its own hidden class (about 5 µs and 500 bytes each; now a shared prototype getter and a data property); and the attach log line redacted timings_ms.key, the key fetch time, as if it were a key. In this branch: a locked page (4,096 bytes) per 64-byte key, now a 64-byte slot of a shared slab; and the request body reader building an error with a stack trace on every request.',
-      ],
+      },
+      hot,
+      figures: { bare: bare.rps, keyPath: keyPath.rps, keyPaths: keyPaths.rps },
     };
   } finally {
     await daemon.stop();
@@ -244,21 +247,34 @@ function share(part: number, whole: number): number {
 
 // The keystore, its KEK and the logs go when the bench does.
 process.once('exit', () => rmSync(dir, { recursive: true, force: true }));
-const locked = await cachedGetsPerSecond(lockedAllocator(), 'get');
-const lent = await cachedGetsPerSecond(lockedAllocator(), 'lend');
-const plain = await cachedGetsPerSecond(plainAllocator(), 'get');
+const locked = await cachedGetsPerSecond(lockedAllocator(), 'get', true);
+const lent = await cachedGetsPerSecond(lockedAllocator(), 'lend', true);
+const plain = await cachedGetsPerSecond(plainAllocator(), 'get', false);
 const misses = await concurrentMissesInProcess();
-const socket = await socketRows(locked, lent);
+const socket = await socketRows();
+const keyPathBody = { device: '/dev/portcullis-bench-absent', provider: 'luks2', key: { id: socket.hot }, project_id: ctx.projectId };
+const keyPathProfile = await profileDaemon(
+  keyManagerConfig,
+  join(dir, 'profiled'),
+  (socketPath) => request(socketPath, 'PUT', '/v1/volumes/bench-key', keyPathBody), // the miss that caches it
+  (socketPath) => cannon({ socketPath }, 'PUT', '/v1/volumes/bench-key', keyPathBody, undefined, profileSeconds),
+);
+if (locked.profile === undefined || lent.profile === undefined) throw new Error('the locked loops are always profiled');
+const profiles = { get: locked.profile, lend: lent.profile, keyPath: keyPathProfile };
 writeResult({
   name: 'key-cache',
   title: 'Key cache',
-  parameters: { seconds, connections, backend: 'local keystore (SQLite, AES-256-GCM)' },
+  parameters: { seconds, connections, profile_seconds: profileSeconds, backend: 'local keystore (SQLite, AES-256-GCM)' },
   rows: [
-    { group: 'in-process', label: 'cached get(), locked memory', unit: 'gets/s', value: locked, target: { op: '>=', value: 1_000_000 }, note: 'one awaited get() after another, each returning a fresh copy of the key (a slot of a locked slab) that is zeroized at once' },
-    { group: 'in-process', label: 'cached withKey(), locked memory: the key lent, no copy (as the daemon runs)', unit: 'gets/s', value: lent, target: { op: '>=', value: 1_000_000 }, note: 'one awaited withKey() after another; the callback reads the lent bytes, whose view is detached when it returns' },
-    { group: 'in-process', label: 'cached get(), plain memory', unit: 'gets/s', value: plain, target: { op: '>=', value: 1_000_000 } },
+    { group: 'in-process', label: 'cached get(), locked memory', unit: 'gets/s', value: locked.rate, target: { op: '>=', value: 1_000_000 }, note: 'one awaited get() after another, each returning a fresh copy of the key (a slot of a locked slab) that is zeroized at once' },
+    { group: 'in-process', label: 'cached withKey(), locked memory: the key lent, no copy (as the daemon runs)', unit: 'gets/s', value: lent.rate, target: { op: '>=', value: 1_000_000 }, note: 'one awaited withKey() after another; the callback reads the lent bytes, whose view is detached when it returns' },
+    { group: 'in-process', label: 'cached get(), plain memory', unit: 'gets/s', value: plain.rate, target: { op: '>=', value: 1_000_000 } },
+    ...categoryRows(profiles.lend, 'in-process', 'the withKey() loop'),
+    ...categoryRows(profiles.get, 'in-process', 'the get() loop'),
     { group: 'single-flight', label: '1,000 concurrent get()s of one uncached key: backend get() calls', unit: 'calls', value: misses, target: { op: '<=', value: 1 }, note: 'counted by a wrapper around the real local backend, under the real cache' },
     ...socket.rows,
+    ...(typeof keyPathProfile === 'string' ? [] : categoryRows(keyPathProfile, 'over the socket', 'the daemon under the one-volume key path', 4)),
+    socket.storm,
   ],
-  notes: socket.notes,
+  notes: keyCacheNotes({ locked: locked.rate, lent: lent.rate, ...socket.figures, profileSeconds, profiles }),
 });

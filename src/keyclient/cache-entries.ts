@@ -37,6 +37,16 @@ export function entryStore(options: CacheOptions, allocator: SecureAllocator, co
   const negatives = new Map<string, Negative>();
   const negativeMs = options.negative_ttl_seconds * 1000;
   const staleMs = options.stale_if_error_seconds * 1000;
+  /**
+   * The entry set into `entries` last, so the last in LRU order: every set goes
+   * through insert() or touch(), which update it, and an entry dropped since
+   * is no longer what entries.get() returns. A hit on it skips the delete and
+   * set that would move it where it already is: bench/key-cache.ts's profile
+   * had answer() at about a tenth of a cached get()'s self time, and skipping
+   * the move made a hot key's get() about a fifth cheaper in CPU time (the
+   * map's deleted slots and their compaction included).
+   */
+  let newest: Entry | undefined;
 
   /** Wipes an entry that is not (or no longer) in the map, once its lent views are back. */
   function discard(entry: Entry): void {
@@ -89,11 +99,20 @@ export function entryStore(options: CacheOptions, allocator: SecureAllocator, co
       const old = entries.get(entry.key);
       if (old !== undefined) expire(old); // only an expired entry can be there while a fetch ran
       entries.set(entry.key, entry);
+      newest = entry;
       for (const oldest of entries.values()) {
         if (entries.size <= options.max_entries) break;
         drop(oldest);
         counters.evictions += 1;
       }
+    },
+
+    /** Makes `entry`, which is in the map, the most recently used. */
+    touch(entry: Entry): void {
+      if (entry === newest) return;
+      entries.delete(entry.key);
+      entries.set(entry.key, entry);
+      newest = entry;
     },
 
     /** A fresh copy the caller owns and zeroizes; metadata alone when asked. */

@@ -135,8 +135,7 @@ export function cachingKeyManager(inner: KeyManager, options: CacheOptions, deps
     const entry = entries.get(key);
     if (entry !== undefined && t < entry.expiresAt) {
       counters.hits += 1;
-      entries.delete(key);
-      entries.set(key, entry); // now the most recently used
+      store.touch(entry);
       return Promise.resolve({ object: out(entry, mode), source: 'cache' });
     }
     if (entry !== undefined && t >= entry.expiresAt + staleMs) store.expire(entry);

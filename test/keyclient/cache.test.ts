@@ -229,6 +229,22 @@ describe('cachingKeyManager()', () => {
     await cache.close();
   });
 
+  it('a hit on the most recently used entry leaves the order as it is, and an entry inserted since is newer', async () => {
+    // A hit on the newest entry skips moving it; an insert must make the inserted entry the newest.
+    const { cache, backend } = await setup({ max_entries: 2 });
+    for (const ctx of [p1, p2, p2, p1, p1]) await bytesOf(cache.get(ctx, FIXED_KEY_ID)); // order p2, p1
+    await bytesOf(cache.get(p3, FIXED_KEY_ID)); // evicts p2: order p1, p3
+    await bytesOf(cache.get(p1, FIXED_KEY_ID)); // a hit that must move p1 after p3
+    await bytesOf(cache.get({ projectId: 'project-4' }, FIXED_KEY_ID)); // evicts p3
+    const before = backend.gets.length;
+    await bytesOf(cache.get(p1, FIXED_KEY_ID));
+    assert.equal(backend.gets.length, before, 'p1 survived');
+    await bytesOf(cache.get(p3, FIXED_KEY_ID));
+    assert.equal(backend.gets.length, before + 1, 'p3 was evicted');
+    assert.equal(cache.stats().evictions, 3);
+    await cache.close();
+  });
+
   it('1,000 concurrent get()s of an uncached key cause one backend fetch, and each caller gets its own copy', async () => {
     const { cache, backend } = await setup();
     const all = await Promise.all(Array.from({ length: 1000 }, () => cache.get(p1, FIXED_KEY_ID)));
