@@ -185,8 +185,8 @@ async function socketRows(): Promise<{ rows: BenchRow[]; storm: BenchRow; hot: s
   const bare = await bareNodeRps();
   const [hot, storm] = await makeKeys(2);
   if (hot === undefined) throw new Error('no key made');
-  // 1,000 requests at once must be admitted to reach the cache together (the default admits 64).
-  const daemon = await startBenchDaemon({ ...keyManagerConfig, limits: { max_pending_requests: 1000 } }, { dir });
+  // 1,000 requests at once must be admitted to reach the cache together: the defaults admit 64 requests and 256 connections.
+  const daemon = await startBenchDaemon({ ...keyManagerConfig, limits: { max_pending_requests: 1000, max_connections: 2000 } }, { dir });
   const attach = (provider: string, device: string, id: string | undefined) => ({ device, provider, key: { id }, project_id: ctx.projectId });
   try {
     const health = await cannon(daemon, 'GET', '/v1/health');
