@@ -116,7 +116,7 @@ const lines = [
   '',
   commitsLine(results),
   '',
-  `Written ${new Date().toISOString().replace('T', ' ').replace(/\.\d+Z$/, ' UTC')} from ${results.length} result file(s): ${results.map((r) => `\`${r.name}\``).join(', ') || 'none'}. Benches never assert times; targets are issue 11\'s.`,
+  `Written ${new Date().toISOString().replace('T', ' ').replace(/\.\d+Z$/, ' UTC')} from ${results.length} result file(s): ${results.map((r) => `\`${r.name}\``).join(', ') || 'none'}. Benches never assert times; targets are those of issues 11, 22 and 23.`,
   '',
   '### Machine',
   '',
