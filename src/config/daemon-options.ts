@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { seconds } from '../keyclient/options.js';
+import { absoluteFile, seconds } from '../keyclient/options.js';
 
 /**
  * The daemon's own config sections; composed into the whole config in
@@ -9,19 +9,6 @@ import { seconds } from '../keyclient/options.js';
 export const DEFAULT_SOCKET_PATH = '/run/portcullis/portcullis.sock';
 
 const uidList = z.array(z.number().int().min(0).max(4294967294)).max(256);
-
-/**
- * A file the daemon opens: absolute (the daemon's working directory is "/"
- * under systemd, so a relative path would quietly mean something else) and
- * free of NUL (which no system call takes).
- */
-export const absolutePath = () =>
-  z
-    .string()
-    .min(1)
-    .max(4096)
-    .refine((p) => p.startsWith('/'), 'must be an absolute path (start with "/")')
-    .refine((p) => !p.includes('\0'), 'must not contain a NUL byte');
 
 /**
  * Seconds that become a Node timer: above 2^31-1 ms (24.8 days) Node fires
@@ -38,7 +25,7 @@ const roleSchema = z.strictObject({
 
 export const socketOptionsSchema = z.strictObject({
   /** @default /run/portcullis/portcullis.sock */
-  path: absolutePath().refine((p) => Buffer.byteLength(p) <= 107, 'must fit in sockaddr_un (107 bytes)').default(DEFAULT_SOCKET_PATH),
+  path: absoluteFile().refine((p) => Buffer.byteLength(p) <= 107, 'must fit in sockaddr_un (107 bytes)').default(DEFAULT_SOCKET_PATH),
   /** Octal string or number. @default "0660" */
   mode: z
     .union([z.string().regex(/^0?[0-7]{3}$/, 'must be an octal mode like "0660"'), z.number().int().min(0).max(0o777)])
@@ -122,7 +109,7 @@ export const luksOptionsSchema = z.strictObject({
    */
   via: z.enum(['helper', 'cryptsetup']).default('helper'),
   /** The helper binary the daemon starts as its child. @default the one installed beside the daemon (helper/portcullis-helper under its package directory) */
-  helper_path: absolutePath().optional(),
+  helper_path: absoluteFile().optional(),
   /**
    * The socket of a helper that systemd runs on its own (the shipped
    * portcullis-helper.socket: /run/portcullis-helper/helper.sock). Set, the
@@ -131,9 +118,9 @@ export const luksOptionsSchema = z.strictObject({
    * it allows (symlink_dirs is for a helper the daemon starts). Unset, the
    * daemon must start as root.
    */
-  helper_socket: absolutePath().optional(),
+  helper_socket: absoluteFile().optional(),
   /** The only directories where the helper may point os-brick's attachment symlinks (symlink: true). @default [/dev] */
-  symlink_dirs: z.array(absolutePath()).min(1).default(['/dev']),
+  symlink_dirs: z.array(absoluteFile()).min(1).default(['/dev']),
 });
 
 export const runtimeOptionsSchema = z.strictObject({
@@ -142,7 +129,7 @@ export const runtimeOptionsSchema = z.strictObject({
    * a restarted daemon still knows them. Keep it on a tmpfs a reboot clears
    * (the mappings do not survive one either). @default volumes.json beside socket.path
    */
-  volumes_file: absolutePath().optional(),
+  volumes_file: absoluteFile().optional(),
   /**
    * Started as root, portcullisd gives root up for this user as soon as its
    * privileged helper answers, before it opens the key manager, the records
@@ -157,7 +144,7 @@ export const logOptionsSchema = z.strictObject({
   /** auto: readable on a terminal, JSON otherwise (journald). */
   format: z.enum(['auto', 'json', 'text']).default('auto'),
   /** Audit stream of every key access: a file (JSON lines, 0600), or absent for the main log with audit=true. */
-  audit_file: absolutePath().optional(),
+  audit_file: absoluteFile().optional(),
 });
 
 export type SocketOptions = z.output<typeof socketOptionsSchema>;

@@ -79,7 +79,12 @@ function readSecretFile(path: string): { ok: true; value: string } | { ok: false
 /** Seconds as a positive finite number (fractions allowed). */
 export const seconds = () => z.number().finite().nonnegative();
 
-/** A file the backend keeps beside its state (metadata, adoptions): an absolute path. */
+/**
+ * A file the daemon or a backend opens (config paths, metadata, adoptions):
+ * absolute (the daemon's working directory is "/" under systemd, so a
+ * relative path would quietly mean something else) and free of NUL (which no
+ * system call takes).
+ */
 export const absoluteFile = () =>
   z
     .string()
